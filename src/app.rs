@@ -1,0 +1,185 @@
+//! Builds a node from its settings (backend, hub, chat service, router) and
+//! runs it until a shutdown future resolves, then drains.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::auth::Auth;
+use crate::chat::Chat;
+use crate::cluster::Backend;
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::shutdown::Shutdown;
+use crate::telemetry;
+
+/// How long the drain waits for sessions to close; leaves room in the
+/// contract's 10 s for the rest of the shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(7);
+/// How long the HTTP server may take to stop after the sessions are gone.
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The per-connection limits sessions enforce.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Messages per second per connection; 0 = unlimited.
+    pub rate_limit: u32,
+    /// Token-bucket size.
+    pub rate_burst: u32,
+    /// Rooms per connection.
+    pub max_rooms_per_connection: usize,
+    /// Frames queued per connection before 1013.
+    pub outbound_queue: usize,
+    /// Server ping interval.
+    pub ping_interval: Duration,
+}
+
+/// What every handler and session shares.
+pub struct AppState {
+    /// The chat operations.
+    pub chat: Chat,
+    /// Token checking, when auth is on.
+    pub auth: Option<Auth>,
+    /// Connection limits.
+    pub limits: Limits,
+    /// Where the web client is served from.
+    pub static_dir: PathBuf,
+    /// One permit per open WebSocket.
+    pub connections: Arc<Semaphore>,
+    /// Drain token and task tracker.
+    pub shutdown: Shutdown,
+    max_connections: usize,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    /// True once the drain started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// WebSocket connections open on this node.
+    pub fn open_connections(&self) -> usize {
+        self.max_connections - self.connections.available_permits()
+    }
+}
+
+/// A node, bound and ready to run.
+pub struct App {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl App {
+    /// Builds the backend and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let node = settings.node_id();
+        let hub = Arc::new(Hub::default());
+        let history_limit = usize::try_from(settings.history_limit).unwrap_or(usize::MAX);
+        let backend = match &settings.redis_url {
+            None => Backend::memory(node.clone(), hub.clone(), history_limit),
+            Some(_) => anyhow::bail!("REDIS_URL: cluster mode is not available in this build"),
+        };
+        let listener = TcpListener::bind((settings.host, settings.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+        let max_connections = usize::try_from(settings.max_connections).unwrap_or(usize::MAX);
+        metrics::gauge!(telemetry::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "node" => node.to_string())
+            .set(1.0);
+        let state = Arc::new(AppState {
+            chat: Chat::new(node, backend, hub),
+            auth: settings.jwt_secret.as_deref().map(Auth::new),
+            limits: Limits {
+                rate_limit: settings.rate_limit,
+                rate_burst: settings.rate_burst,
+                max_rooms_per_connection: usize::try_from(settings.max_rooms_per_connection)
+                    .unwrap_or(usize::MAX),
+                outbound_queue: usize::try_from(settings.outbound_queue).unwrap_or(usize::MAX),
+                ping_interval: settings.ping_interval(),
+            },
+            static_dir: settings.static_dir.clone(),
+            connections: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            shutdown: Shutdown::default(),
+            draining: AtomicBool::new(false),
+        });
+        Ok(Self { listener, state })
+    }
+
+    /// The address the node listens on (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The node's id.
+    pub fn node(&self) -> &crate::domain::NodeId {
+        self.state.chat.node()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: `/ready` answers 503,
+    /// no new connections, every socket closes with 1001, presence is
+    /// removed.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state;
+        let token = state.shutdown.token.clone();
+        let addr = self.listener.local_addr()?;
+        let listener = self.listener.tap_io(|tcp| {
+            // Without it, small frames wait for Nagle's algorithm (tens of ms).
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
+        let router = crate::http::router(state.clone());
+        let mut server = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(token.clone().cancelled_owned())
+                .into_future(),
+        );
+        tracing::info!(%addr, node = %state.chat.node(), "listening");
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut server => {
+                result.context("server task failed")?.context("server failed")?;
+                return Ok(());
+            }
+        }
+
+        tracing::info!("draining");
+        state.draining.store(true, Ordering::Relaxed);
+        metrics::gauge!(telemetry::DRAINING).set(1.0);
+        token.cancel();
+        state.shutdown.tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, state.shutdown.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = state.shutdown.tracker.len(),
+                "sessions still open after the drain timeout"
+            );
+        }
+        if tokio::time::timeout(SERVER_STOP_TIMEOUT, server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP server did not stop in time");
+        }
+        if let Err(error) = state.chat.backend().presence.remove_node().await {
+            tracing::warn!(%error, "could not remove this node's presence");
+        }
+        tracing::info!("drained");
+        Ok(())
+    }
+}

@@ -1,0 +1,297 @@
+//! The chat operations both front ends share (WebSocket commands and REST):
+//! sending, joining and leaving, presence announcements, reads. This is the
+//! only place that combines the hub with the backend roles.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::cluster::{Backend, ClusterResult, Log, Publication, RoomSummary, Stored, Topic};
+use crate::domain::{Content, MessageId, NodeId, RoomName, UserName};
+use crate::hub::{Hub, Recipient};
+use crate::protocol::{self, DEFAULT_HISTORY_LIMIT, PresenceEvent};
+
+/// What a join returns to the joining connection.
+#[derive(Debug)]
+pub struct Joined {
+    /// Everyone in the room now, the joiner included, sorted.
+    pub members: Vec<UserName>,
+    /// The last messages, or every kept message after `since`.
+    pub history: Vec<Stored>,
+    /// True when `since` was older than the kept history.
+    pub truncated: bool,
+}
+
+/// Cluster-wide counts for `/api/stats`.
+#[derive(Debug)]
+pub struct Stats {
+    /// Online users.
+    pub users_online: usize,
+    /// Rooms with at least one member.
+    pub rooms_active: usize,
+    /// Live nodes.
+    pub nodes: Vec<NodeId>,
+}
+
+/// The chat service of one node.
+#[derive(Clone)]
+pub struct Chat {
+    node: NodeId,
+    backend: Backend,
+    hub: Arc<Hub>,
+}
+
+impl Chat {
+    /// The service over `backend`, fanning out through `hub`.
+    pub fn new(node: NodeId, backend: Backend, hub: Arc<Hub>) -> Self {
+        Self { node, backend, hub }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// The node-local hub.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Stores and delivers a room message.
+    pub async fn send_message(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        content: &Content,
+        reference: Option<&str>,
+    ) -> ClusterResult<Stored> {
+        let draft = protocol::message(room, user, content, reference);
+        self.backend
+            .history
+            .append(
+                &Log::Room(room.clone()),
+                draft,
+                &[Topic::Room(room.clone())],
+            )
+            .await
+    }
+
+    /// Stores a DM in the pair's history and delivers it to every connection
+    /// of both users.
+    pub async fn send_dm(
+        &self,
+        from: &UserName,
+        to: &UserName,
+        content: &Content,
+        reference: Option<&str>,
+    ) -> ClusterResult<Stored> {
+        let draft = protocol::dm(from, to, content, reference);
+        let log = Log::direct(from.clone(), to.clone());
+        let mut topics = vec![Topic::User(to.clone())];
+        if from != to {
+            topics.push(Topic::User(from.clone()));
+        }
+        self.backend.history.append(&log, draft, &topics).await
+    }
+
+    /// Tells the other members of `room` that `user` is typing.
+    pub async fn typing(&self, room: &RoomName, user: &UserName) -> ClusterResult<()> {
+        let payload = protocol::typing(room, user);
+        self.publish_except(room, user, payload).await
+    }
+
+    /// Tells the other members of `room` that `user` joined or left it.
+    pub async fn announce(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        event: PresenceEvent,
+    ) -> ClusterResult<()> {
+        let payload = protocol::presence(room, user, event);
+        self.publish_except(room, user, payload).await
+    }
+
+    async fn publish_except(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        payload: Bytes,
+    ) -> ClusterResult<()> {
+        let publication = Publication {
+            id: None,
+            except: Some(user.clone()),
+            payload,
+        };
+        self.backend
+            .bus
+            .publish(&Topic::Room(room.clone()), publication)
+            .await
+    }
+
+    /// Starts listening to `topic` for `recipient`: locally at once, and on the
+    /// bus before returning, so nothing published afterwards is missed.
+    async fn listen(&self, topic: &Topic, recipient: &Recipient) -> ClusterResult<()> {
+        self.hub.add(topic, recipient);
+        if let Err(e) = self.backend.bus.subscribe(topic).await {
+            self.hub.remove(topic, recipient.session);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn unlisten(&self, topic: &Topic, session: u64) {
+        self.hub.remove(topic, session);
+        self.backend.bus.unsubscribe(topic).await;
+    }
+
+    /// Registers a new connection of `user`: its DMs start flowing and the
+    /// user counts as online.
+    pub async fn connect(&self, user: &UserName, recipient: &Recipient) -> ClusterResult<()> {
+        let topic = Topic::User(user.clone());
+        self.listen(&topic, recipient).await?;
+        if let Err(e) = self.backend.presence.connect(user).await {
+            self.unlisten(&topic, recipient.session).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Ends a connection of `user` (after it left its rooms).
+    pub async fn disconnect(&self, user: &UserName, session: u64) {
+        self.unlisten(&Topic::User(user.clone()), session).await;
+        if let Err(error) = self.backend.presence.disconnect(user).await {
+            tracing::warn!(%error, user = %user, "could not record a disconnect; the presence reaper will");
+        }
+    }
+
+    /// Joins `room` on one connection: subscribes first, then counts the
+    /// presence and reads history, so no message falls between the history
+    /// and the live stream (the session drops the overlap by id).
+    pub async fn join(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        recipient: &Recipient,
+        since: Option<MessageId>,
+    ) -> ClusterResult<Joined> {
+        let topic = Topic::Room(room.clone());
+        self.listen(&topic, recipient).await?;
+        let result = self.join_listening(room, user, since).await;
+        if result.is_err() {
+            self.unlisten(&topic, recipient.session).await;
+        }
+        result
+    }
+
+    async fn join_listening(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        since: Option<MessageId>,
+    ) -> ClusterResult<Joined> {
+        if self.backend.presence.join(room, user).await?
+            && let Err(error) = self.announce(room, user, PresenceEvent::Join).await
+        {
+            tracing::warn!(%error, room = %room, "could not announce a join");
+        }
+        self.snapshot(room, since).await
+    }
+
+    /// The members and history a join returns, without joining: for a
+    /// connection that is in the room already.
+    pub async fn snapshot(
+        &self,
+        room: &RoomName,
+        since: Option<MessageId>,
+    ) -> ClusterResult<Joined> {
+        let log = Log::Room(room.clone());
+        let (history, truncated) = match since {
+            Some(since) => {
+                let since = self.backend.history.since(&log, since).await?;
+                (since.messages, since.truncated)
+            }
+            None => (
+                self.backend
+                    .history
+                    .before(&log, None, DEFAULT_HISTORY_LIMIT)
+                    .await?,
+                false,
+            ),
+        };
+        let members = self.backend.presence.members(room).await?;
+        Ok(Joined {
+            members,
+            history,
+            truncated,
+        })
+    }
+
+    /// Leaves `room` on one connection; announces the leave when it was the
+    /// user's last connection in the room anywhere.
+    pub async fn leave(&self, room: &RoomName, user: &UserName, session: u64) -> ClusterResult<()> {
+        self.unlisten(&Topic::Room(room.clone()), session).await;
+        if self.backend.presence.leave(room, user).await? {
+            self.announce(room, user, PresenceEvent::Leave).await?;
+        }
+        Ok(())
+    }
+
+    /// A page of a room's or DM pair's history, oldest first.
+    pub async fn history(
+        &self,
+        log: &Log,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> ClusterResult<Vec<Stored>> {
+        self.backend.history.before(log, before, limit).await
+    }
+
+    /// Users in `room`, sorted.
+    pub async fn members(&self, room: &RoomName) -> ClusterResult<Vec<UserName>> {
+        self.backend.presence.members(room).await
+    }
+
+    /// Online users, sorted.
+    pub async fn online(&self) -> ClusterResult<Vec<UserName>> {
+        self.backend.presence.online().await
+    }
+
+    /// The room directory.
+    pub async fn rooms(&self) -> ClusterResult<Vec<RoomSummary>> {
+        self.backend.presence.rooms().await
+    }
+
+    /// Creates an empty listed room.
+    pub async fn create_room(&self, room: &RoomName) -> ClusterResult<()> {
+        self.backend.presence.create_room(room).await
+    }
+
+    /// Cluster-wide counts.
+    pub async fn stats(&self) -> ClusterResult<Stats> {
+        let users_online = self.backend.presence.online().await?.len();
+        let rooms_active = self
+            .backend
+            .presence
+            .rooms()
+            .await?
+            .iter()
+            .filter(|r| r.members > 0)
+            .count();
+        let nodes = self.backend.presence.nodes().await?;
+        Ok(Stats {
+            users_online,
+            rooms_active,
+            nodes,
+        })
+    }
+
+    /// Succeeds when the backend answers.
+    pub async fn ready(&self) -> ClusterResult<()> {
+        self.backend.bus.ping().await
+    }
+
+    /// The backend, for the background upkeep and the drain.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+}

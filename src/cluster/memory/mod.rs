@@ -1,0 +1,29 @@
+//! The embedded product mode: one node, every role kept in process memory.
+//! Nothing survives a restart; ids stay increasing across one because they
+//! are time-based.
+
+mod bus;
+mod history;
+mod presence;
+
+use std::sync::Arc;
+
+pub use bus::MemoryBus;
+pub use history::MemoryHistory;
+pub use presence::MemoryPresence;
+
+use super::{Backend, Deliver};
+use crate::domain::NodeId;
+
+impl Backend {
+    /// The in-memory backend of a single node: publications go straight to
+    /// `deliver`, histories keep `history_limit` messages each.
+    pub fn memory(node: NodeId, deliver: Arc<dyn Deliver>, history_limit: usize) -> Self {
+        let bus = Arc::new(MemoryBus::new(deliver));
+        Self {
+            history: Arc::new(MemoryHistory::new(bus.clone(), history_limit)),
+            presence: Arc::new(MemoryPresence::new(node)),
+            bus,
+        }
+    }
+}

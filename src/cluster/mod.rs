@@ -1,0 +1,238 @@
+//! The cluster seam: the role traits [`Bus`], [`Presence`] and [`History`] that
+//! every backend implements, and the types that cross them.
+//!
+//! Nothing here knows about sockets, axum or JSON frames: payloads are opaque
+//! bytes, keys are typed names. Publications reach the node-local hub through
+//! the [`Deliver`] handler given to a backend when it is built.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::domain::{MessageId, NodeId, RoomName, UserName};
+
+/// Where a publication goes: every connection in a room, or every connection
+/// of one user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// The members of a room.
+    Room(RoomName),
+    /// Every connection of one user (DMs).
+    User(UserName),
+}
+
+/// One history: a room's, or the shared history of a DM pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Log {
+    /// A room's messages.
+    Room(RoomName),
+    /// The messages between two users; build it with [`Log::direct`].
+    Direct(UserName, UserName),
+}
+
+impl Log {
+    /// The log shared by `a` and `b`, the same whichever of them asks.
+    pub fn direct(a: UserName, b: UserName) -> Self {
+        if a <= b {
+            Self::Direct(a, b)
+        } else {
+            Self::Direct(b, a)
+        }
+    }
+}
+
+/// What the bus hands to subscribers: the payload as it was published, plus
+/// the few typed facts the hub needs without decoding it.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// The id of a stored message; `None` for ephemeral events.
+    pub id: Option<MessageId>,
+    /// A user whose connections must not receive it (typing, presence).
+    pub except: Option<UserName>,
+    /// The encoded frame, shared by every recipient.
+    pub payload: Bytes,
+}
+
+/// A message not yet stored: its encoding is `prefix + id + suffix`, because
+/// the id is assigned by the history at the moment it is appended.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// Bytes before the id.
+    pub prefix: Bytes,
+    /// Bytes after the id.
+    pub suffix: Bytes,
+}
+
+impl Draft {
+    /// The full encoding once `id` is known.
+    pub fn complete(&self, id: MessageId) -> Bytes {
+        let id = id.to_string();
+        let mut out = Vec::with_capacity(self.prefix.len() + id.len() + self.suffix.len());
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&self.suffix);
+        Bytes::from(out)
+    }
+}
+
+/// A stored message: its id and its full encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Where it stands in its history.
+    pub id: MessageId,
+    /// The encoded message, exactly as it was delivered.
+    pub payload: Bytes,
+}
+
+/// The messages after a given id.
+#[derive(Debug, Clone, Default)]
+pub struct Since {
+    /// Every kept message after the id, oldest first.
+    pub messages: Vec<Stored>,
+    /// True when messages after the id were already trimmed away, so the
+    /// caller may have missed some.
+    pub truncated: bool,
+}
+
+/// A user who left a room because the node holding its connections died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Departure {
+    /// The room left.
+    pub room: RoomName,
+    /// The user who is no longer in it anywhere in the cluster.
+    pub user: UserName,
+}
+
+/// A room in the cluster-wide directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// The room.
+    pub name: RoomName,
+    /// How many distinct users are in it now.
+    pub members: usize,
+}
+
+/// Receives every publication on a topic this node subscribed to. Called from
+/// the backend's delivery path, so it must not block.
+pub trait Deliver: Send + Sync + 'static {
+    /// One publication on `topic`.
+    fn deliver(&self, topic: &Topic, publication: Publication);
+}
+
+/// Why a backend call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The backend could not be reached or did not answer in time; nothing
+    /// was done.
+    #[error("backend unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The thing to create exists already.
+    #[error("already exists")]
+    Conflict,
+}
+
+/// Shorthand for backend results.
+pub type ClusterResult<T> = Result<T, ClusterError>;
+
+/// Publish/subscribe per topic across the cluster.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Sends an ephemeral publication (never stored) to every subscriber of
+    /// `topic` on every node.
+    async fn publish(&self, topic: &Topic, publication: Publication) -> ClusterResult<()>;
+
+    /// Starts receiving `topic` on this node. Calls are counted: the node
+    /// stays subscribed until as many [`Bus::unsubscribe`] calls. When this
+    /// returns, every later publication on `topic` reaches the [`Deliver`]
+    /// handler.
+    async fn subscribe(&self, topic: &Topic) -> ClusterResult<()>;
+
+    /// Drops one count of interest in `topic`; the last one stops delivery.
+    async fn unsubscribe(&self, topic: &Topic);
+
+    /// Succeeds when the backend behind the bus answers now (readiness).
+    async fn ping(&self) -> ClusterResult<()>;
+}
+
+/// Connection-counted membership and the room directory, cluster-wide.
+#[async_trait]
+pub trait Presence: Send + Sync {
+    /// Counts one more connection of `user` on this node. Returns true when
+    /// it is the user's first connection anywhere (the user came online).
+    async fn connect(&self, user: &UserName) -> ClusterResult<bool>;
+
+    /// Drops one connection of `user` on this node. Returns true when it was
+    /// the user's last anywhere.
+    async fn disconnect(&self, user: &UserName) -> ClusterResult<bool>;
+
+    /// Counts one more connection of `user` in `room` on this node. Returns
+    /// true when it is the user's first connection in the room cluster-wide.
+    async fn join(&self, room: &RoomName, user: &UserName) -> ClusterResult<bool>;
+
+    /// Drops one connection of `user` from `room`. Returns true when it was
+    /// the user's last connection in the room cluster-wide.
+    async fn leave(&self, room: &RoomName, user: &UserName) -> ClusterResult<bool>;
+
+    /// The distinct users in `room`, sorted.
+    async fn members(&self, room: &RoomName) -> ClusterResult<Vec<UserName>>;
+
+    /// Every online user, sorted.
+    async fn online(&self) -> ClusterResult<Vec<UserName>>;
+
+    /// Rooms with members or created explicitly, by name.
+    async fn rooms(&self) -> ClusterResult<Vec<RoomSummary>>;
+
+    /// Adds `room` to the directory; [`ClusterError::Conflict`] if it is
+    /// listed already.
+    async fn create_room(&self, room: &RoomName) -> ClusterResult<()>;
+
+    /// The nodes that are alive, sorted.
+    async fn nodes(&self) -> ClusterResult<Vec<NodeId>>;
+
+    /// Marks this node alive. Returns false when the backend had lost this
+    /// node's entries (it came back empty) and they must be re-asserted.
+    async fn heartbeat(&self) -> ClusterResult<bool>;
+
+    /// Finds nodes whose heartbeat expired, removes their entries, and returns
+    /// the departures that follow. Each dead node's entries are returned to
+    /// exactly one caller in the cluster.
+    async fn reap(&self) -> ClusterResult<Vec<Departure>>;
+
+    /// Removes every entry of this node at once (clean shutdown).
+    async fn remove_node(&self) -> ClusterResult<()>;
+}
+
+/// Stored, ordered, capped message histories.
+#[async_trait]
+pub trait History: Send + Sync {
+    /// Stores `draft` at the end of `log` and publishes it to `topics` in one
+    /// atomic step, so that every subscriber sees messages in history order.
+    /// Returns the stored message with its id.
+    async fn append(&self, log: &Log, draft: Draft, topics: &[Topic]) -> ClusterResult<Stored>;
+
+    /// Every kept message after `since`, oldest first.
+    async fn since(&self, log: &Log, since: MessageId) -> ClusterResult<Since>;
+
+    /// Up to `limit` messages before `before` (or the newest when `None`),
+    /// oldest first.
+    async fn before(
+        &self,
+        log: &Log,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> ClusterResult<Vec<Stored>>;
+}
+
+/// The three roles of one backend, chosen once at start-up.
+#[derive(Clone)]
+pub struct Backend {
+    /// Publish/subscribe.
+    pub bus: Arc<dyn Bus>,
+    /// Membership and directory.
+    pub presence: Arc<dyn Presence>,
+    /// Message histories.
+    pub history: Arc<dyn History>,
+}

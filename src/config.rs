@@ -1,0 +1,199 @@
+//! Settings: every knob is an environment variable and a flag of the same
+//! meaning, validated once at start-up so a bad value stops the node with one
+//! clear line.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::domain::NodeId;
+
+/// Default port for HTTP and WebSocket.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Everything an operator can set. `chorus --help` lists each with its
+/// variable and default.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chorus", version, about = "A chat server that scales out")]
+pub struct Settings {
+    /// HTTP and WebSocket port.
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Redis URL (redis://host:port/db). Unset: embedded single-node mode with
+    /// everything in memory. Set: cluster mode with every node on that Redis.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// This node's id [default: hostname plus a short random suffix].
+    #[arg(long, env = "CHORUS_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// HS256 secret. Unset: anonymous users pick a name. Set: /ws and /api/*
+    /// need a JWT whose `sub` is the user name.
+    #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Seconds the users of a node that died without cleanup stay visible.
+    #[arg(long, env = "CHORUS_PRESENCE_TTL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub presence_ttl_secs: u64,
+
+    /// Messages kept per room and per DM pair.
+    #[arg(long, env = "CHORUS_HISTORY_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub history_limit: u64,
+
+    /// Messages (room messages, DMs, typing) per second per connection; 0 = no limit.
+    #[arg(long, env = "CHORUS_RATE_LIMIT", default_value_t = 20)]
+    pub rate_limit: u32,
+
+    /// Token-bucket size for the message rate limit.
+    #[arg(long, env = "CHORUS_RATE_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: u32,
+
+    /// WebSocket connections this node accepts; over it the upgrade answers 503.
+    #[arg(long, env = "CHORUS_MAX_CONNECTIONS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "CHORUS_MAX_ROOMS_PER_CONNECTION", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rooms_per_connection: u32,
+
+    /// Frames queued for one connection before it counts as too slow and is
+    /// closed with 1013.
+    #[arg(long, env = "CHORUS_OUTBOUND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub outbound_queue: u32,
+
+    /// Seconds between server pings; a peer silent for two intervals is dropped.
+    #[arg(long, env = "CHORUS_PING_INTERVAL_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ping_interval_secs: u64,
+
+    /// Prefix of every Redis key and channel.
+    #[arg(long, env = "CHORUS_REDIS_PREFIX", default_value = "chorus:")]
+    pub redis_prefix: String,
+
+    /// Folder the web client is served from.
+    #[arg(long, env = "CHORUS_STATIC_DIR", default_value = "static")]
+    pub static_dir: PathBuf,
+
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "CHORUS_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A setting that cannot be used; printed as one line by `main`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag or variable failed to parse (clap's message, first line).
+    #[error("{0}")]
+    Invalid(String),
+    /// A value that parsed but makes no sense.
+    #[error("{setting}: {problem}")]
+    Value {
+        /// The variable name.
+        setting: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl Settings {
+    /// Reads flags and environment, and checks what clap cannot.
+    /// `--help` and `--version` print and exit here.
+    pub fn load() -> Result<Self, ConfigError> {
+        let settings = match Self::try_parse() {
+            Ok(s) => s,
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => {
+                let text = e.to_string();
+                let line = text.lines().next().unwrap_or("invalid setting").to_owned();
+                return Err(ConfigError::Invalid(line));
+            }
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Settings with every default, as `load` would give with nothing set.
+    /// Tests and embedders start from here.
+    pub fn defaults() -> Self {
+        // The empty command line always parses: every field has a default or is optional.
+        Self::try_parse_from(["chorus"]).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Checks cross-field rules and values clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(id) = &self.node_id
+            && NodeId::parse(id).is_none()
+        {
+            return Err(ConfigError::Value {
+                setting: "CHORUS_NODE_ID",
+                problem: format!("expected printable ASCII without spaces or ':', got {id:?}"),
+            });
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::Value {
+                setting: "REDIS_URL",
+                problem: format!("expected redis://host:port/db, got {url:?}"),
+            });
+        }
+        if matches!(&self.jwt_secret, Some(s) if s.is_empty()) {
+            return Err(ConfigError::Value {
+                setting: "CHORUS_JWT_SECRET",
+                problem: "must not be empty (unset it for anonymous mode)".to_owned(),
+            });
+        }
+        if self.redis_prefix.is_empty() {
+            return Err(ConfigError::Value {
+                setting: "CHORUS_REDIS_PREFIX",
+                problem: "must not be empty".to_owned(),
+            });
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| ConfigError::Value {
+            setting: "RUST_LOG",
+            problem: e.to_string(),
+        })?;
+        Ok(())
+    }
+
+    /// This node's id: the setting, or hostname plus a short random suffix.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+            .as_deref()
+            .and_then(NodeId::parse)
+            .unwrap_or_else(|| {
+                let host = gethostname::gethostname().to_string_lossy().into_owned();
+                let suffix = uuid::Uuid::new_v4().simple().to_string();
+                let id = format!("{host}-{}", &suffix[..6]);
+                NodeId::parse(&id).unwrap_or_else(|| {
+                    NodeId::parse(&format!("node-{}", &suffix[..6]))
+                        .unwrap_or_else(|| unreachable!("hex digits make a valid id"))
+                })
+            })
+    }
+
+    /// The keepalive interval.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+}

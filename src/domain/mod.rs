@@ -1,0 +1,10 @@
+//! Pure types that every layer shares: validated names and ids. No I/O here,
+//! and nothing can fail except `parse`.
+
+mod content;
+mod message_id;
+mod name;
+
+pub use content::{Content, ContentError, MAX_CONTENT_BYTES};
+pub use message_id::{MessageId, MessageIdError};
+pub use name::{MAX_ROOM_LEN, MAX_USER_LEN, NameError, NodeId, RoomName, UserName};

@@ -1,0 +1,126 @@
+//! `ApiError`: every HTTP failure, mapped once to a status and the contract's
+//! `{"error":{"code","message"}}` body. Internal causes are logged, never sent.
+
+use axum::Json;
+use axum::extract::FromRequest;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::cluster::ClusterError;
+use crate::domain::{ContentError, MessageIdError, NameError};
+use crate::telemetry;
+
+/// An HTTP error response.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request: body, query, or a bad id.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A bad user or room name.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// Bad message content.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// Missing or invalid token.
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+    /// No such route or file.
+    #[error("not found")]
+    NotFound,
+    /// The room exists already.
+    #[error("room exists")]
+    RoomExists,
+    /// The node is at its connection limit.
+    #[error("this node is at its connection limit; try another node")]
+    TooManyConnections,
+    /// The node is draining.
+    #[error("this node is draining; try another node")]
+    Draining,
+    /// The backend did not answer.
+    #[error("the backend is unavailable; try again")]
+    Unavailable,
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Conflict => Self::RoomExists,
+            ClusterError::Unavailable(source) => {
+                tracing::warn!(error = %source, "backend unavailable");
+                Self::Unavailable
+            }
+        }
+    }
+}
+
+impl From<MessageIdError> for ApiError {
+    fn from(e: MessageIdError) -> Self {
+        Self::BadRequest(format!("invalid message id: {e}"))
+    }
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Name(NameError::User) => (StatusCode::BAD_REQUEST, "invalid_user"),
+            Self::Name(NameError::Room) => (StatusCode::BAD_REQUEST, "invalid_room"),
+            Self::Content(ContentError::TooLarge(_)) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+            }
+            Self::Content(ContentError::Empty) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::RoomExists => (StatusCode::CONFLICT, "room_exists"),
+            Self::TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
+            Self::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        metrics::counter!(telemetry::ERRORS, "code" => code).increment(1);
+        let body = Body {
+            error: Detail {
+                code,
+                message: self.to_string(),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// `Json` whose rejections answer in the contract's error shape.
+#[derive(Debug, FromRequest)]
+#[from_request(via(Json), rejection(ApiError))]
+pub struct AppJson<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
+    }
+}
+
+impl<T: Serialize> IntoResponse for AppJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}

@@ -1,0 +1,129 @@
+//! The room directory, a room's users, and its messages over REST.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppJson};
+use crate::app::AppState;
+use crate::auth::Identity;
+use crate::cluster::Log;
+use crate::domain::{Content, MessageId, RoomName, UserName};
+use crate::protocol;
+use crate::telemetry;
+
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/rooms", get(list).post(create))
+        .route("/api/rooms/{room}/users", get(users))
+        .route(
+            "/api/rooms/{room}/messages",
+            get(messages).post(post_message),
+        )
+}
+
+#[derive(Serialize)]
+struct Room {
+    name: RoomName,
+    members: usize,
+}
+
+#[derive(Deserialize)]
+struct NewRoom {
+    name: String,
+}
+
+fn room(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(RoomName::parse(&name)?)
+}
+
+async fn list(State(state): State<Arc<AppState>>) -> Result<AppJson<Vec<Room>>, ApiError> {
+    let rooms = state.chat.rooms().await?;
+    Ok(AppJson(
+        rooms
+            .into_iter()
+            .map(|r| Room {
+                name: r.name,
+                members: r.members,
+            })
+            .collect(),
+    ))
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    AppJson(body): AppJson<NewRoom>,
+) -> Result<(StatusCode, AppJson<Room>), ApiError> {
+    let name = RoomName::parse(&body.name)?;
+    state.chat.create_room(&name).await?;
+    Ok((StatusCode::CREATED, AppJson(Room { name, members: 0 })))
+}
+
+async fn users(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<AppJson<Vec<UserName>>, ApiError> {
+    let room = room(path)?;
+    Ok(AppJson(state.chat.members(&room).await?))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    before: Option<String>,
+    limit: Option<u64>,
+}
+
+/// A response whose body is already-encoded JSON.
+fn raw_json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn messages(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let room = room(path)?;
+    let Query(page) = page.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let before = page.before.as_deref().map(MessageId::parse).transpose()?;
+    let limit = protocol::history_limit(page.limit).map_err(ApiError::BadRequest)?;
+    let messages = state.chat.history(&Log::Room(room), before, limit).await?;
+    Ok(raw_json(StatusCode::OK, protocol::message_array(&messages)))
+}
+
+#[derive(Deserialize)]
+struct NewMessage {
+    user: Option<String>,
+    content: String,
+}
+
+async fn post_message(
+    State(state): State<Arc<AppState>>,
+    identity: Option<Extension<Identity>>,
+    path: Result<Path<String>, PathRejection>,
+    AppJson(body): AppJson<NewMessage>,
+) -> Result<Response, ApiError> {
+    let room = room(path)?;
+    // With auth on, the sender is whoever the token names, never the body.
+    let user = match identity {
+        Some(Extension(identity)) => identity.user,
+        None => UserName::parse(body.user.as_deref().unwrap_or_default())?,
+    };
+    let content = Content::parse(body.content)?;
+    let stored = state
+        .chat
+        .send_message(&room, &user, &content, None)
+        .await?;
+    metrics::counter!(telemetry::MESSAGES_ACCEPTED, "kind" => "message").increment(1);
+    Ok(raw_json(
+        StatusCode::CREATED,
+        String::from_utf8_lossy(&stored.payload).into_owned(),
+    ))
+}

@@ -1,0 +1,210 @@
+//! The node-local registry of who listens to what (room → sessions, user →
+//! sessions) and the only fan-out to sockets.
+//!
+//! A publication is validated and wrapped once per node, then each local
+//! recipient gets a pointer to the same bytes through its bounded queue. A
+//! full queue never blocks the others: that recipient is flagged slow and its
+//! session closes with 1013.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use metrics::Counter;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{Deliver, Publication, Topic};
+use crate::domain::{MessageId, UserName};
+use crate::telemetry;
+
+/// One frame on its way to local sockets, shared by every recipient.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The topic it was published on.
+    pub topic: Topic,
+    /// The stored message's id, for room messages.
+    pub id: Option<MessageId>,
+    /// A user whose connections skip it.
+    pub except: Option<UserName>,
+    /// The encoded frame.
+    pub frame: Utf8Bytes,
+}
+
+/// The hub's handle on one session: where to queue its frames and how to tell
+/// it that it fell behind.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    /// Unique per session on this node.
+    pub session: u64,
+    /// The session's bounded outbound queue.
+    pub queue: mpsc::Sender<Arc<Delivery>>,
+    /// Cancelled when the queue overflowed.
+    pub slow: CancellationToken,
+}
+
+/// Who on this node listens to which topic.
+pub struct Hub {
+    /// Copy-on-write recipient lists: fan-out clones the `Arc` and releases
+    /// the lock before touching any queue.
+    topics: RwLock<HashMap<Topic, Arc<[Recipient]>>>,
+    next_session: AtomicU64,
+    slow_disconnects: Counter,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            topics: RwLock::default(),
+            next_session: AtomicU64::new(1),
+            slow_disconnects: metrics::counter!(telemetry::SLOW_CONSUMER_DISCONNECTS),
+        }
+    }
+}
+
+impl Hub {
+    /// A fresh session number for [`Recipient::session`].
+    pub fn next_session(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds `recipient` to `topic`. Adding a session twice is harmless.
+    pub fn add(&self, topic: &Topic, recipient: &Recipient) {
+        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        let list = topics.entry(topic.clone()).or_insert_with(|| Arc::from([]));
+        if list.iter().any(|r| r.session == recipient.session) {
+            return;
+        }
+        let mut grown = Vec::with_capacity(list.len() + 1);
+        grown.extend_from_slice(list);
+        grown.push(recipient.clone());
+        *list = Arc::from(grown);
+    }
+
+    /// Removes `session` from `topic`.
+    pub fn remove(&self, topic: &Topic, session: u64) {
+        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(list) = topics.get_mut(topic) else {
+            return;
+        };
+        let kept: Vec<Recipient> = list
+            .iter()
+            .filter(|r| r.session != session)
+            .cloned()
+            .collect();
+        if kept.is_empty() {
+            topics.remove(topic);
+        } else {
+            *list = Arc::from(kept);
+        }
+    }
+
+    /// The topics with local listeners now, for resubscribing and gap-filling.
+    pub fn topics(&self) -> Vec<Topic> {
+        self.topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn recipients(&self, topic: &Topic) -> Option<Arc<[Recipient]>> {
+        self.topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+            .cloned()
+    }
+}
+
+impl Deliver for Hub {
+    fn deliver(&self, topic: &Topic, publication: Publication) {
+        let Some(recipients) = self.recipients(topic) else {
+            return;
+        };
+        let frame = match Utf8Bytes::try_from(publication.payload) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::error!(%error, ?topic, "dropping a publication that is not UTF-8");
+                return;
+            }
+        };
+        let delivery = Arc::new(Delivery {
+            topic: topic.clone(),
+            id: publication.id,
+            except: publication.except,
+            frame,
+        });
+        for recipient in recipients.iter() {
+            match recipient.queue.try_send(delivery.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    if !recipient.slow.is_cancelled() {
+                        self.slow_disconnects.increment(1);
+                        recipient.slow.cancel();
+                    }
+                }
+                // The session is ending; it no longer needs frames.
+                Err(TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn recipient(hub: &Hub, capacity: usize) -> (Recipient, mpsc::Receiver<Arc<Delivery>>) {
+        let (queue, rx) = mpsc::channel(capacity);
+        let r = Recipient {
+            session: hub.next_session(),
+            queue,
+            slow: CancellationToken::new(),
+        };
+        (r, rx)
+    }
+
+    fn publication(text: &'static str) -> Publication {
+        Publication {
+            id: None,
+            except: None,
+            payload: Bytes::from_static(text.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn every_recipient_shares_one_frame_and_a_full_queue_only_flags_its_owner() {
+        let hub = Hub::default();
+        let topic = Topic::Room(crate::domain::RoomName::parse("r").unwrap());
+        let (fast, mut fast_rx) = recipient(&hub, 8);
+        let (slow, _slow_rx) = recipient(&hub, 1);
+        hub.add(&topic, &fast);
+        hub.add(&topic, &slow);
+        hub.add(&topic, &slow);
+
+        hub.deliver(&topic, publication("one"));
+        hub.deliver(&topic, publication("two"));
+
+        let one = fast_rx.try_recv().unwrap();
+        let two = fast_rx.try_recv().unwrap();
+        assert_eq!((one.frame.as_str(), two.frame.as_str()), ("one", "two"));
+        assert!(slow.slow.is_cancelled());
+        assert!(!fast.slow.is_cancelled());
+    }
+
+    #[test]
+    fn removed_sessions_get_nothing() {
+        let hub = Hub::default();
+        let topic = Topic::User(UserName::parse("bob").unwrap());
+        let (r, mut rx) = recipient(&hub, 8);
+        hub.add(&topic, &r);
+        hub.remove(&topic, r.session);
+        hub.deliver(&topic, publication("x"));
+        assert!(rx.try_recv().is_err());
+        assert!(hub.topics().is_empty());
+    }
+}

@@ -1,0 +1,22 @@
+//! chorus: a chat server that scales out.
+//!
+//! A node is built by [`app::App`] from [`config::Settings`]. WebSocket
+//! sessions ([`ws`]) and REST handlers ([`http`]) speak the wire formats of
+//! [`protocol`] and call the operations of [`chat`], which combine the
+//! node-local fan-out of [`hub`] with the backend roles of [`cluster`]
+//! (`Bus`, `Presence`, `History`), kept in memory for one node or in Redis for
+//! a cluster. [`domain`] holds the validated names and ids every layer shares;
+//! [`telemetry`] the logs and metrics; [`shutdown`] the drain.
+
+pub mod app;
+pub mod auth;
+pub mod chat;
+pub mod cluster;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod hub;
+pub mod protocol;
+pub mod shutdown;
+pub mod telemetry;
+mod ws;

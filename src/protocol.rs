@@ -1,0 +1,763 @@
+//! The WebSocket wire: decoding client frames and encoding server frames.
+//! Every client-facing JSON shape of the socket lives here and nowhere else.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Draft, Stored};
+use crate::domain::{Content, ContentError, MessageId, NameError, NodeId, RoomName, UserName};
+
+/// Longest `ref` a client may attach to a command, from the contract.
+pub const MAX_REF_LEN: usize = 64;
+/// History page size when the client names none, from the contract.
+pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+/// Largest history page, from the contract; larger requests are clamped.
+pub const MAX_HISTORY_LIMIT: usize = 100;
+
+/// Close code: the node is draining; reconnect elsewhere.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: authentication ended (the token expired).
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
+/// Close code: a frame was larger than the limit.
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+/// Close code: the client read too slowly; reconnect and `join` with `since`.
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+
+/// The error codes of `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, unknown type, missing or mistyped field.
+    BadRequest,
+    /// A room name that breaks the naming rule.
+    InvalidRoom,
+    /// A user name that breaks the naming rule.
+    InvalidUser,
+    /// The room was not joined on this connection.
+    NotMember,
+    /// Content over the size limit.
+    TooLarge,
+    /// Over the per-connection rate; the message was not sent.
+    RateLimited,
+    /// The backend could not take it; it was not sent.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::InvalidRoom => "invalid_room",
+            Self::InvalidUser => "invalid_user",
+            Self::NotMember => "not_member",
+            Self::TooLarge => "too_large",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A command from a client, with its optional `ref`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFrame {
+    /// Echoed on the direct reply or error.
+    pub reference: Option<String>,
+    /// What the client asks for.
+    pub command: Command,
+}
+
+/// What a client can ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Join a room, optionally catching up after a message id.
+    Join {
+        /// The room.
+        room: RoomName,
+        /// The last message id the client saw.
+        since: Option<MessageId>,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room.
+        room: RoomName,
+    },
+    /// Leave one room and join another.
+    Switch {
+        /// The room to leave.
+        from: RoomName,
+        /// The room to join.
+        to: RoomName,
+    },
+    /// Send a message to a room.
+    Message {
+        /// The room.
+        room: RoomName,
+        /// The text.
+        content: Content,
+    },
+    /// Send a direct message.
+    Dm {
+        /// The recipient.
+        to: UserName,
+        /// The text.
+        content: Content,
+    },
+    /// Tell the room this user is typing.
+    Typing {
+        /// The room.
+        room: RoomName,
+    },
+    /// Read a page of history.
+    History {
+        /// A room's or a DM pair's history.
+        target: HistoryTarget,
+        /// Only messages older than this id.
+        before: Option<MessageId>,
+        /// At most this many, within `1..=MAX_HISTORY_LIMIT`.
+        limit: usize,
+    },
+    /// Keepalive at the application level.
+    Ping,
+}
+
+/// Whose history a `history` command reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryTarget {
+    /// A room's.
+    Room(RoomName),
+    /// The DMs between the client and this user.
+    With(UserName),
+}
+
+/// Why a frame could not be decoded, with the code the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// The frame's `ref`, when it could be read.
+    pub reference: Option<String>,
+    /// The wire code.
+    pub code: ErrorCode,
+    /// What was wrong, for humans.
+    pub message: String,
+}
+
+/// Every field any command has; read in one pass, borrowing from the frame.
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(rename = "ref", borrow, default)]
+    reference: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    room: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    since: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    from: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    to: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    before: Option<Cow<'a, str>>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(borrow, default)]
+    with: Option<Cow<'a, str>>,
+}
+
+/// Only the `ref`, to echo it on a frame that failed to decode as a whole.
+#[derive(Deserialize)]
+struct RefOnly<'a> {
+    #[serde(rename = "ref", borrow, default)]
+    reference: Option<Cow<'a, str>>,
+}
+
+impl ClientFrame {
+    /// Decodes one text frame.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| {
+            let reference = serde_json::from_str::<RefOnly<'_>>(text)
+                .ok()
+                .and_then(|r| r.reference)
+                .filter(|r| r.len() <= MAX_REF_LEN)
+                .map(Cow::into_owned);
+            DecodeError {
+                reference,
+                code: ErrorCode::BadRequest,
+                message: format!("invalid frame: {e}"),
+            }
+        })?;
+        let reference = match raw.reference.as_deref() {
+            Some(r) if r.len() > MAX_REF_LEN => {
+                return Err(DecodeError {
+                    reference: None,
+                    code: ErrorCode::BadRequest,
+                    message: format!("ref is longer than {MAX_REF_LEN} characters"),
+                });
+            }
+            r => r.map(str::to_owned),
+        };
+        match raw.command() {
+            Ok(command) => Ok(Self { reference, command }),
+            Err((code, message)) => Err(DecodeError {
+                reference,
+                code,
+                message,
+            }),
+        }
+    }
+}
+
+type FieldError = (ErrorCode, String);
+
+fn required<'a>(field: Option<Cow<'a, str>>, name: &str) -> Result<Cow<'a, str>, FieldError> {
+    field.ok_or_else(|| (ErrorCode::BadRequest, format!("missing field \"{name}\"")))
+}
+
+fn name_error(e: NameError) -> FieldError {
+    let code = match e {
+        NameError::User => ErrorCode::InvalidUser,
+        NameError::Room => ErrorCode::InvalidRoom,
+    };
+    (code, e.to_string())
+}
+
+fn room(field: Option<Cow<'_, str>>, name: &str) -> Result<RoomName, FieldError> {
+    RoomName::parse(&required(field, name)?).map_err(name_error)
+}
+
+fn user(field: Option<Cow<'_, str>>, name: &str) -> Result<UserName, FieldError> {
+    UserName::parse(&required(field, name)?).map_err(name_error)
+}
+
+fn content(field: Option<Cow<'_, str>>) -> Result<Content, FieldError> {
+    Content::parse(required(field, "content")?.into_owned()).map_err(|e| {
+        let code = match e {
+            ContentError::TooLarge(_) => ErrorCode::TooLarge,
+            ContentError::Empty => ErrorCode::BadRequest,
+        };
+        (code, e.to_string())
+    })
+}
+
+fn message_id(field: Option<Cow<'_, str>>, name: &str) -> Result<Option<MessageId>, FieldError> {
+    field
+        .map(|s| {
+            MessageId::parse(&s)
+                .map_err(|e| (ErrorCode::BadRequest, format!("invalid \"{name}\": {e}")))
+        })
+        .transpose()
+}
+
+impl RawFrame<'_> {
+    fn command(self) -> Result<Command, FieldError> {
+        Ok(match &*self.kind {
+            "join" => Command::Join {
+                room: room(self.room, "room")?,
+                since: message_id(self.since, "since")?,
+            },
+            "leave" => Command::Leave {
+                room: room(self.room, "room")?,
+            },
+            "switch" => Command::Switch {
+                from: room(self.from, "from")?,
+                to: room(self.to, "to")?,
+            },
+            "message" => Command::Message {
+                room: room(self.room, "room")?,
+                content: content(self.content)?,
+            },
+            "dm" => Command::Dm {
+                to: user(self.to, "to")?,
+                content: content(self.content)?,
+            },
+            "typing" => Command::Typing {
+                room: room(self.room, "room")?,
+            },
+            "history" => {
+                let target = match (self.room, self.with) {
+                    (Some(r), None) => HistoryTarget::Room(room(Some(r), "room")?),
+                    (None, Some(w)) => HistoryTarget::With(user(Some(w), "with")?),
+                    _ => {
+                        return Err((
+                            ErrorCode::BadRequest,
+                            "history needs exactly one of \"room\" or \"with\"".to_owned(),
+                        ));
+                    }
+                };
+                Command::History {
+                    target,
+                    before: message_id(self.before, "before")?,
+                    limit: history_limit(self.limit).map_err(|m| (ErrorCode::BadRequest, m))?,
+                }
+            }
+            "ping" => Command::Ping,
+            other => {
+                return Err((
+                    ErrorCode::BadRequest,
+                    format!("unknown type \"{}\"", other.escape_default()),
+                ));
+            }
+        })
+    }
+}
+
+/// The page size for a requested `limit`: the default when absent, clamped to
+/// [`MAX_HISTORY_LIMIT`], and an error for zero.
+pub fn history_limit(limit: Option<u64>) -> Result<usize, String> {
+    match limit {
+        None => Ok(DEFAULT_HISTORY_LIMIT),
+        Some(0) => Err("limit must be at least 1".to_owned()),
+        Some(n) => Ok(usize::try_from(n).map_or(MAX_HISTORY_LIMIT, |n| n.min(MAX_HISTORY_LIMIT))),
+    }
+}
+
+fn encode(frame: &impl Serialize) -> String {
+    // Serialising these plain structs of strings and numbers cannot fail.
+    serde_json::to_string(frame).unwrap_or_default()
+}
+
+/// Writes `[raw,raw,...]`: stored messages spliced in without decoding them again.
+fn push_raw_array(out: &mut String, items: &[Stored]) {
+    out.reserve(items.iter().map(|s| s.payload.len() + 1).sum::<usize>() + 2);
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&String::from_utf8_lossy(&item.payload));
+    }
+    out.push(']');
+}
+
+/// A JSON array of stored messages, oldest first (REST history pages).
+pub fn message_array(items: &[Stored]) -> String {
+    let mut out = String::new();
+    push_raw_array(&mut out, items);
+    out
+}
+
+/// Appends `,"key":[...]}` to an encoded object.
+fn with_raw_array(object: String, key: &str, items: &[Stored]) -> String {
+    let mut out = object;
+    out.pop(); // the closing brace
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+    push_raw_array(&mut out, items);
+    out.push('}');
+    out
+}
+
+#[derive(Serialize)]
+struct Reply<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    body: T,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+}
+
+fn reply(kind: &'static str, body: impl Serialize, reference: Option<&str>) -> String {
+    encode(&Reply {
+        kind,
+        body,
+        reference,
+    })
+}
+
+/// `welcome`, the first frame of every connection.
+pub fn welcome(user: &UserName, node: &NodeId, session: &str) -> String {
+    #[derive(Serialize)]
+    struct Welcome<'a> {
+        user: &'a UserName,
+        node: &'a NodeId,
+        session: &'a str,
+    }
+    reply(
+        "welcome",
+        Welcome {
+            user,
+            node,
+            session,
+        },
+        None,
+    )
+}
+
+/// `joined`, with the members and the history the join returns.
+pub fn joined(
+    room: &RoomName,
+    members: &[UserName],
+    history: &[Stored],
+    truncated: bool,
+    reference: Option<&str>,
+) -> String {
+    #[derive(Serialize)]
+    struct Joined<'a> {
+        room: &'a RoomName,
+        members: &'a [UserName],
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    }
+    let head = reply(
+        "joined",
+        Joined {
+            room,
+            members,
+            truncated,
+        },
+        reference,
+    );
+    with_raw_array(head, "history", history)
+}
+
+/// `left`.
+pub fn left(room: &RoomName, reference: Option<&str>) -> String {
+    #[derive(Serialize)]
+    struct Left<'a> {
+        room: &'a RoomName,
+    }
+    reply("left", Left { room }, reference)
+}
+
+/// A `history` reply for a room or a DM partner.
+pub fn history(target: &HistoryTarget, messages: &[Stored], reference: Option<&str>) -> String {
+    #[derive(Serialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Target<'a> {
+        Room(&'a RoomName),
+        With(&'a UserName),
+    }
+    #[derive(Serialize)]
+    struct Page<'a> {
+        #[serde(flatten)]
+        target: Target<'a>,
+    }
+    let target = match target {
+        HistoryTarget::Room(r) => Target::Room(r),
+        HistoryTarget::With(u) => Target::With(u),
+    };
+    with_raw_array(
+        reply("history", Page { target }, reference),
+        "messages",
+        messages,
+    )
+}
+
+/// `pong`.
+pub fn pong(reference: Option<&str>) -> String {
+    reply("pong", serde_json::Map::new(), reference)
+}
+
+/// An `error` frame.
+pub fn error(code: ErrorCode, message: &str, reference: Option<&str>) -> String {
+    #[derive(Serialize)]
+    struct Error<'a> {
+        code: ErrorCode,
+        message: &'a str,
+    }
+    reply("error", Error { code, message }, reference)
+}
+
+/// A presence change in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceEvent {
+    /// The user's first connection joined the room.
+    Join,
+    /// The user's last connection left the room.
+    Leave,
+}
+
+/// A `presence` event.
+pub fn presence(room: &RoomName, user: &UserName, event: PresenceEvent) -> Bytes {
+    #[derive(Serialize)]
+    struct Presence<'a> {
+        room: &'a RoomName,
+        user: &'a UserName,
+        event: PresenceEvent,
+    }
+    Bytes::from(reply("presence", Presence { room, user, event }, None))
+}
+
+/// A `typing` event.
+pub fn typing(room: &RoomName, user: &UserName) -> Bytes {
+    #[derive(Serialize)]
+    struct Typing<'a> {
+        room: &'a RoomName,
+        user: &'a UserName,
+    }
+    Bytes::from(reply("typing", Typing { room, user }, None))
+}
+
+/// The current time as the contract's `ts`: RFC 3339, UTC, milliseconds.
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Splits an encoded body object into a draft around the id:
+/// `{"type":"<kind>","id":"` + id + `",` + the body's fields.
+fn draft(kind: &str, body: String) -> Draft {
+    let prefix = format!("{{\"type\":\"{kind}\",\"id\":\"");
+    let mut suffix = String::with_capacity(body.len() + 1);
+    suffix.push_str("\",");
+    suffix.push_str(body.get(1..).unwrap_or_default());
+    Draft {
+        prefix: Bytes::from(prefix),
+        suffix: Bytes::from(suffix),
+    }
+}
+
+/// A room `message`, encoded once for every recipient and the history.
+pub fn message(
+    room: &RoomName,
+    user: &UserName,
+    content: &Content,
+    reference: Option<&str>,
+) -> Draft {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        room: &'a RoomName,
+        user: &'a UserName,
+        content: &'a str,
+        ts: String,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+    }
+    draft(
+        "message",
+        encode(&Body {
+            room,
+            user,
+            content: content.as_str(),
+            ts: timestamp(),
+            reference,
+        }),
+    )
+}
+
+/// A `dm`, encoded once for both users' connections and the pair's history.
+pub fn dm(from: &UserName, to: &UserName, content: &Content, reference: Option<&str>) -> Draft {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        from: &'a UserName,
+        to: &'a UserName,
+        content: &'a str,
+        ts: String,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+    }
+    draft(
+        "dm",
+        encode(&Body {
+            from,
+            to,
+            content: content.as_str(),
+            ts: timestamp(),
+            reference,
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn check(text: &str, expected: Result<Command, (ErrorCode, Option<&str>)>) {
+        let got = ClientFrame::decode(text);
+        match (got, expected) {
+            (Ok(frame), Ok(command)) => assert_eq!(frame.command, command, "{text}"),
+            (Err(e), Err((code, reference))) => {
+                assert_eq!(e.code, code, "{text}: {}", e.message);
+                assert_eq!(e.reference.as_deref(), reference, "{text}");
+            }
+            (got, expected) => panic!("{:.80}: got {got:?}, expected {expected:?}", text),
+        }
+    }
+
+    fn room(s: &str) -> RoomName {
+        RoomName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn decodes_every_command() {
+        check(
+            r#"{"type":"join","room":"r"}"#,
+            Ok(Command::Join {
+                room: room("r"),
+                since: None,
+            }),
+        );
+        check(
+            r#"{"type":"join","room":"r","since":"5-1"}"#,
+            Ok(Command::Join {
+                room: room("r"),
+                since: Some(MessageId::new(5, 1)),
+            }),
+        );
+        check(
+            r#"{"type":"leave","room":"r"}"#,
+            Ok(Command::Leave { room: room("r") }),
+        );
+        check(
+            r#"{"type":"switch","from":"a","to":"b"}"#,
+            Ok(Command::Switch {
+                from: room("a"),
+                to: room("b"),
+            }),
+        );
+        check(
+            r#"{"type":"message","room":"r","content":"h\u00e9"}"#,
+            Ok(Command::Message {
+                room: room("r"),
+                content: Content::parse("hé").unwrap(),
+            }),
+        );
+        check(
+            r#"{"type":"dm","to":"bob","content":"hi"}"#,
+            Ok(Command::Dm {
+                to: UserName::parse("bob").unwrap(),
+                content: Content::parse("hi").unwrap(),
+            }),
+        );
+        check(
+            r#"{"type":"typing","room":"r"}"#,
+            Ok(Command::Typing { room: room("r") }),
+        );
+        check(
+            r#"{"type":"history","with":"bob","limit":500}"#,
+            Ok(Command::History {
+                target: HistoryTarget::With(UserName::parse("bob").unwrap()),
+                before: None,
+                limit: MAX_HISTORY_LIMIT,
+            }),
+        );
+        check(
+            r#"{"type":"history","room":"r","before":"9-0"}"#,
+            Ok(Command::History {
+                target: HistoryTarget::Room(room("r")),
+                before: Some(MessageId::new(9, 0)),
+                limit: DEFAULT_HISTORY_LIMIT,
+            }),
+        );
+        check(r#"{"type":"ping","extra":[1,2]}"#, Ok(Command::Ping));
+    }
+
+    #[test]
+    fn refuses_bad_frames_with_precise_codes_and_keeps_the_ref() {
+        use ErrorCode::*;
+        check("not json", Err((BadRequest, None)));
+        check("[]", Err((BadRequest, None)));
+        check(r#"{"ref":"a"}"#, Err((BadRequest, Some("a"))));
+        check(r#"{"type":"fly","ref":"a"}"#, Err((BadRequest, Some("a"))));
+        check(r#"{"type":"join","ref":"a"}"#, Err((BadRequest, Some("a"))));
+        check(
+            r#"{"type":"join","room":5,"ref":"a"}"#,
+            Err((BadRequest, Some("a"))),
+        );
+        check(
+            r#"{"type":"join","room":"a b","ref":"a"}"#,
+            Err((InvalidRoom, Some("a"))),
+        );
+        check(
+            r#"{"type":"join","room":"r","since":"yesterday"}"#,
+            Err((BadRequest, None)),
+        );
+        check(
+            r#"{"type":"dm","to":"bo b","content":"x"}"#,
+            Err((InvalidUser, None)),
+        );
+        check(
+            r#"{"type":"history","room":"r","with":"bob"}"#,
+            Err((BadRequest, None)),
+        );
+        check(
+            r#"{"type":"history","room":"r","limit":0}"#,
+            Err((BadRequest, None)),
+        );
+        check(
+            r#"{"type":"history","room":"r","limit":-1}"#,
+            Err((BadRequest, None)),
+        );
+        check(
+            r#"{"type":"history","room":"r","limit":1e400}"#,
+            Err((BadRequest, None)),
+        );
+        let big = "x".repeat(4097);
+        check(
+            &format!(r#"{{"type":"message","room":"r","content":"{big}","ref":"q"}}"#),
+            Err((TooLarge, Some("q"))),
+        );
+        check(
+            &format!(r#"{{"type":"ping","ref":"{}"}}"#, "r".repeat(65)),
+            Err((BadRequest, None)),
+        );
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        check(
+            &format!(r#"{{"type":"join","room":{deep}}}"#),
+            Err((BadRequest, None)),
+        );
+        // Unknown fields are skipped, however deep, without recursion.
+        check(
+            &format!(r#"{{"type":"ping","x":{deep}}}"#),
+            Ok(Command::Ping),
+        );
+    }
+
+    #[test]
+    fn a_message_is_encoded_around_its_id() {
+        let content = Content::parse("<b>\"hi\"</b>").unwrap();
+        let draft = message(
+            &room("r"),
+            &UserName::parse("al").unwrap(),
+            &content,
+            Some("x1"),
+        );
+        let frame: Value = serde_json::from_slice(&draft.complete(MessageId::new(7, 2))).unwrap();
+        assert_eq!(frame["type"], "message");
+        assert_eq!(frame["id"], "7-2");
+        assert_eq!(frame["room"], "r");
+        assert_eq!(frame["user"], "al");
+        assert_eq!(frame["content"], "<b>\"hi\"</b>");
+        assert_eq!(frame["ref"], "x1");
+        assert!(frame["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn replies_splice_stored_messages_and_echo_the_ref() {
+        let stored = Stored {
+            id: MessageId::new(1, 0),
+            payload: Bytes::from_static(br#"{"id":"1-0"}"#),
+        };
+        let frame: Value = serde_json::from_str(&joined(
+            &room("r"),
+            &[],
+            std::slice::from_ref(&stored),
+            true,
+            Some("j"),
+        ))
+        .unwrap();
+        assert_eq!(
+            frame,
+            json!({"type":"joined","room":"r","members":[],"truncated":true,"ref":"j","history":[{"id":"1-0"}]})
+        );
+        let frame: Value = serde_json::from_str(&history(
+            &HistoryTarget::With(UserName::parse("bob").unwrap()),
+            &[stored],
+            None,
+        ))
+        .unwrap();
+        assert_eq!(
+            frame,
+            json!({"type":"history","with":"bob","messages":[{"id":"1-0"}]})
+        );
+        let frame: Value = serde_json::from_str(&pong(Some("p"))).unwrap();
+        assert_eq!(frame, json!({"type":"pong","ref":"p"}));
+    }
+}

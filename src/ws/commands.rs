@@ -1,0 +1,176 @@
+//! What each client command does on a session, and the one mapping of
+//! command failures to `error` frames.
+
+use std::time::Instant;
+
+use super::session::{End, Session};
+use crate::cluster::{ClusterError, Log};
+use crate::domain::{MessageId, RoomName};
+use crate::protocol::{self, ClientFrame, Command, ErrorCode, HistoryTarget};
+
+/// Why a command was refused. Mapped to the wire only in [`Session::execute`].
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CommandError {
+    /// The room was not joined on this connection.
+    #[error("join {0} before sending to it")]
+    NotMember(RoomName),
+    /// The connection is in as many rooms as allowed.
+    #[error("this connection is already in {0} rooms, the most allowed; leave one first")]
+    TooManyRooms(usize),
+    /// Over the message rate.
+    #[error("too many messages; the message was not sent (retry in {0} ms)")]
+    RateLimited(u128),
+    /// The backend did not take it.
+    #[error("the backend is unavailable; it was not sent")]
+    Unavailable(#[from] ClusterError),
+}
+
+impl CommandError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotMember(_) => ErrorCode::NotMember,
+            Self::TooManyRooms(_) => ErrorCode::BadRequest,
+            Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+impl Session {
+    /// Runs one decoded command and sends its reply or error.
+    pub(super) async fn execute(&mut self, frame: ClientFrame) -> Result<(), End> {
+        let reference = frame.reference.as_deref();
+        match self.command(frame.command, reference).await {
+            Ok(replies) => {
+                for reply in replies {
+                    self.send(reply).await?;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                if let CommandError::Unavailable(cause) = &error {
+                    tracing::warn!(error = %cause, "command failed: backend unavailable");
+                }
+                self.send_error(error.code(), &error.to_string(), reference)
+                    .await
+            }
+        }
+    }
+
+    async fn command(
+        &mut self,
+        command: Command,
+        reference: Option<&str>,
+    ) -> Result<Vec<String>, CommandError> {
+        Ok(match command {
+            Command::Join { room, since } => vec![self.join(room, since, reference).await?],
+            Command::Leave { room } => vec![self.leave(room, reference).await?],
+            Command::Switch { from, to } => {
+                let left = self.leave(from, reference).await?;
+                let joined = self.join(to, None, reference).await?;
+                vec![left, joined]
+            }
+            Command::Message { room, content } => {
+                self.member(&room)?;
+                self.take_token()?;
+                self.state
+                    .chat
+                    .send_message(&room, &self.user, &content, reference)
+                    .await?;
+                metrics::counter!(crate::telemetry::MESSAGES_ACCEPTED, "kind" => "message")
+                    .increment(1);
+                Vec::new()
+            }
+            Command::Dm { to, content } => {
+                self.take_token()?;
+                self.state
+                    .chat
+                    .send_dm(&self.user, &to, &content, reference)
+                    .await?;
+                metrics::counter!(crate::telemetry::MESSAGES_ACCEPTED, "kind" => "dm").increment(1);
+                Vec::new()
+            }
+            Command::Typing { room } => {
+                self.member(&room)?;
+                self.take_token()?;
+                self.state.chat.typing(&room, &self.user).await?;
+                Vec::new()
+            }
+            Command::History {
+                target,
+                before,
+                limit,
+            } => {
+                let log = match &target {
+                    HistoryTarget::Room(room) => Log::Room(room.clone()),
+                    HistoryTarget::With(other) => Log::direct(self.user.clone(), other.clone()),
+                };
+                let messages = self.state.chat.history(&log, before, limit).await?;
+                vec![protocol::history(&target, &messages, reference)]
+            }
+            Command::Ping => vec![protocol::pong(reference)],
+        })
+    }
+
+    async fn join(
+        &mut self,
+        room: RoomName,
+        since: Option<MessageId>,
+        reference: Option<&str>,
+    ) -> Result<String, CommandError> {
+        let chat = &self.state.chat;
+        let already = self.rooms.contains_key(&room);
+        let limit = self.state.limits.max_rooms_per_connection;
+        if !already && self.rooms.len() >= limit {
+            return Err(CommandError::TooManyRooms(limit));
+        }
+        let joined = if already {
+            chat.snapshot(&room, since).await?
+        } else {
+            chat.join(&room, &self.user, &self.recipient, since).await?
+        };
+        let newest = joined.history.last().map(|m| m.id).or(since);
+        let mark = self.rooms.entry(room.clone()).or_default();
+        *mark = (*mark).max(newest);
+        Ok(protocol::joined(
+            &room,
+            &joined.members,
+            &joined.history,
+            joined.truncated,
+            reference,
+        ))
+    }
+
+    async fn leave(
+        &mut self,
+        room: RoomName,
+        reference: Option<&str>,
+    ) -> Result<String, CommandError> {
+        if self.rooms.remove(&room).is_some() {
+            self.state
+                .chat
+                .leave(&room, &self.user, self.recipient.session)
+                .await?;
+        }
+        Ok(protocol::left(&room, reference))
+    }
+
+    fn member(&self, room: &RoomName) -> Result<(), CommandError> {
+        if self.rooms.contains_key(room) {
+            Ok(())
+        } else {
+            Err(CommandError::NotMember(room.clone()))
+        }
+    }
+
+    fn take_token(&mut self) -> Result<(), CommandError> {
+        if self.bucket.try_take(Instant::now()) {
+            Ok(())
+        } else {
+            metrics::counter!(crate::telemetry::RATE_LIMITED).increment(1);
+            Err(CommandError::RateLimited(
+                self.bucket.retry_after().as_millis(),
+            ))
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! WebSocket front end: `GET /ws` checks the name or token and the connection
+//! limit before upgrading, then hands the socket to a [`session`].
+
+mod commands;
+mod rate;
+mod session;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Query, State, rejection::QueryRejection};
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::domain::UserName;
+use crate::http::ApiError;
+use crate::telemetry;
+
+/// Largest WebSocket frame or message accepted, from the contract; larger
+/// ones close the connection with 1009.
+pub(crate) const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Read buffer per connection. Chat frames are small; tungstenite's 128 KiB
+/// default would dominate the memory of an idle connection.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes buffered before a write reaches the socket; batches of fan-out
+/// frames are flushed together anyway.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// The `/ws` route.
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new().route("/ws", get(upgrade))
+}
+
+#[derive(Deserialize)]
+struct Params {
+    username: Option<String>,
+    token: Option<String>,
+}
+
+async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<Params>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    if state.is_draining() {
+        return Err(refuse(ApiError::Draining, "draining"));
+    }
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (user, expires) = match &state.auth {
+        Some(auth) => {
+            let identity = auth
+                .verify(params.token.as_deref())
+                .map_err(|e| refuse(e.into(), "auth"))?;
+            (identity.user, identity.expires)
+        }
+        None => {
+            let name = params.username.as_deref().unwrap_or_default();
+            (
+                UserName::parse(name).map_err(|e| refuse(e.into(), "name"))?,
+                None,
+            )
+        }
+    };
+    let upgrade = upgrade.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let permit = state
+        .connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| refuse(ApiError::TooManyConnections, "limit"))?;
+    // Counts as a running task from now on, so the drain waits for the session.
+    let task = state.shutdown.tracker.token();
+    let expires = expires.map(|at| {
+        let left = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::Instant::now() + left
+    });
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            session::run(state, socket, user, expires).await;
+            drop(permit);
+            drop(task);
+        }))
+}
+
+fn refuse(error: ApiError, reason: &'static str) -> ApiError {
+    metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+    error
+}

@@ -1,0 +1,315 @@
+//! One task per socket: it reads commands, writes fan-out frames from the
+//! bounded outbound queue in batches, pings, and ends on drain, overflow,
+//! token expiry or a dead peer, always running the same cleanup.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use metrics::Counter;
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::rate::TokenBucket;
+use crate::app::AppState;
+use crate::cluster::Topic;
+use crate::domain::{MessageId, RoomName, UserName};
+use crate::hub::{Delivery, Recipient};
+use crate::protocol::{
+    self, CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER,
+};
+use crate::telemetry;
+
+/// Queued frames written per flush; bounds the time one session spends
+/// writing before it looks at its socket again.
+const MAX_BATCH: usize = 64;
+/// How long a final close frame may take to leave before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    /// The client closed, or the socket failed.
+    Gone,
+    /// No frame or pong for two ping intervals.
+    Silent,
+    /// The server closes with this code and reason.
+    Close(u16, &'static str),
+}
+
+impl End {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Gone => "client",
+            Self::Silent => "timeout",
+            Self::Close(CLOSE_GOING_AWAY, _) => "draining",
+            Self::Close(CLOSE_TRY_AGAIN_LATER, _) => "slow",
+            Self::Close(CLOSE_POLICY_VIOLATION, _) => "auth",
+            Self::Close(CLOSE_MESSAGE_TOO_BIG, _) => "too_big",
+            Self::Close(..) => "other",
+        }
+    }
+}
+
+/// The state of one connection.
+pub(super) struct Session {
+    pub(super) state: Arc<AppState>,
+    pub(super) socket: WebSocket,
+    pub(super) user: UserName,
+    /// How the hub reaches this session.
+    pub(super) recipient: Recipient,
+    /// Joined rooms → the newest message id written for the room, so frames
+    /// that overlap the join's history are written once.
+    pub(super) rooms: HashMap<RoomName, Option<MessageId>>,
+    pub(super) bucket: TokenBucket,
+    queue: mpsc::Receiver<Arc<Delivery>>,
+    drain: CancellationToken,
+    delivered: Counter,
+}
+
+/// Runs one connection to its end.
+pub(super) async fn run(
+    state: Arc<AppState>,
+    socket: WebSocket,
+    user: UserName,
+    expires: Option<Instant>,
+) {
+    let id = uuid::Uuid::new_v4();
+    let span = tracing::info_span!("session", session = %id, user = %user);
+    async move {
+        let (queue_tx, queue) = mpsc::channel(state.limits.outbound_queue);
+        let recipient = Recipient {
+            session: state.chat.hub().next_session(),
+            queue: queue_tx,
+            slow: CancellationToken::new(),
+        };
+        let limits = &state.limits;
+        let mut session = Session {
+            bucket: TokenBucket::new(
+                limits.rate_limit,
+                limits.rate_burst,
+                Instant::now().into_std(),
+            ),
+            drain: state.shutdown.token.clone(),
+            delivered: metrics::counter!(telemetry::FRAMES_DELIVERED),
+            state: state.clone(),
+            socket,
+            user,
+            recipient,
+            rooms: HashMap::new(),
+            queue,
+        };
+        metrics::counter!(telemetry::CONNECTIONS_OPENED).increment(1);
+        metrics::gauge!(telemetry::CONNECTIONS).increment(1);
+        tracing::info!("connected");
+        let end = session.serve(&id.to_string(), expires).await;
+        session.finish(end).await;
+        metrics::gauge!(telemetry::CONNECTIONS).decrement(1);
+        metrics::counter!(telemetry::CONNECTIONS_CLOSED, "reason" => end.reason()).increment(1);
+        tracing::info!(reason = end.reason(), "disconnected");
+    }
+    .instrument(span)
+    .await;
+}
+
+impl Session {
+    async fn serve(&mut self, id: &str, expires: Option<Instant>) -> End {
+        if let Err(error) = self.state.chat.connect(&self.user, &self.recipient).await {
+            tracing::warn!(%error, "could not register the connection");
+            return End::Close(CLOSE_TRY_AGAIN_LATER, "backend unavailable");
+        }
+        let welcome = protocol::welcome(&self.user, self.state.chat.node(), id);
+        if let Err(end) = self.send(welcome).await {
+            return end;
+        }
+        let interval = self.state.limits.ping_interval;
+        let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
+        let mut last_heard = Instant::now();
+        let expiry = async move {
+            match expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
+        loop {
+            let step = tokio::select! {
+                biased;
+                () = self.drain.cancelled() => Err(End::Close(CLOSE_GOING_AWAY, "node draining")),
+                () = self.recipient.slow.cancelled() => Err(End::Close(CLOSE_TRY_AGAIN_LATER, "outbound queue full")),
+                () = &mut expiry => Err(End::Close(CLOSE_POLICY_VIOLATION, "token expired")),
+                inbound = self.socket.recv() => {
+                    last_heard = Instant::now();
+                    self.on_inbound(inbound).await
+                }
+                Some(first) = self.queue.recv() => self.write_batch(first).await,
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > interval * 2 {
+                        Err(End::Silent)
+                    } else {
+                        self.write(Message::Ping(bytes::Bytes::new())).await
+                    }
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn on_inbound(
+        &mut self,
+        inbound: Option<Result<Message, axum::Error>>,
+    ) -> Result<(), End> {
+        match inbound {
+            None | Some(Ok(Message::Close(_))) => Err(End::Gone),
+            Some(Err(error)) => Err(read_error(error)),
+            Some(Ok(Message::Text(text))) => self.on_text(text).await,
+            Some(Ok(Message::Binary(_))) => {
+                self.send_error(
+                    protocol::ErrorCode::BadRequest,
+                    "binary frames are not supported; send JSON text",
+                    None,
+                )
+                .await
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+        }
+    }
+
+    async fn on_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
+        let frame = protocol::ClientFrame::decode(text.as_str());
+        drop(text);
+        match frame {
+            Ok(frame) => self.execute(frame).await,
+            Err(e) => {
+                self.send_error(e.code, &e.message, e.reference.as_deref())
+                    .await
+            }
+        }
+    }
+
+    /// Sends an `error` frame and counts it.
+    pub(super) async fn send_error(
+        &mut self,
+        code: protocol::ErrorCode,
+        message: &str,
+        reference: Option<&str>,
+    ) -> Result<(), End> {
+        metrics::counter!(telemetry::ERRORS, "code" => code.as_str()).increment(1);
+        self.send(protocol::error(code, message, reference)).await
+    }
+
+    /// Sends one direct reply.
+    pub(super) async fn send(&mut self, frame: String) -> Result<(), End> {
+        self.write(Message::Text(frame.into())).await
+    }
+
+    /// Writes and flushes one frame, giving up if the session must end.
+    async fn write(&mut self, message: Message) -> Result<(), End> {
+        tokio::select! {
+            written = self.socket.send(message) => written.map_err(|_| End::Gone),
+            () = self.recipient.slow.cancelled() => Err(End::Close(CLOSE_TRY_AGAIN_LATER, "outbound queue full")),
+            () = self.drain.cancelled() => Err(End::Close(CLOSE_GOING_AWAY, "node draining")),
+        }
+    }
+
+    /// Writes `first` and whatever else is queued (up to a batch), then
+    /// flushes once.
+    async fn write_batch(&mut self, first: Arc<Delivery>) -> Result<(), End> {
+        let mut batch = Vec::with_capacity(MAX_BATCH.min(self.queue.len() + 1));
+        let mut next = Some(first);
+        while let Some(delivery) = next {
+            if self.accepts(&delivery) {
+                batch.push(delivery.frame.clone());
+            }
+            next = if batch.len() < MAX_BATCH {
+                self.queue.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let written = batch.len() as u64;
+        let socket = &mut self.socket;
+        let send_all = async move {
+            for frame in batch {
+                socket.feed(Message::Text(frame)).await?;
+            }
+            socket.flush().await
+        };
+        tokio::select! {
+            sent = send_all => sent.map_err(|_| End::Gone)?,
+            () = self.recipient.slow.cancelled() => return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "outbound queue full")),
+            () = self.drain.cancelled() => return Err(End::Close(CLOSE_GOING_AWAY, "node draining")),
+        }
+        self.delivered.increment(written);
+        Ok(())
+    }
+
+    /// Whether a fan-out frame is for this connection now: not excluded, for
+    /// a room still joined, and newer than what the room already got.
+    fn accepts(&mut self, delivery: &Delivery) -> bool {
+        if delivery.except.as_ref() == Some(&self.user) {
+            return false;
+        }
+        let Topic::Room(room) = &delivery.topic else {
+            return true;
+        };
+        let Some(newest) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        if let Some(id) = delivery.id {
+            if newest.is_some_and(|newest| id <= newest) {
+                return false;
+            }
+            *newest = Some(id);
+        }
+        true
+    }
+
+    /// Sends the close frame, then leaves every room and unregisters.
+    async fn finish(&mut self, end: End) {
+        if let End::Close(code, reason) = end {
+            let close = Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            }));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                if self.socket.send(close).await.is_ok() {
+                    // Wait for the peer's close so the frame is not lost to a reset.
+                    while let Some(Ok(m)) = self.socket.recv().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+        self.queue.close();
+        let chat = &self.state.chat;
+        for room in std::mem::take(&mut self.rooms).into_keys() {
+            if let Err(error) = chat.leave(&room, &self.user, self.recipient.session).await {
+                tracing::warn!(%error, room = %room, "could not record a leave; the presence reaper will");
+            }
+        }
+        chat.disconnect(&self.user, self.recipient.session).await;
+    }
+}
+
+/// Maps a read failure to how the session ends: an oversized frame gets 1009,
+/// anything else means the peer is gone.
+fn read_error(error: axum::Error) -> End {
+    match error.into_inner().downcast::<tungstenite::Error>() {
+        Ok(e) if matches!(*e, tungstenite::Error::Capacity(_)) => {
+            End::Close(CLOSE_MESSAGE_TOO_BIG, "frame too large")
+        }
+        _ => End::Gone,
+    }
+}
