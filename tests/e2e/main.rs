@@ -1,0 +1,12 @@
+//! Black-box end-to-end tests: real nodes on free ports, spoken to over
+//! WebSocket and HTTP. One binary, so it links once.
+
+mod support;
+
+mod auth;
+mod backend_contract;
+mod config;
+mod http_api;
+mod limits;
+mod rooms;
+mod shutdown;

@@ -1,0 +1,51 @@
+//! Test support: nodes (in process and as processes), a WebSocket client with
+//! bounded waits, and an HTTP helper.
+
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+pub mod node;
+pub mod ws_client;
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+pub use node::{ProcessNode, TestNode};
+pub use ws_client::WsClient;
+
+/// How long any single wait in a test may take before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Logs from the nodes, shown only with `TEST_LOG=1`.
+pub static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        chorus::telemetry::init("info,chorus=debug", chorus::config::LogFormat::Text);
+    }
+});
+
+/// A unique-enough name for rooms and users, so tests sharing a node or a
+/// Redis do not see each other.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Polls `check` until it returns `Some`, failing after [`TIMEOUT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
