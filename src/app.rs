@@ -81,6 +81,8 @@ pub struct App {
 impl App {
     /// Builds the backend and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Installed before anything records, so no early count is lost.
+        telemetry::prometheus();
         let node = settings.node_id();
         let hub = Arc::new(Hub::default());
         let history_limit = usize::try_from(settings.history_limit).unwrap_or(usize::MAX);

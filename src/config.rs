@@ -115,6 +115,31 @@ pub enum ConfigError {
     },
 }
 
+/// Clap's first line, led by the environment variable it concerns, so an
+/// operator who set `CHORUS_HISTORY_LIMIT=x` reads that name first.
+fn describe(error: &clap::Error) -> String {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let text = error.to_string();
+    let line = text.lines().next().unwrap_or("invalid setting");
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return line.to_owned();
+    };
+    let command = Settings::command();
+    let env = command
+        .get_arguments()
+        .find(|a| {
+            a.get_long()
+                .is_some_and(|l| arg.starts_with(&format!("--{l} ")))
+        })
+        .and_then(|a| a.get_env());
+    match env {
+        Some(env) => format!("{}: {line}", env.to_string_lossy()),
+        None => line.to_owned(),
+    }
+}
+
 impl Settings {
     /// Reads flags and environment, and checks what clap cannot.
     /// `--help` and `--version` print and exit here.
@@ -122,11 +147,7 @@ impl Settings {
         let settings = match Self::try_parse() {
             Ok(s) => s,
             Err(e) if !e.use_stderr() => e.exit(),
-            Err(e) => {
-                let text = e.to_string();
-                let line = text.lines().next().unwrap_or("invalid setting").to_owned();
-                return Err(ConfigError::Invalid(line));
-            }
+            Err(e) => return Err(ConfigError::Invalid(describe(&e))),
         };
         settings.validate()?;
         Ok(settings)

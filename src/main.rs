@@ -17,7 +17,6 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(&settings.log, settings.log_format);
-    telemetry::prometheus();
     let result = async {
         let app = App::build(settings).await?;
         app.run_until_stopped(shutdown::signal()).await

@@ -141,11 +141,14 @@ impl Session {
                 () = self.drain.cancelled() => Err(End::Close(CLOSE_GOING_AWAY, "node draining")),
                 () = self.recipient.slow.cancelled() => Err(End::Close(CLOSE_TRY_AGAIN_LATER, "outbound queue full")),
                 () = &mut expiry => Err(End::Close(CLOSE_POLICY_VIOLATION, "token expired")),
+                // Queued output goes before more input: a client that sends a
+                // burst and reads is never mistaken for a slow reader, and a
+                // sender cannot outrun its own echoes.
+                Some(first) = self.queue.recv() => self.write_batch(first).await,
                 inbound = self.socket.recv() => {
                     last_heard = Instant::now();
                     self.on_inbound(inbound).await
                 }
-                Some(first) = self.queue.recv() => self.write_batch(first).await,
                 _ = ping.tick() => {
                     if last_heard.elapsed() > interval * 2 {
                         Err(End::Silent)

@@ -1,1 +1,812 @@
-//! placeholder
+//! The backend contract: what every [`Backend`] must do, whatever keeps the
+//! state. Each check is written once as a function of a factory and run by
+//! [`contract_suite!`]; the memory backend runs it below. Another backend
+//! (Redis) adds one module with its own factory and the same macro line.
+//!
+//! A factory must give a backend that shares nothing with the ones it made
+//! before (for Redis: a fresh key prefix), because several checks assert the
+//! whole directory (`rooms`, `online`, `nodes`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chorus::cluster::{
+    Backend, ClusterError, Deliver, Draft, Log, Publication, RoomSummary, Stored, Topic,
+};
+use chorus::domain::{MessageId, NodeId, RoomName, UserName};
+use tokio::sync::mpsc;
+
+use crate::support::{TIMEOUT, unique};
+
+/// What a backend under test is built from.
+pub(crate) struct Parts {
+    /// The id of the node the backend serves.
+    pub(crate) node: NodeId,
+    /// Where the backend hands publications on subscribed topics.
+    pub(crate) deliver: Arc<dyn Deliver>,
+    /// Messages kept per log.
+    pub(crate) history_limit: usize,
+}
+
+/// History limit for checks that do not test trimming.
+const ROOMY: usize = 1000;
+
+/// Generates one `#[tokio::test]` per contract check, each calling the check
+/// with `$make`, an `async fn(Parts) -> Backend` (or any `AsyncFn` path).
+macro_rules! contract_suite {
+    ($make:path) => {
+        $crate::backend_contract::contract_suite!(@tests $make;
+            bus_delivers_only_subscribed_topics,
+            bus_subscriptions_are_counted,
+            bus_carries_id_except_and_payload_through,
+            bus_ping_succeeds_while_the_backend_is_up,
+            presence_connect_and_disconnect_report_first_and_last_connection,
+            presence_join_and_leave_count_connections_per_room_and_user,
+            presence_members_and_online_are_sorted,
+            presence_rooms_lists_member_counts_and_created_rooms_by_name,
+            presence_create_room_conflicts_with_an_existing_room,
+            presence_nodes_lists_this_node,
+            presence_remove_node_clears_this_nodes_users_but_keeps_created_rooms,
+            history_append_assigns_strictly_increasing_ids,
+            history_append_publishes_to_every_given_topic_in_history_order,
+            history_concurrent_appends_are_delivered_in_history_order,
+            history_since_returns_every_message_after_the_id,
+            history_since_is_truncated_only_when_messages_after_the_id_were_trimmed,
+            history_before_pages_backwards_oldest_first_with_a_limit,
+            history_direct_log_is_the_same_for_both_orders,
+        );
+    };
+    (@tests $make:path; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                $crate::backend_contract::$check($make).await;
+            }
+        )*
+    };
+}
+pub(crate) use contract_suite;
+
+/// The embedded backend.
+mod memory {
+    use super::Parts;
+    use chorus::cluster::Backend;
+
+    async fn memory(parts: Parts) -> Backend {
+        Backend::memory(parts.node, parts.deliver, parts.history_limit)
+    }
+
+    super::contract_suite!(memory);
+}
+
+// ---------------------------------------------------------------------------
+// Harness: a recording `Deliver` and a backend built around it.
+
+/// Records every publication, in the order the backend delivered them.
+struct Recorder(mpsc::UnboundedSender<(Topic, Publication)>);
+
+impl Deliver for Recorder {
+    fn deliver(&self, topic: &Topic, publication: Publication) {
+        // The receiver lives as long as the check; after it, nobody listens.
+        let _ = self.0.send((topic.clone(), publication));
+    }
+}
+
+/// A backend under test and what it delivered.
+struct Subject {
+    backend: Backend,
+    node: NodeId,
+    received: mpsc::UnboundedReceiver<(Topic, Publication)>,
+}
+
+impl Subject {
+    async fn build(make: &impl AsyncFn(Parts) -> Backend, history_limit: usize) -> Self {
+        let (tx, received) = mpsc::unbounded_channel();
+        let node = NodeId::parse(&unique("node")).expect("node id");
+        let backend = make(Parts {
+            node: node.clone(),
+            deliver: Arc::new(Recorder(tx)),
+            history_limit,
+        })
+        .await;
+        Self {
+            backend,
+            node,
+            received,
+        }
+    }
+
+    /// The next delivered publication.
+    async fn next(&mut self) -> (Topic, Publication) {
+        tokio::time::timeout(TIMEOUT, self.received.recv())
+            .await
+            .expect("a publication in time")
+            .expect("the recorder is alive")
+    }
+
+    /// The next delivered publication, as `(topic, payload text)`.
+    async fn next_text(&mut self) -> (Topic, String) {
+        let (topic, publication) = self.next().await;
+        (topic, text(&publication.payload))
+    }
+
+    /// Publishes `marker` on `topic` (which must be subscribed) and asserts
+    /// that it is the next delivery: nothing else arrived before it.
+    async fn assert_next_is_marker(&mut self, topic: &Topic, why: &str) {
+        let marker = unique("marker");
+        self.backend
+            .bus
+            .publish(topic, publication(&marker))
+            .await
+            .expect("publish");
+        assert_eq!(self.next_text().await, (topic.clone(), marker), "{why}");
+    }
+
+    async fn append(&self, log: &Log, n: usize, topics: &[Topic]) -> Stored {
+        self.backend
+            .history
+            .append(log, draft(n), topics)
+            .await
+            .expect("append")
+    }
+
+    async fn append_many(&self, log: &Log, count: usize) -> Vec<MessageId> {
+        let mut ids = Vec::with_capacity(count);
+        for n in 0..count {
+            ids.push(self.append(log, n, &[]).await.id);
+        }
+        ids
+    }
+}
+
+fn room(name: &str) -> RoomName {
+    RoomName::parse(name).expect("room name")
+}
+
+fn user(name: &str) -> UserName {
+    UserName::parse(name).expect("user name")
+}
+
+fn text(payload: &Bytes) -> String {
+    String::from_utf8(payload.to_vec()).expect("UTF-8 payload")
+}
+
+fn publication(payload: &str) -> Publication {
+    Publication {
+        id: None,
+        except: None,
+        payload: Bytes::from(payload.to_owned()),
+    }
+}
+
+/// A stored message numbered `n`: `{"n":N,"id":"<id>"}` once stored.
+fn draft(n: usize) -> Draft {
+    Draft {
+        prefix: Bytes::from(format!("{{\"n\":{n},\"id\":\"")),
+        suffix: Bytes::from_static(b"\"}"),
+    }
+}
+
+fn ids(stored: &[Stored]) -> Vec<MessageId> {
+    stored.iter().map(|s| s.id).collect()
+}
+
+fn summary(name: &RoomName, members: usize) -> RoomSummary {
+    RoomSummary {
+        name: name.clone(),
+        members,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bus
+
+pub(crate) async fn bus_delivers_only_subscribed_topics(make: impl AsyncFn(Parts) -> Backend) {
+    let mut subject = Subject::build(&make, ROOMY).await;
+    let tag = unique("t");
+    let (subscribed, other) = (
+        Topic::Room(room(&format!("{tag}-in"))),
+        Topic::Room(room(&format!("{tag}-out"))),
+    );
+    let (bob, carol) = (
+        Topic::User(user(&format!("{tag}-bob"))),
+        Topic::User(user(&format!("{tag}-carol"))),
+    );
+    subject
+        .backend
+        .bus
+        .subscribe(&subscribed)
+        .await
+        .expect("subscribe");
+    subject
+        .backend
+        .bus
+        .subscribe(&bob)
+        .await
+        .expect("subscribe");
+
+    let bus = &subject.backend.bus;
+    bus.publish(&other, publication("not for us"))
+        .await
+        .expect("publish");
+    bus.publish(&subscribed, publication("room"))
+        .await
+        .expect("publish");
+    bus.publish(&carol, publication("not for us either"))
+        .await
+        .expect("publish");
+    bus.publish(&bob, publication("user"))
+        .await
+        .expect("publish");
+
+    assert_eq!(
+        subject.next_text().await,
+        (subscribed.clone(), "room".to_owned())
+    );
+    assert_eq!(subject.next_text().await, (bob, "user".to_owned()));
+    subject
+        .assert_next_is_marker(&subscribed, "nothing from unsubscribed topics")
+        .await;
+}
+
+pub(crate) async fn bus_subscriptions_are_counted(make: impl AsyncFn(Parts) -> Backend) {
+    let mut subject = Subject::build(&make, ROOMY).await;
+    let tag = unique("t");
+    let (topic, marker, never) = (
+        Topic::Room(room(&format!("{tag}-counted"))),
+        Topic::Room(room(&format!("{tag}-marker"))),
+        Topic::Room(room(&format!("{tag}-never"))),
+    );
+    let bus = subject.backend.bus.clone();
+    bus.subscribe(&topic).await.expect("subscribe");
+    bus.subscribe(&topic).await.expect("subscribe");
+    bus.subscribe(&marker).await.expect("subscribe");
+
+    bus.unsubscribe(&topic).await;
+    bus.publish(&topic, publication("still subscribed"))
+        .await
+        .expect("publish");
+    assert_eq!(
+        subject.next_text().await,
+        (topic.clone(), "still subscribed".to_owned()),
+        "one of two subscriptions left keeps delivery on"
+    );
+
+    bus.unsubscribe(&topic).await;
+    bus.publish(&topic, publication("gone"))
+        .await
+        .expect("publish");
+    subject
+        .assert_next_is_marker(&marker, "the last unsubscribe stops delivery")
+        .await;
+
+    // Unsubscribing a topic never subscribed is harmless and leaves no debt.
+    bus.unsubscribe(&never).await;
+    bus.subscribe(&never).await.expect("subscribe");
+    bus.publish(&never, publication("fresh"))
+        .await
+        .expect("publish");
+    assert_eq!(subject.next_text().await, (never, "fresh".to_owned()));
+}
+
+pub(crate) async fn bus_carries_id_except_and_payload_through(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let mut subject = Subject::build(&make, ROOMY).await;
+    let tag = unique("t");
+    let topic = Topic::Room(room(&tag));
+    let alice = user(&format!("{tag}-alice"));
+    subject
+        .backend
+        .bus
+        .subscribe(&topic)
+        .await
+        .expect("subscribe");
+    let id = MessageId::new(1_700_000_000_000, 7);
+
+    subject
+        .backend
+        .bus
+        .publish(
+            &topic,
+            Publication {
+                id: Some(id),
+                except: Some(alice.clone()),
+                payload: Bytes::from_static(b"{\"type\":\"typing\"}"),
+            },
+        )
+        .await
+        .expect("publish");
+    subject
+        .backend
+        .bus
+        .publish(&topic, publication("plain"))
+        .await
+        .expect("publish");
+
+    let (got_topic, first) = subject.next().await;
+    assert_eq!(got_topic, topic);
+    assert_eq!(first.id, Some(id));
+    assert_eq!(first.except, Some(alice));
+    assert_eq!(&first.payload[..], b"{\"type\":\"typing\"}");
+    let (_, second) = subject.next().await;
+    assert_eq!((second.id, second.except), (None, None));
+    assert_eq!(&second.payload[..], b"plain");
+}
+
+pub(crate) async fn bus_ping_succeeds_while_the_backend_is_up(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    subject.backend.bus.ping().await.expect("ping");
+}
+
+// ---------------------------------------------------------------------------
+// Presence
+
+pub(crate) async fn presence_connect_and_disconnect_report_first_and_last_connection(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let presence = &subject.backend.presence;
+    let tag = unique("t");
+    let (alice, bob) = (user(&format!("{tag}-alice")), user(&format!("{tag}-bob")));
+
+    assert!(
+        presence.connect(&alice).await.expect("connect"),
+        "first connection"
+    );
+    assert!(
+        !presence.connect(&alice).await.expect("connect"),
+        "second connection"
+    );
+    assert!(
+        presence.connect(&bob).await.expect("connect"),
+        "bob's first"
+    );
+    assert_eq!(
+        presence.online().await.expect("online"),
+        [alice.clone(), bob.clone()]
+    );
+
+    assert!(
+        !presence.disconnect(&alice).await.expect("disconnect"),
+        "one left open"
+    );
+    assert_eq!(
+        presence.online().await.expect("online"),
+        [alice.clone(), bob.clone()],
+        "online while any connection is open"
+    );
+    assert!(
+        presence.disconnect(&alice).await.expect("disconnect"),
+        "the last one"
+    );
+    assert_eq!(
+        presence.online().await.expect("online"),
+        std::slice::from_ref(&bob)
+    );
+    assert!(
+        presence.connect(&alice).await.expect("connect"),
+        "back online is a first connection again"
+    );
+}
+
+pub(crate) async fn presence_join_and_leave_count_connections_per_room_and_user(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let presence = &subject.backend.presence;
+    let tag = unique("t");
+    let (lobby, other) = (room(&format!("{tag}-lobby")), room(&format!("{tag}-other")));
+    let (alice, bob) = (user(&format!("{tag}-alice")), user(&format!("{tag}-bob")));
+
+    assert!(
+        presence.join(&lobby, &alice).await.expect("join"),
+        "alice's first"
+    );
+    assert!(
+        !presence.join(&lobby, &alice).await.expect("join"),
+        "second tab"
+    );
+    assert!(
+        presence.join(&lobby, &bob).await.expect("join"),
+        "bob's first"
+    );
+    assert!(
+        presence.join(&other, &alice).await.expect("join"),
+        "another room is counted apart"
+    );
+    assert_eq!(
+        presence.members(&lobby).await.expect("members"),
+        [alice.clone(), bob.clone()]
+    );
+
+    assert!(
+        !presence.leave(&lobby, &alice).await.expect("leave"),
+        "one tab left"
+    );
+    assert_eq!(
+        presence.members(&lobby).await.expect("members"),
+        [alice.clone(), bob.clone()]
+    );
+    assert!(
+        presence.leave(&lobby, &alice).await.expect("leave"),
+        "last tab"
+    );
+    assert_eq!(
+        presence.members(&lobby).await.expect("members"),
+        std::slice::from_ref(&bob)
+    );
+    assert!(presence.leave(&lobby, &bob).await.expect("leave"));
+    assert_eq!(presence.members(&lobby).await.expect("members"), []);
+    assert_eq!(
+        presence.members(&other).await.expect("members"),
+        [alice],
+        "leaving one room keeps the others"
+    );
+}
+
+pub(crate) async fn presence_members_and_online_are_sorted(make: impl AsyncFn(Parts) -> Backend) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let presence = &subject.backend.presence;
+    let tag = unique("t");
+    let lobby = room(&tag);
+    let names: Vec<UserName> = ["carol", "Alice", "bob", "alice", "_z", "0"]
+        .iter()
+        .map(|n| user(&format!("{tag}-{n}")))
+        .collect();
+
+    for name in &names {
+        presence.connect(name).await.expect("connect");
+        presence.join(&lobby, name).await.expect("join");
+    }
+
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(presence.members(&lobby).await.expect("members"), sorted);
+    assert_eq!(presence.online().await.expect("online"), sorted);
+    let texts: Vec<&str> = sorted.iter().map(UserName::as_str).collect();
+    let mut by_bytes = texts.clone();
+    by_bytes.sort_unstable();
+    assert_eq!(texts, by_bytes, "sorted by name, byte-wise");
+}
+
+pub(crate) async fn presence_rooms_lists_member_counts_and_created_rooms_by_name(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let presence = &subject.backend.presence;
+    let tag = unique("t");
+    let (a, b, c, d) = (
+        room(&format!("{tag}-a")),
+        room(&format!("{tag}-b")),
+        room(&format!("{tag}-c")),
+        room(&format!("{tag}-d")),
+    );
+    let (alice, bob, carol) = (
+        user(&format!("{tag}-alice")),
+        user(&format!("{tag}-bob")),
+        user(&format!("{tag}-carol")),
+    );
+
+    presence.create_room(&d).await.expect("create_room");
+    presence.create_room(&c).await.expect("create_room");
+    presence.join(&b, &carol).await.expect("join");
+    presence.join(&a, &alice).await.expect("join");
+    presence.join(&a, &alice).await.expect("join");
+    presence.join(&a, &bob).await.expect("join");
+    presence.join(&d, &bob).await.expect("join");
+
+    assert_eq!(
+        presence.rooms().await.expect("rooms"),
+        [
+            summary(&a, 2),
+            summary(&b, 1),
+            summary(&c, 0),
+            summary(&d, 1)
+        ],
+        "distinct users per room, every room by name"
+    );
+
+    presence.leave(&b, &carol).await.expect("leave");
+    presence.leave(&d, &bob).await.expect("leave");
+    assert_eq!(
+        presence.rooms().await.expect("rooms"),
+        [summary(&a, 2), summary(&c, 0), summary(&d, 0)],
+        "an emptied room is listed only if it was created"
+    );
+}
+
+pub(crate) async fn presence_create_room_conflicts_with_an_existing_room(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let presence = &subject.backend.presence;
+    let tag = unique("t");
+    let (created, occupied) = (room(&format!("{tag}-new")), room(&format!("{tag}-busy")));
+    presence
+        .join(&occupied, &user(&format!("{tag}-alice")))
+        .await
+        .expect("join");
+
+    presence.create_room(&created).await.expect("first create");
+    let again = presence.create_room(&created).await;
+    let busy = presence.create_room(&occupied).await;
+
+    assert!(matches!(again, Err(ClusterError::Conflict)), "{again:?}");
+    assert!(
+        matches!(busy, Err(ClusterError::Conflict)),
+        "a room with members exists: {busy:?}"
+    );
+    assert_eq!(
+        presence.rooms().await.expect("rooms"),
+        [summary(&occupied, 1), summary(&created, 0)]
+    );
+}
+
+pub(crate) async fn presence_nodes_lists_this_node(make: impl AsyncFn(Parts) -> Backend) {
+    let subject = Subject::build(&make, ROOMY).await;
+
+    let nodes = subject.backend.presence.nodes().await.expect("nodes");
+
+    assert!(nodes.contains(&subject.node), "{nodes:?}");
+    assert!(nodes.is_sorted(), "{nodes:?}");
+}
+
+pub(crate) async fn presence_remove_node_clears_this_nodes_users_but_keeps_created_rooms(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let presence = &subject.backend.presence;
+    let tag = unique("t");
+    let (lobby, created) = (room(&format!("{tag}-lobby")), room(&format!("{tag}-made")));
+    let alice = user(&format!("{tag}-alice"));
+    presence.connect(&alice).await.expect("connect");
+    presence.join(&lobby, &alice).await.expect("join");
+    presence.create_room(&created).await.expect("create_room");
+
+    presence.remove_node().await.expect("remove");
+
+    assert_eq!(presence.online().await.expect("online"), []);
+    assert_eq!(presence.members(&lobby).await.expect("members"), []);
+    assert_eq!(
+        presence.rooms().await.expect("rooms"),
+        [summary(&created, 0)]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// History
+
+pub(crate) async fn history_append_assigns_strictly_increasing_ids(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let log = Log::Room(room(&unique("r")));
+
+    let mut stored = Vec::new();
+    for n in 0..50 {
+        stored.push(subject.append(&log, n, &[]).await);
+    }
+
+    for pair in stored.windows(2) {
+        assert!(pair[0].id < pair[1].id, "{:?} then {:?}", pair[0], pair[1]);
+    }
+    for (n, message) in stored.iter().enumerate() {
+        assert_eq!(
+            text(&message.payload),
+            format!("{{\"n\":{n},\"id\":\"{}\"}}", message.id),
+            "the payload is the draft completed with its id"
+        );
+        assert_eq!(
+            MessageId::parse(&message.id.to_string()),
+            Ok(message.id),
+            "ids survive their text form"
+        );
+    }
+}
+
+pub(crate) async fn history_append_publishes_to_every_given_topic_in_history_order(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let mut subject = Subject::build(&make, ROOMY).await;
+    let tag = unique("t");
+    let (alice, bob) = (user(&format!("{tag}-alice")), user(&format!("{tag}-bob")));
+    let (to_alice, to_bob) = (Topic::User(alice.clone()), Topic::User(bob.clone()));
+    let bystander = Topic::Room(room(&tag));
+    for topic in [&to_alice, &to_bob, &bystander] {
+        subject
+            .backend
+            .bus
+            .subscribe(topic)
+            .await
+            .expect("subscribe");
+    }
+    let log = Log::direct(alice, bob);
+
+    let mut stored = Vec::new();
+    for n in 0..5 {
+        stored.push(
+            subject
+                .append(&log, n, &[to_bob.clone(), to_alice.clone()])
+                .await,
+        );
+    }
+
+    let mut per_topic: Vec<(Topic, Publication)> = Vec::new();
+    for _ in 0..10 {
+        per_topic.push(subject.next().await);
+    }
+    for topic in [&to_alice, &to_bob] {
+        let got: Vec<&Publication> = per_topic
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(
+            got.iter().map(|p| p.id).collect::<Vec<_>>(),
+            stored.iter().map(|s| Some(s.id)).collect::<Vec<_>>(),
+            "{topic:?} gets every message once, in history order"
+        );
+        for (publication, message) in got.iter().zip(&stored) {
+            assert_eq!(publication.payload, message.payload, "the stored bytes");
+            assert_eq!(publication.except, None);
+        }
+    }
+    subject
+        .assert_next_is_marker(&bystander, "a topic not given gets nothing")
+        .await;
+}
+
+pub(crate) async fn history_concurrent_appends_are_delivered_in_history_order(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let mut subject = Subject::build(&make, ROOMY).await;
+    let lobby = room(&unique("r"));
+    let topic = Topic::Room(lobby.clone());
+    let log = Log::Room(lobby);
+    subject
+        .backend
+        .bus
+        .subscribe(&topic)
+        .await
+        .expect("subscribe");
+
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (history, log, topic) = (subject.backend.history.clone(), log.clone(), topic.clone());
+        writers.push(tokio::spawn(async move {
+            for n in 0..25 {
+                history
+                    .append(&log, draft(w * 100 + n), std::slice::from_ref(&topic))
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+
+    let mut delivered = Vec::new();
+    for _ in 0..100 {
+        let (_, publication) = subject.next().await;
+        delivered.push(publication.id.expect("stored messages carry their id"));
+    }
+    let kept = subject
+        .backend
+        .history
+        .before(&log, None, 100)
+        .await
+        .expect("before");
+    assert_eq!(delivered, ids(&kept), "delivery order is history order");
+}
+
+pub(crate) async fn history_since_returns_every_message_after_the_id(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let log = Log::Room(room(&unique("r")));
+    let sent = subject.append_many(&log, 5).await;
+    let history = &subject.backend.history;
+
+    let after_second = history.since(&log, sent[1]).await.expect("since");
+    let after_last = history.since(&log, sent[4]).await.expect("since");
+    let from_start = history.since(&log, MessageId::MIN).await.expect("since");
+    let unknown = history
+        .since(&Log::Room(room(&unique("empty"))), sent[0])
+        .await
+        .expect("since");
+
+    assert_eq!(ids(&after_second.messages), sent[2..]);
+    assert!(!after_second.truncated);
+    assert_eq!(after_last.messages, []);
+    assert!(!after_last.truncated);
+    assert_eq!(ids(&from_start.messages), sent, "nothing was trimmed yet");
+    assert!(!from_start.truncated);
+    assert_eq!(unknown.messages, []);
+    assert!(!unknown.truncated, "an empty log has lost nothing");
+}
+
+pub(crate) async fn history_since_is_truncated_only_when_messages_after_the_id_were_trimmed(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, 3).await;
+    let log = Log::Room(room(&unique("r")));
+    let sent = subject.append_many(&log, 6).await;
+    let history = &subject.backend.history;
+
+    let kept = history.before(&log, None, 100).await.expect("before");
+    assert_eq!(ids(&kept), sent[3..], "the limit keeps the newest");
+
+    for (since, truncated, expected) in [
+        (MessageId::MIN, true, &sent[3..]),
+        (sent[0], true, &sent[3..]),
+        (sent[1], true, &sent[3..]),
+        (sent[2], false, &sent[3..]),
+        (sent[3], false, &sent[4..]),
+        (sent[5], false, &sent[6..]),
+    ] {
+        let got = history.since(&log, since).await.expect("since");
+        assert_eq!(ids(&got.messages), expected, "since {since}");
+        assert_eq!(got.truncated, truncated, "since {since}");
+    }
+}
+
+pub(crate) async fn history_before_pages_backwards_oldest_first_with_a_limit(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let log = Log::Room(room(&unique("r")));
+    let sent = subject.append_many(&log, 7).await;
+    let history = &subject.backend.history;
+
+    for (before, limit, expected) in [
+        (None, 3, &sent[4..]),
+        (Some(sent[4]), 3, &sent[1..4]),
+        (Some(sent[1]), 3, &sent[..1]),
+        (Some(sent[0]), 3, &sent[..0]),
+        (None, 100, &sent[..]),
+        (Some(MessageId::new(u64::MAX, 0)), 2, &sent[5..]),
+    ] {
+        let page = history.before(&log, before, limit).await.expect("before");
+        assert_eq!(ids(&page), expected, "before {before:?}, limit {limit}");
+    }
+    let empty = history
+        .before(&Log::Room(room(&unique("empty"))), None, 10)
+        .await
+        .expect("before");
+    assert_eq!(empty, []);
+}
+
+pub(crate) async fn history_direct_log_is_the_same_for_both_orders(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let tag = unique("t");
+    let (alice, bob, carol) = (
+        user(&format!("{tag}-alice")),
+        user(&format!("{tag}-bob")),
+        user(&format!("{tag}-carol")),
+    );
+    let (ab, ba) = (
+        Log::direct(alice.clone(), bob.clone()),
+        Log::direct(bob.clone(), alice.clone()),
+    );
+    assert_eq!(ab, ba);
+
+    let first = subject.append(&ab, 0, &[]).await;
+    let second = subject.append(&ba, 1, &[]).await;
+
+    let history = &subject.backend.history;
+    for log in [&ab, &ba] {
+        let page = history.before(log, None, 10).await.expect("before");
+        assert_eq!(page, [first.clone(), second.clone()], "{log:?}");
+    }
+    let other = history
+        .before(&Log::direct(alice, carol), None, 10)
+        .await
+        .expect("before");
+    assert_eq!(other, [], "another pair has its own log");
+}
