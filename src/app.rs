@@ -16,10 +16,11 @@ use tokio::sync::Semaphore;
 use crate::auth::Auth;
 use crate::chat::Chat;
 use crate::cluster::Backend;
+use crate::cluster::redis::RedisSettings;
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
-use crate::telemetry;
+use crate::{telemetry, upkeep};
 
 /// How long the drain waits for sessions to close; leaves room in the
 /// contract's 10 s for the rest of the shutdown.
@@ -57,6 +58,7 @@ pub struct AppState {
     /// Drain token and task tracker.
     pub shutdown: Shutdown,
     max_connections: usize,
+    presence_ttl: Duration,
     draining: AtomicBool,
 }
 
@@ -86,9 +88,25 @@ impl App {
         let node = settings.node_id();
         let hub = Arc::new(Hub::default());
         let history_limit = usize::try_from(settings.history_limit).unwrap_or(usize::MAX);
+        let shutdown = Shutdown::default();
         let backend = match &settings.redis_url {
             None => Backend::memory(node.clone(), hub.clone(), history_limit),
-            Some(_) => anyhow::bail!("REDIS_URL: cluster mode is not available in this build"),
+            Some(url) => {
+                let redis = RedisSettings {
+                    url: url.clone(),
+                    prefix: settings.redis_prefix.clone(),
+                    node: node.clone(),
+                    history_limit,
+                    presence_ttl: settings.presence_ttl(),
+                };
+                Backend::redis(
+                    &redis,
+                    hub.clone(),
+                    shutdown.token.clone(),
+                    &shutdown.tracker,
+                )
+                .context("REDIS_URL")?
+            }
         };
         let listener = TcpListener::bind((settings.host, settings.port))
             .await
@@ -110,7 +128,8 @@ impl App {
             static_dir: settings.static_dir.clone(),
             connections: Arc::new(Semaphore::new(max_connections)),
             max_connections,
-            shutdown: Shutdown::default(),
+            shutdown,
+            presence_ttl: settings.presence_ttl(),
             draining: AtomicBool::new(false),
         });
         Ok(Self { listener, state })
@@ -148,6 +167,11 @@ impl App {
                 .with_graceful_shutdown(token.clone().cancelled_owned())
                 .into_future(),
         );
+        state.shutdown.tracker.spawn(upkeep::run(
+            state.chat.clone(),
+            upkeep::interval(state.presence_ttl),
+            token.clone(),
+        ));
         tracing::info!(%addr, node = %state.chat.node(), "listening");
 
         tokio::select! {

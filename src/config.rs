@@ -213,6 +213,11 @@ impl Settings {
             })
     }
 
+    /// How long a dead node's users stay visible.
+    pub fn presence_ttl(&self) -> Duration {
+        Duration::from_secs(self.presence_ttl_secs)
+    }
+
     /// The keepalive interval.
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs)

@@ -6,7 +6,8 @@
 //! node-local fan-out of [`hub`] with the backend roles of [`cluster`]
 //! (`Bus`, `Presence`, `History`), kept in memory for one node or in Redis for
 //! a cluster. [`domain`] holds the validated names and ids every layer shares;
-//! [`telemetry`] the logs and metrics; [`shutdown`] the drain.
+//! [`telemetry`] the logs and metrics; [`shutdown`] the drain; [`upkeep`]
+//! the presence heartbeat and the reaper of dead nodes.
 
 pub mod app;
 pub mod auth;
@@ -19,4 +20,5 @@ pub mod hub;
 pub mod protocol;
 pub mod shutdown;
 pub mod telemetry;
+pub mod upkeep;
 mod ws;

@@ -26,6 +26,14 @@ pub const ERRORS: &str = "chorus_errors_total";
 pub const RATE_LIMITED: &str = "chorus_rate_limited_total";
 /// Connections closed because their outbound queue filled (counter).
 pub const SLOW_CONSUMER_DISCONNECTS: &str = "chorus_slow_consumer_disconnects_total";
+/// Times the Redis subscriber connection was re-established (counter).
+pub const PUBSUB_RECONNECTS: &str = "chorus_pubsub_reconnects_total";
+/// Room messages delivered from history after a subscriber reconnect (counter).
+pub const GAP_FILL_MESSAGES: &str = "chorus_gap_fill_messages_total";
+/// Redis channels this node is subscribed to (gauge).
+pub const SUBSCRIBED_CHANNELS: &str = "chorus_subscribed_channels";
+/// Users of dead nodes removed from rooms by this node's reaper (counter).
+pub const PRESENCE_REAPED: &str = "chorus_presence_reaped_total";
 /// 1 while the node drains (gauge).
 pub const DRAINING: &str = "chorus_draining";
 /// Always 1, labelled with `version` and `node` (gauge).

@@ -6,6 +6,7 @@
 //! the [`Deliver`] handler given to a backend when it is built.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -106,6 +107,15 @@ pub struct Departure {
     pub user: UserName,
 }
 
+/// What this node's open sockets amount to, for rewriting its presence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contributions {
+    /// User → connections on this node.
+    pub users: Vec<(UserName, usize)>,
+    /// (room, user) → connections of that user in that room on this node.
+    pub rooms: Vec<(RoomName, UserName, usize)>,
+}
+
 /// A room in the cluster-wide directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSummary {
@@ -192,9 +202,14 @@ pub trait Presence: Send + Sync {
     /// The nodes that are alive, sorted.
     async fn nodes(&self) -> ClusterResult<Vec<NodeId>>;
 
-    /// Marks this node alive. Returns false when the backend had lost this
-    /// node's entries (it came back empty) and they must be re-asserted.
+    /// Marks this node alive. Returns true when the backend may no longer
+    /// match this node's sockets (it lost the node's entries, or a write
+    /// failed) and [`Presence::restore`] must rewrite them.
     async fn heartbeat(&self) -> ClusterResult<bool>;
+
+    /// Replaces this node's entries with `contributions`, adjusting the
+    /// cluster-wide views accordingly, without presence events.
+    async fn restore(&self, contributions: &Contributions) -> ClusterResult<()>;
 
     /// Finds nodes whose heartbeat expired, removes their entries, and returns
     /// the departures that follow. Each dead node's entries are returned to

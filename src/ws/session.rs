@@ -83,6 +83,7 @@ pub(super) async fn run(
         let (queue_tx, queue) = mpsc::channel(state.limits.outbound_queue);
         let recipient = Recipient {
             session: state.chat.hub().next_session(),
+            user: user.clone(),
             queue: queue_tx,
             slow: CancellationToken::new(),
         };

@@ -79,6 +79,44 @@ mod memory {
     super::contract_suite!(memory);
 }
 
+/// The cluster backend, on a real `redis-server` of its own.
+mod redis {
+    use super::Parts;
+    use crate::support::{RedisServer, unique};
+    use chorus::cluster::Backend;
+    use chorus::cluster::redis::RedisSettings;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    async fn redis(parts: Parts) -> Backend {
+        let server = RedisServer::start();
+        let settings = RedisSettings {
+            url: server.url(),
+            prefix: format!("{}:", unique("contract")),
+            node: parts.node,
+            history_limit: parts.history_limit,
+            presence_ttl: Duration::from_secs(30),
+        };
+        server.keep_for_this_test();
+        let backend = Backend::redis(
+            &settings,
+            parts.deliver,
+            CancellationToken::new(),
+            &TaskTracker::new(),
+        )
+        .expect("redis backend");
+        // Subscriptions need the subscriber connection up.
+        crate::support::eventually("the subscriber to connect", || async {
+            backend.bus.ping().await.ok()
+        })
+        .await;
+        backend
+    }
+
+    super::contract_suite!(redis);
+}
+
 // ---------------------------------------------------------------------------
 // Harness: a recording `Deliver` and a backend built around it.
 
@@ -547,6 +585,13 @@ pub(crate) async fn presence_create_room_conflicts_with_an_existing_room(
 
 pub(crate) async fn presence_nodes_lists_this_node(make: impl AsyncFn(Parts) -> Backend) {
     let subject = Subject::build(&make, ROOMY).await;
+    // A node counts as alive from its first heartbeat.
+    subject
+        .backend
+        .presence
+        .heartbeat()
+        .await
+        .expect("heartbeat");
 
     let nodes = subject.backend.presence.nodes().await.expect("nodes");
 

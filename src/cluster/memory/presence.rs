@@ -6,7 +6,9 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::cluster::{ClusterError, ClusterResult, Departure, Presence, RoomSummary};
+use crate::cluster::{
+    ClusterError, ClusterResult, Contributions, Departure, Presence, RoomSummary,
+};
 use crate::domain::{NodeId, RoomName, UserName};
 
 /// The presence of an embedded node: it is the whole cluster.
@@ -136,7 +138,11 @@ impl Presence for MemoryPresence {
     }
 
     async fn heartbeat(&self) -> ClusterResult<bool> {
-        Ok(true)
+        Ok(false)
+    }
+
+    async fn restore(&self, _: &Contributions) -> ClusterResult<()> {
+        Ok(())
     }
 
     async fn reap(&self) -> ClusterResult<Vec<Departure>> {

@@ -4,12 +4,14 @@
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod node;
+pub mod redis;
 pub mod ws_client;
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 pub use node::{ProcessNode, TestNode};
+pub use redis::RedisServer;
 pub use ws_client::WsClient;
 
 /// How long any single wait in a test may take before it fails.

@@ -1,0 +1,134 @@
+//! Histories as capped Redis streams; appending and publishing are one script.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::{Script, Value};
+
+use super::Redis;
+use crate::cluster::{ClusterError, ClusterResult, Draft, History, Log, Since, Stored, Topic};
+use crate::domain::MessageId;
+
+static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/append.lua")));
+static SINCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/since.lua")));
+
+/// The histories of a cluster.
+pub struct RedisHistory {
+    redis: Redis,
+    limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected reply from redis: {0}")]
+struct Malformed(&'static str);
+
+fn malformed(what: &'static str) -> ClusterError {
+    ClusterError::Unavailable(Box::new(Malformed(what)))
+}
+
+/// One stream entry as stored by `append.lua`: the encoding around the id.
+fn entry(value: Value) -> ClusterResult<Stored> {
+    let Value::Array(mut parts) = value else {
+        return Err(malformed("stream entry"));
+    };
+    let fields = parts.pop().ok_or_else(|| malformed("entry fields"))?;
+    let id: String = parts
+        .pop()
+        .and_then(|v| redis::from_redis_value(v).ok())
+        .ok_or_else(|| malformed("entry id"))?;
+    let id = MessageId::parse(&id).map_err(|_| malformed("entry id"))?;
+    let fields: Vec<Vec<u8>> =
+        redis::from_redis_value(fields).map_err(|_| malformed("entry fields"))?;
+    let (mut prefix, mut suffix) = (None, None);
+    for pair in fields.chunks_exact(2) {
+        match pair[0].as_slice() {
+            b"p" => prefix = Some(Bytes::copy_from_slice(&pair[1])),
+            b"s" => suffix = Some(Bytes::copy_from_slice(&pair[1])),
+            _ => {}
+        }
+    }
+    let draft = Draft {
+        prefix: prefix.ok_or_else(|| malformed("entry prefix"))?,
+        suffix: suffix.ok_or_else(|| malformed("entry suffix"))?,
+    };
+    Ok(Stored {
+        id,
+        payload: draft.complete(id),
+    })
+}
+
+/// Stream entries as returned by XRANGE/XREVRANGE.
+pub(super) fn entries(value: Value) -> ClusterResult<Vec<Stored>> {
+    let Value::Array(items) = value else {
+        return Err(malformed("stream range"));
+    };
+    items.into_iter().map(entry).collect()
+}
+
+impl RedisHistory {
+    pub(super) fn new(redis: Redis, limit: usize) -> Self {
+        Self { redis, limit }
+    }
+}
+
+#[async_trait]
+impl History for RedisHistory {
+    async fn append(&self, log: &Log, draft: Draft, topics: &[Topic]) -> ClusterResult<Stored> {
+        let keys = self.redis.keys();
+        let mut invocation = APPEND.prepare_invoke();
+        invocation
+            .key(keys.history(log))
+            .key(keys.trimmed(log))
+            .arg(self.limit)
+            .arg(draft.prefix.as_ref())
+            .arg(draft.suffix.as_ref());
+        for topic in topics {
+            invocation.arg(keys.channel(topic));
+        }
+        let id: String = self.redis.invoke(&invocation).await?;
+        let id = MessageId::parse(&id).map_err(|_| malformed("message id"))?;
+        Ok(Stored {
+            id,
+            payload: draft.complete(id),
+        })
+    }
+
+    async fn since(&self, log: &Log, since: MessageId) -> ClusterResult<Since> {
+        let keys = self.redis.keys();
+        let mut invocation = SINCE.prepare_invoke();
+        invocation
+            .key(keys.history(log))
+            .key(keys.trimmed(log))
+            .arg(since.to_string());
+        let (trimmed, found): (String, Value) = self.redis.invoke(&invocation).await?;
+        let trimmed = MessageId::parse(&trimmed).map_err(|_| malformed("trimmed id"))?;
+        Ok(Since {
+            messages: entries(found)?,
+            truncated: since < trimmed,
+        })
+    }
+
+    async fn before(
+        &self,
+        log: &Log,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> ClusterResult<Vec<Stored>> {
+        let end = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
+        let found: Value = self
+            .redis
+            .query(
+                redis::cmd("XREVRANGE")
+                    .arg(self.redis.keys().history(log))
+                    .arg(end)
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(limit),
+            )
+            .await?;
+        let mut messages = entries(found)?;
+        messages.reverse();
+        Ok(messages)
+    }
+}

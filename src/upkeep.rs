@@ -1,0 +1,68 @@
+//! The node's background presence upkeep: a heartbeat that keeps this node
+//! listed as alive (and rewrites its presence from its own sockets when the
+//! backend lost or missed some), and the reaper that removes nodes that died
+//! without cleanup and announces their users' departures.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::Chat;
+use crate::protocol::PresenceEvent;
+use crate::telemetry;
+
+/// The upkeep interval for a presence TTL: three beats per TTL, so one lost
+/// beat never makes a live node look dead, and a dead node is reaped within
+/// the TTL plus one interval.
+pub fn interval(ttl: Duration) -> Duration {
+    (ttl / 3).clamp(Duration::from_millis(100), Duration::from_secs(10))
+}
+
+/// Beats and reaps every `every` until `stop`.
+pub async fn run(chat: Chat, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => beat(&chat).await,
+        }
+    }
+}
+
+async fn beat(chat: &Chat) {
+    let presence = &chat.backend().presence;
+    match presence.heartbeat().await {
+        Ok(true) => {
+            let contributions = chat.hub().contributions();
+            match presence.restore(&contributions).await {
+                Ok(()) => tracing::info!(
+                    users = contributions.users.len(),
+                    rooms = contributions.rooms.len(),
+                    "presence restored from local connections"
+                ),
+                Err(error) => tracing::warn!(%error, "presence restore failed; will retry"),
+            }
+        }
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(%error, "heartbeat failed");
+            return;
+        }
+    }
+    match presence.reap().await {
+        Ok(departures) => {
+            for departure in departures {
+                metrics::counter!(telemetry::PRESENCE_REAPED).increment(1);
+                tracing::info!(room = %departure.room, user = %departure.user, "reaped a user of a dead node");
+                if let Err(error) = chat
+                    .announce(&departure.room, &departure.user, PresenceEvent::Leave)
+                    .await
+                {
+                    tracing::warn!(%error, "could not announce a reaped leave");
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "reaping failed"),
+    }
+}
