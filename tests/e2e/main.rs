@@ -5,6 +5,7 @@ mod support;
 
 mod auth;
 mod backend_contract;
+mod cluster;
 mod config;
 mod http_api;
 mod limits;

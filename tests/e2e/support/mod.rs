@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod cluster;
 pub mod node;
 pub mod redis;
 pub mod ws_client;
@@ -10,6 +11,7 @@ pub mod ws_client;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+pub use cluster::Cluster;
 pub use node::{ProcessNode, TestNode};
 pub use redis::RedisServer;
 pub use ws_client::WsClient;
@@ -31,6 +33,15 @@ pub fn unique(prefix: &str) -> String {
         "{prefix}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
+}
+
+/// GETs `url` and decodes its JSON body.
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    let response = tokio::time::timeout(TIMEOUT, reqwest::get(url))
+        .await
+        .expect("answer in time")
+        .expect("request");
+    response.json().await.expect("JSON body")
 }
 
 /// Polls `check` until it returns `Some`, failing after [`TIMEOUT`].
