@@ -1,6 +1,11 @@
 //! Black-box end-to-end tests: real nodes on free ports, spoken to over
 //! WebSocket and HTTP. One binary, so it links once.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test should stop at the first unexpected error, wherever it is"
+)]
+
 mod support;
 
 mod auth;
