@@ -11,11 +11,12 @@ use crate::chat::Chat;
 use crate::protocol::PresenceEvent;
 use crate::telemetry;
 
-/// The upkeep interval for a presence TTL: three beats per TTL, so one lost
-/// beat never makes a live node look dead, and a dead node is reaped within
-/// the TTL plus one interval.
+/// The upkeep interval for a presence TTL: four beats per TTL. A node counts
+/// as dead half a TTL after its last beat (one late beat is tolerated), and a
+/// survivor reaps it at its next tick, so a dead node's users leave within
+/// three quarters of the TTL: inside the contract's `CHORUS_PRESENCE_TTL_SECS`.
 pub fn interval(ttl: Duration) -> Duration {
-    (ttl / 3).clamp(Duration::from_millis(100), Duration::from_secs(10))
+    (ttl / 4).max(Duration::from_millis(100))
 }
 
 /// Beats and reaps every `every` until `stop`.

@@ -219,7 +219,10 @@ impl RedisBus {
                     self.on_message(&message);
                 }
                 _ = ping.tick() => {
-                    let answered = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await;
+                    // Any reply will do: a subscribed RESP2 connection answers
+                    // PING with the array ["pong", ""], not "PONG".
+                    let answered =
+                        tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
                     if !matches!(answered, Ok(Ok(_))) {
                         tracing::warn!("redis subscriber stopped answering");
                         return true;

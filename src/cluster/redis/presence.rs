@@ -210,7 +210,10 @@ impl Presence for RedisPresence {
 
     async fn heartbeat(&self) -> ClusterResult<bool> {
         let mut invocation = HEARTBEAT.prepare_invoke();
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        // Dead after half the TTL without a beat: with beats and reaps every
+        // quarter TTL (see `upkeep::interval`), a dead node's users are gone
+        // within three quarters of the TTL, and one late beat is tolerated.
+        let ttl_ms = u64::try_from((self.ttl / 2).as_millis()).unwrap_or(u64::MAX);
         invocation
             .key(self.redis.keys().nodes())
             .arg(self.node.as_str())

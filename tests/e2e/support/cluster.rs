@@ -57,6 +57,33 @@ impl Cluster {
         }
     }
 
+    /// Starts another in-process node of this cluster. `adjust` runs after
+    /// the cluster's settings are applied, so it may change them (a Redis URL
+    /// with credentials, a shorter TTL).
+    pub async fn spawn_node(&self, node_id: &str, adjust: impl FnOnce(&mut Settings)) -> TestNode {
+        TestNode::spawn_with(|s| {
+            s.redis_url = Some(self.redis.url());
+            s.redis_prefix = self.prefix.clone();
+            s.node_id = Some(node_id.to_owned());
+            adjust(s);
+        })
+        .await
+    }
+
+    /// A node id unique to this cluster (`suffix` must be a valid id part).
+    pub fn node_id(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix).replace(':', "-")
+    }
+
+    /// A direct connection to the cluster's Redis, as an operator would use.
+    pub async fn redis_connection(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.redis.url()).expect("redis url");
+        tokio::time::timeout(super::TIMEOUT, client.get_multiplexed_async_connection())
+            .await
+            .expect("redis connects in time")
+            .expect("redis connects")
+    }
+
     /// Starts the real binary as another node of this cluster, with `extra`
     /// settings.
     pub fn spawn_process(&self, node_id: &str, extra: &[(&str, &str)]) -> ProcessNode {

@@ -45,20 +45,54 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
 }
 
 /// Polls `check` until it returns `Some`, failing after [`TIMEOUT`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    eventually_within(what, TIMEOUT, check).await
+}
+
+/// Polls `check` until it returns `Some`, failing after `limit`: for
+/// contract bounds tighter (or looser) than [`TIMEOUT`].
+pub async fn eventually_within<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = check().await {
             return value;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out after {limit:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The HTTP status of a GET on `url`; `None` when no answer came in time.
+pub async fn get_status(url: &str) -> Option<u16> {
+    let response = tokio::time::timeout(TIMEOUT, reqwest::get(url))
+        .await
+        .ok()?
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
+/// The value of an unlabelled counter or gauge in a node's `/metrics`; 0
+/// when it was never recorded. Metrics are process-wide, so with in-process
+/// nodes this sums every node of this test process.
+pub async fn metric(metrics_url: &str, name: &str) -> f64 {
+    let response = tokio::time::timeout(TIMEOUT, reqwest::get(metrics_url))
+        .await
+        .expect("answer in time")
+        .expect("request");
+    let text = response.text().await.expect("text body");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .filter_map(|value| value.trim().parse::<f64>().ok())
+        .sum()
 }
