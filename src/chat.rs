@@ -3,13 +3,16 @@
 //! only place that combines the hub with the backend roles.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
+use metrics::Histogram;
 
-use crate::cluster::{Backend, ClusterResult, Log, Publication, RoomSummary, Stored, Topic};
+use crate::cluster::{Backend, ClusterResult, Draft, Log, Publication, RoomSummary, Stored, Topic};
 use crate::domain::{Content, MessageId, NodeId, RoomName, UserName};
 use crate::hub::{Hub, Recipient};
 use crate::protocol::{self, DEFAULT_HISTORY_LIMIT, PresenceEvent};
+use crate::telemetry;
 
 /// What a join returns to the joining connection.
 #[derive(Debug)]
@@ -39,12 +42,18 @@ pub struct Chat {
     node: NodeId,
     backend: Backend,
     hub: Arc<Hub>,
+    send_latency: Histogram,
 }
 
 impl Chat {
     /// The service over `backend`, fanning out through `hub`.
     pub fn new(node: NodeId, backend: Backend, hub: Arc<Hub>) -> Self {
-        Self { node, backend, hub }
+        Self {
+            node,
+            backend,
+            hub,
+            send_latency: metrics::histogram!(telemetry::SEND_LATENCY),
+        }
     }
 
     /// This node's id.
@@ -66,14 +75,24 @@ impl Chat {
         reference: Option<&str>,
     ) -> ClusterResult<Stored> {
         let draft = protocol::message(room, user, content, reference);
-        self.backend
-            .history
-            .append(
-                &Log::Room(room.clone()),
-                draft,
-                &[Topic::Room(room.clone())],
-            )
+        let log = Log::Room(room.clone());
+        self.append(&log, draft, &[Topic::Room(room.clone())], "message")
             .await
+    }
+
+    /// Stores and publishes, timing it and counting it as accepted.
+    async fn append(
+        &self,
+        log: &Log,
+        draft: Draft,
+        topics: &[Topic],
+        kind: &'static str,
+    ) -> ClusterResult<Stored> {
+        let started = Instant::now();
+        let stored = self.backend.history.append(log, draft, topics).await?;
+        self.send_latency.record(started.elapsed());
+        metrics::counter!(telemetry::MESSAGES_ACCEPTED, "kind" => kind).increment(1);
+        Ok(stored)
     }
 
     /// Stores a DM in the pair's history and delivers it to every connection
@@ -91,7 +110,7 @@ impl Chat {
         if from != to {
             topics.push(Topic::User(from.clone()));
         }
-        self.backend.history.append(&log, draft, &topics).await
+        self.append(&log, draft, &topics, "dm").await
     }
 
     /// Tells the other members of `room` that `user` is typing.
@@ -108,7 +127,13 @@ impl Chat {
         event: PresenceEvent,
     ) -> ClusterResult<()> {
         let payload = protocol::presence(room, user, event);
-        self.publish_except(room, user, payload).await
+        self.publish_except(room, user, payload).await?;
+        let event = match event {
+            PresenceEvent::Join => "join",
+            PresenceEvent::Leave => "leave",
+        };
+        metrics::counter!(telemetry::PRESENCE_EVENTS, "event" => event).increment(1);
+        Ok(())
     }
 
     async fn publish_except(

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +53,8 @@ pub struct Hub {
     topics: RwLock<HashMap<Topic, Arc<[Recipient]>>>,
     next_session: AtomicU64,
     slow_disconnects: Counter,
+    fanout_latency: Histogram,
+    fanout_recipients: Histogram,
 }
 
 impl Default for Hub {
@@ -61,6 +63,8 @@ impl Default for Hub {
             topics: RwLock::default(),
             next_session: AtomicU64::new(1),
             slow_disconnects: metrics::counter!(telemetry::SLOW_CONSUMER_DISCONNECTS),
+            fanout_latency: metrics::histogram!(telemetry::FANOUT_LATENCY),
+            fanout_recipients: metrics::histogram!(telemetry::FANOUT_RECIPIENTS),
         }
     }
 }
@@ -149,6 +153,7 @@ impl Deliver for Hub {
         let Some(recipients) = self.recipients(topic) else {
             return;
         };
+        let started = std::time::Instant::now();
         let frame = match Utf8Bytes::try_from(publication.payload) {
             Ok(frame) => frame,
             Err(error) => {
@@ -175,6 +180,8 @@ impl Deliver for Hub {
                 Err(TrySendError::Closed(_)) => {}
             }
         }
+        self.fanout_latency.record(started.elapsed());
+        self.fanout_recipients.record(recipients.len() as f64);
     }
 }
 

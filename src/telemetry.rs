@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -12,7 +12,9 @@ use crate::config::LogFormat;
 pub const CONNECTIONS: &str = "chorus_connections";
 /// Connections accepted (counter).
 pub const CONNECTIONS_OPENED: &str = "chorus_connections_opened_total";
-/// Connections ended, by `reason` (counter).
+/// Connections ended, by close `code`: 1001, 1008, 1009, 1013 when the
+/// server closed; 1000 when the client did; 1006 when the peer vanished or
+/// stopped answering pings (counter).
 pub const CONNECTIONS_CLOSED: &str = "chorus_connections_closed_total";
 /// Upgrades refused, by `reason` (counter).
 pub const CONNECTIONS_REFUSED: &str = "chorus_connections_refused_total";
@@ -22,6 +24,19 @@ pub const MESSAGES_ACCEPTED: &str = "chorus_messages_accepted_total";
 pub const FRAMES_DELIVERED: &str = "chorus_frames_delivered_total";
 /// Error frames and HTTP errors sent, by `code` (counter).
 pub const ERRORS: &str = "chorus_errors_total";
+/// Presence events announced, by `event` (join, leave) (counter).
+pub const PRESENCE_EVENTS: &str = "chorus_presence_events_total";
+/// Time from accepting a message or DM to its being stored and published
+/// (histogram).
+pub const SEND_LATENCY: &str = "chorus_send_latency_seconds";
+/// Time to hand one publication to every local recipient's queue (histogram).
+pub const FANOUT_LATENCY: &str = "chorus_fanout_seconds";
+/// Local recipients per publication (histogram).
+pub const FANOUT_RECIPIENTS: &str = "chorus_fanout_recipients";
+/// Redis command round trips, by `op` (histogram).
+pub const REDIS_COMMAND_LATENCY: &str = "chorus_redis_command_seconds";
+/// Redis commands that failed or timed out, by `op` (counter).
+pub const REDIS_ERRORS: &str = "chorus_redis_errors_total";
 /// Messages, DMs and typing refused by the rate limit (counter).
 pub const RATE_LIMITED: &str = "chorus_rate_limited_total";
 /// Connections closed because their outbound queue filled (counter).
@@ -38,6 +53,17 @@ pub const PRESENCE_REAPED: &str = "chorus_presence_reaped_total";
 pub const DRAINING: &str = "chorus_draining";
 /// Always 1, labelled with `version` and `node` (gauge).
 pub const BUILD_INFO: &str = "chorus_build_info";
+
+/// Latency buckets, 50 µs to 5 s: chat latencies live between a local
+/// hand-off (microseconds) and a struggling Redis (seconds).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+/// Recipient-count buckets, from a DM to a large room.
+const RECIPIENT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0,
+];
 
 /// Starts logging once per process; later calls do nothing.
 pub fn init(filter: &str, format: LogFormat) {
@@ -60,7 +86,13 @@ pub fn init(filter: &str, format: LogFormat) {
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(FANOUT_RECIPIENTS.into()), RECIPIENT_BUCKETS)
+            })
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; then ours stays
         // unused and /metrics shows an empty page rather than stopping the node.

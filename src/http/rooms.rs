@@ -16,7 +16,6 @@ use crate::auth::Identity;
 use crate::cluster::Log;
 use crate::domain::{Content, MessageId, RoomName, UserName};
 use crate::protocol;
-use crate::telemetry;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -121,7 +120,6 @@ async fn post_message(
         .chat
         .send_message(&room, &user, &content, None)
         .await?;
-    metrics::counter!(telemetry::MESSAGES_ACCEPTED, "kind" => "message").increment(1);
     Ok(raw_json(
         StatusCode::CREATED,
         String::from_utf8_lossy(&stored.payload).into_owned(),

@@ -77,8 +77,6 @@ impl Session {
                     .chat
                     .send_message(&room, &self.user, &content, reference)
                     .await?;
-                metrics::counter!(crate::telemetry::MESSAGES_ACCEPTED, "kind" => "message")
-                    .increment(1);
                 Vec::new()
             }
             Command::Dm { to, content } => {
@@ -87,7 +85,6 @@ impl Session {
                     .chat
                     .send_dm(&self.user, &to, &content, reference)
                     .await?;
-                metrics::counter!(crate::telemetry::MESSAGES_ACCEPTED, "kind" => "dm").increment(1);
                 Vec::new()
             }
             Command::Typing { room } => {

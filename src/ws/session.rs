@@ -32,7 +32,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum End {
-    /// The client closed, or the socket failed.
+    /// The client sent a close frame.
+    Closed,
+    /// The socket ended or failed without a close.
     Gone,
     /// No frame or pong for two ping intervals.
     Silent,
@@ -41,14 +43,15 @@ pub(super) enum End {
 }
 
 impl End {
-    fn reason(self) -> &'static str {
+    /// The close code for metrics and logs (1006: no close frame at all).
+    fn code(self) -> &'static str {
         match self {
-            Self::Gone => "client",
-            Self::Silent => "timeout",
-            Self::Close(CLOSE_GOING_AWAY, _) => "draining",
-            Self::Close(CLOSE_TRY_AGAIN_LATER, _) => "slow",
-            Self::Close(CLOSE_POLICY_VIOLATION, _) => "auth",
-            Self::Close(CLOSE_MESSAGE_TOO_BIG, _) => "too_big",
+            Self::Closed => "1000",
+            Self::Gone | Self::Silent => "1006",
+            Self::Close(CLOSE_GOING_AWAY, _) => "1001",
+            Self::Close(CLOSE_POLICY_VIOLATION, _) => "1008",
+            Self::Close(CLOSE_MESSAGE_TOO_BIG, _) => "1009",
+            Self::Close(CLOSE_TRY_AGAIN_LATER, _) => "1013",
             Self::Close(..) => "other",
         }
     }
@@ -109,8 +112,8 @@ pub(super) async fn run(
         let end = session.serve(&id.to_string(), expires).await;
         session.finish(end).await;
         metrics::gauge!(telemetry::CONNECTIONS).decrement(1);
-        metrics::counter!(telemetry::CONNECTIONS_CLOSED, "reason" => end.reason()).increment(1);
-        tracing::info!(reason = end.reason(), "disconnected");
+        metrics::counter!(telemetry::CONNECTIONS_CLOSED, "code" => end.code()).increment(1);
+        tracing::info!(code = end.code(), ?end, "disconnected");
     }
     .instrument(span)
     .await;
@@ -169,7 +172,8 @@ impl Session {
         inbound: Option<Result<Message, axum::Error>>,
     ) -> Result<(), End> {
         match inbound {
-            None | Some(Ok(Message::Close(_))) => Err(End::Gone),
+            Some(Ok(Message::Close(_))) => Err(End::Closed),
+            None => Err(End::Gone),
             Some(Err(error)) => Err(read_error(error)),
             Some(Ok(Message::Text(text))) => self.on_text(text).await,
             Some(Ok(Message::Binary(_))) => {
@@ -298,12 +302,14 @@ impl Session {
         }
         self.queue.close();
         let chat = &self.state.chat;
+        // Offline first, so that whoever hears the `leave` events already
+        // sees the user gone from the online list.
+        chat.disconnect(&self.user, self.recipient.session).await;
         for room in std::mem::take(&mut self.rooms).into_keys() {
             if let Err(error) = chat.leave(&room, &self.user, self.recipient.session).await {
                 tracing::warn!(%error, room = %room, "could not record a leave; the presence reaper will");
             }
         }
-        chat.disconnect(&self.user, self.recipient.session).await;
     }
 }
 
