@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::node::Endpoint;
-use crate::support::{ProcessNode, TestNode, WsClient, eventually, unique};
+use crate::support::{ProcessNode, TestNode, WsClient, eventually, sample, unique};
 
 /// `GET url` → status and JSON body (`Null` when the body is not JSON).
 async fn get(url: &str) -> (StatusCode, Value) {
@@ -62,29 +62,8 @@ async fn post_messages(node: &impl Endpoint, room: &str, user: &str, count: usiz
     sent
 }
 
-/// The sum of every sample of `name` whose labels contain `label` (e.g.
-/// `code="not_found"`; empty for any), 0 when absent.
-fn metric(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (labels, value) = match rest.strip_prefix('{') {
-                Some(rest) => rest.split_once('}')?,
-                None if rest.starts_with(' ') => ("", rest),
-                None => return None,
-            };
-            labels
-                .contains(label)
-                .then(|| value.trim().parse::<f64>().expect("a number"))
-        })
-        .sum()
-}
-
 async fn scrape(node: &impl Endpoint) -> String {
-    let response = reqwest::get(node.url("/metrics")).await.expect("scrape");
-    assert_eq!(response.status(), StatusCode::OK);
-    response.text().await.expect("text")
+    crate::support::scrape(&node.url("/metrics")).await
 }
 
 #[tokio::test]
@@ -552,8 +531,8 @@ async fn metrics_are_prometheus_text_counting_connections_messages_frames_and_er
         );
     }
     let delta =
-        |name: &str, label: &str| metric(&after, name, label) - metric(&before, name, label);
-    assert_eq!(metric(&after, "chorus_connections", ""), 2.0, "{after}");
+        |name: &str, label: &str| sample(&after, name, label) - sample(&before, name, label);
+    assert_eq!(sample(&after, "chorus_connections", ""), 2.0, "{after}");
     assert_eq!(delta("chorus_messages_accepted_total", ""), 2.0, "{after}");
     assert!(
         delta("chorus_frames_delivered_total", "") >= 4.0,
@@ -572,7 +551,7 @@ async fn metrics_are_prometheus_text_counting_connections_messages_frames_and_er
 
     bob.close().await;
     eventually("the gauge to drop when a socket closes", || async {
-        (metric(&scrape(&node).await, "chorus_connections", "") == 1.0).then_some(())
+        (sample(&scrape(&node).await, "chorus_connections", "") == 1.0).then_some(())
     })
     .await;
 }

@@ -15,6 +15,7 @@ mod config;
 mod failover;
 mod http_api;
 mod limits;
+mod metrics;
 mod redis_outage;
 mod rooms;
 mod shutdown;

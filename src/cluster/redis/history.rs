@@ -86,7 +86,7 @@ impl History for RedisHistory {
         for topic in topics {
             invocation.arg(keys.channel(topic));
         }
-        let id: String = self.redis.invoke(&invocation).await?;
+        let id: String = self.redis.invoke("append", &invocation).await?;
         let id = MessageId::parse(&id).map_err(|_| malformed("message id"))?;
         Ok(Stored {
             id,
@@ -101,7 +101,7 @@ impl History for RedisHistory {
             .key(keys.history(log))
             .key(keys.trimmed(log))
             .arg(since.to_string());
-        let (trimmed, found): (String, Value) = self.redis.invoke(&invocation).await?;
+        let (trimmed, found): (String, Value) = self.redis.invoke("since", &invocation).await?;
         let trimmed = MessageId::parse(&trimmed).map_err(|_| malformed("trimmed id"))?;
         Ok(Since {
             messages: entries(found)?,

@@ -12,7 +12,7 @@ pub(crate) mod keys;
 mod presence;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_redis::{Manager, Pool, Runtime};
 use redis::{AsyncConnectionConfig, FromRedisValue, ScriptInvocation};
@@ -26,6 +26,7 @@ pub use presence::RedisPresence;
 use self::keys::Keys;
 use super::{Backend, ClusterError, ClusterResult, Deliver};
 use crate::domain::NodeId;
+use crate::telemetry;
 
 /// How long one command may take, connection included, before the caller
 /// gets `Unavailable`. Long enough for a busy Redis, short enough that a
@@ -86,37 +87,76 @@ impl Redis {
         })
     }
 
-    /// Runs a script (EVALSHA, loading it on first use).
+    /// Runs a script (EVALSHA, loading it on first use); `op` names it in
+    /// metrics.
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
+        op: &'static str,
         invocation: &ScriptInvocation<'_>,
     ) -> ClusterResult<T> {
-        let call = async {
+        self.timed(op, async {
             let mut conn = self.pool.get().await.map_err(unavailable)?;
             invocation
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)
-        };
-        tokio::time::timeout(COMMAND_TIMEOUT, call)
-            .await
-            .map_err(|_| unavailable(TimedOut(COMMAND_TIMEOUT)))?
+        })
+        .await
     }
 
-    /// Runs one command.
+    /// Runs one command; its name labels the metrics.
     pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> ClusterResult<T> {
-        let call = async {
+        self.timed(command_name(command), async {
             let mut conn = self.pool.get().await.map_err(unavailable)?;
             command.query_async(&mut conn).await.map_err(unavailable)
-        };
-        tokio::time::timeout(COMMAND_TIMEOUT, call)
+        })
+        .await
+    }
+
+    /// Bounds a call by [`COMMAND_TIMEOUT`] and records its latency, or its
+    /// failure.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = ClusterResult<T>>,
+    ) -> ClusterResult<T> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, call)
             .await
-            .map_err(|_| unavailable(TimedOut(COMMAND_TIMEOUT)))?
+            .unwrap_or_else(|_| Err(unavailable(TimedOut(COMMAND_TIMEOUT))));
+        match &result {
+            Ok(_) => metrics::histogram!(telemetry::REDIS_COMMAND_LATENCY, "op" => op)
+                .record(started.elapsed()),
+            Err(_) => metrics::counter!(telemetry::REDIS_ERRORS, "op" => op).increment(1),
+        }
+        result
     }
 
     pub(crate) fn keys(&self) -> &Keys {
         &self.keys
     }
+}
+
+/// The command's name as a metric label; a fixed set, so labels stay few.
+fn command_name(command: &redis::Cmd) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "XRANGE",
+        "XREVRANGE",
+        "PUBLISH",
+        "PING",
+        "HKEYS",
+        "HGETALL",
+        "SMEMBERS",
+    ];
+    let name = match command.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => name,
+        _ => return "other",
+    };
+    KNOWN
+        .iter()
+        .find(|known| known.as_bytes().eq_ignore_ascii_case(name))
+        .copied()
+        .unwrap_or("other")
 }
 
 impl Backend {

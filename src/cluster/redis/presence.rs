@@ -77,9 +77,13 @@ impl RedisPresence {
         if let Some(room) = room {
             invocation.key(keys.active_rooms()).arg(room.as_str());
         }
-        let changed: i64 = self.redis.invoke(&invocation).await.inspect_err(|_| {
-            self.dirty.store(true, Ordering::Relaxed);
-        })?;
+        let changed: i64 = self
+            .redis
+            .invoke("presence", &invocation)
+            .await
+            .inspect_err(|_| {
+                self.dirty.store(true, Ordering::Relaxed);
+            })?;
         Ok(changed == 1)
     }
 
@@ -95,7 +99,7 @@ impl RedisPresence {
             .arg(node.as_str())
             .arg(keys.prefix())
             .arg(mode);
-        let flat: Vec<String> = self.redis.invoke(&invocation).await?;
+        let flat: Vec<String> = self.redis.invoke("reap", &invocation).await?;
         Ok(flat
             .chunks_exact(2)
             .filter_map(|pair| {
@@ -193,7 +197,7 @@ impl Presence for RedisPresence {
             .key(keys.created_rooms())
             .key(keys.active_rooms())
             .arg(room.as_str());
-        let created: i64 = self.redis.invoke(&invocation).await?;
+        let created: i64 = self.redis.invoke("create_room", &invocation).await?;
         if created == 1 {
             Ok(())
         } else {
@@ -204,7 +208,7 @@ impl Presence for RedisPresence {
     async fn nodes(&self) -> ClusterResult<Vec<NodeId>> {
         let mut invocation = LIVE_NODES.prepare_invoke();
         invocation.key(self.redis.keys().nodes()).arg("live");
-        let raw: Vec<String> = self.redis.invoke(&invocation).await?;
+        let raw: Vec<String> = self.redis.invoke("nodes", &invocation).await?;
         Ok(names(raw, NodeId::parse))
     }
 
@@ -218,7 +222,7 @@ impl Presence for RedisPresence {
             .key(self.redis.keys().nodes())
             .arg(self.node.as_str())
             .arg(ttl_ms);
-        let added: i64 = self.redis.invoke(&invocation).await?;
+        let added: i64 = self.redis.invoke("heartbeat", &invocation).await?;
         let dirty = self.dirty.swap(false, Ordering::Relaxed);
         Ok(added == 1 || dirty)
     }
@@ -233,16 +237,20 @@ impl Presence for RedisPresence {
         for (room, user, connections) in &contributions.rooms {
             invocation.arg(room_entry(room, user)).arg(*connections);
         }
-        let _: i64 = self.redis.invoke(&invocation).await.inspect_err(|_| {
-            self.dirty.store(true, Ordering::Relaxed);
-        })?;
+        let _: i64 = self
+            .redis
+            .invoke("restore", &invocation)
+            .await
+            .inspect_err(|_| {
+                self.dirty.store(true, Ordering::Relaxed);
+            })?;
         Ok(())
     }
 
     async fn reap(&self) -> ClusterResult<Vec<Departure>> {
         let mut invocation = LIVE_NODES.prepare_invoke();
         invocation.key(self.redis.keys().nodes()).arg("dead");
-        let dead: Vec<String> = self.redis.invoke(&invocation).await?;
+        let dead: Vec<String> = self.redis.invoke("nodes", &invocation).await?;
         let mut departures = Vec::new();
         for node in dead.iter().filter(|n| *n != self.node.as_str()) {
             departures.extend(self.reap_node(node, "dead").await?);

@@ -82,17 +82,36 @@ pub async fn get_status(url: &str) -> Option<u16> {
     Some(response.status().as_u16())
 }
 
-/// The value of an unlabelled counter or gauge in a node's `/metrics`; 0
-/// when it was never recorded. Metrics are process-wide, so with in-process
-/// nodes this sums every node of this test process.
-pub async fn metric(metrics_url: &str, name: &str) -> f64 {
+/// The text of a `/metrics` scrape.
+pub async fn scrape(metrics_url: &str) -> String {
     let response = tokio::time::timeout(TIMEOUT, reqwest::get(metrics_url))
         .await
         .expect("answer in time")
         .expect("request");
-    let text = response.text().await.expect("text body");
+    assert!(response.status().is_success(), "scrape {metrics_url}");
+    response.text().await.expect("text body")
+}
+
+/// The sum of every sample of `name` whose labels contain `label` (all of
+/// them when `label` is empty) in a scrape's text.
+pub fn sample(text: &str, name: &str, label: &str) -> f64 {
     text.lines()
-        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .filter_map(|value| value.trim().parse::<f64>().ok())
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once('}')?,
+                None if rest.starts_with(' ') => ("", rest),
+                None => return None,
+            };
+            labels
+                .contains(label)
+                .then(|| value.trim().parse::<f64>().expect("a number"))
+        })
         .sum()
+}
+
+/// The sum of every sample of `name` in a node's `/metrics` now.
+pub async fn metric(metrics_url: &str, name: &str) -> f64 {
+    sample(&scrape(metrics_url).await, name, "")
 }
