@@ -1,0 +1,614 @@
+#!/usr/bin/env python3
+"""Checks rendered chorus manifests; k8s/check.sh runs it inside its virtualenv.
+
+    check_manifests.py BASE.yaml MONITORING.yaml MANAGED_REDIS.yaml
+
+1. Schemas: every built-in object of the three renders against the
+   Kubernetes OpenAPI schemas of kubernetes-validate, strict mode (unknown
+   fields are errors), for each version in K8S_VERSIONS. A kind without a
+   schema fails, except the CRD kinds in CRD_SCHEMAS, which are checked
+   against the hand-written schemas below instead (kubernetes-validate ships
+   no CRD schemas).
+2. A canary: a Deployment with one unknown field must fail strict
+   validation, so a validator that silently accepts everything is noticed.
+3. Wiring that no schema sees: selectors match pod labels, named ports
+   exist, Secret and ConfigMap references resolve to rendered objects with
+   the referenced keys, the probes, drain timing, security context, and
+   what each overlay adds or removes.
+
+Prints one line per check; exits 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import os
+import re
+import sys
+from typing import Any, Callable
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+# Oldest version the base claims (the preStop sleep action needs 1.30) to the
+# newest kubernetes-validate knows; check.sh passes its list in the environment.
+K8S_VERSIONS = os.environ.get("CHORUS_K8S_VERSIONS", "1.30 1.33 1.37").split()
+
+DRAIN_SECONDS = 10  # README "Shutdown": exits within 10 s of SIGTERM
+DRAIN_MARGIN_SECONDS = 5
+SERVER_LABELS = {"app.kubernetes.io/name": "chorus", "app.kubernetes.io/component": "server"}
+REPLACEABLE = ("chorus/replaceable", "managed-redis")
+
+DURATION = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+
+_LABEL_SELECTOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "matchLabels": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "pattern": LABEL_VALUE, "maxLength": 63},
+        },
+        "matchExpressions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+
+# monitoring.coreos.com/v1 PodMonitor: the subset of the prometheus-operator
+# CRD (types and patterns as in its openAPIV3Schema, operator 0.91) covering
+# the fields this repository may use. Anything else is rejected: extend the
+# subset from the CRD when the PodMonitor grows. Required as in the CRD: spec,
+# spec.selector.
+PODMONITOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PodMonitor"},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": DNS_SUBDOMAIN, "maxLength": 253},
+                "labels": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string", "pattern": LABEL_VALUE, "maxLength": 63},
+                },
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector"],
+            "properties": {
+                "jobLabel": {"type": "string"},
+                "podTargetLabels": {"type": "array", "items": {"type": "string"}},
+                "sampleLimit": {"type": "integer", "minimum": 0},
+                "selector": _LABEL_SELECTOR,
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "any": {"type": "boolean"},
+                        "matchNames": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "podMetricsEndpoints": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "portNumber": {"type": "integer", "minimum": 1, "maximum": 65535},
+                            "path": {"type": "string"},
+                            "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                            "interval": {"type": "string", "pattern": DURATION},
+                            "scrapeTimeout": {"type": "string", "pattern": DURATION},
+                            "honorLabels": {"type": "boolean"},
+                            "honorTimestamps": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+CRD_SCHEMAS = {("monitoring.coreos.com/v1", "PodMonitor"): PODMONITOR_SCHEMA}
+
+failures: list[str] = []
+
+
+def ok(message: str) -> None:
+    print(f"  ok    {message}")
+
+
+def fail(message: str) -> None:
+    print(f"  FAIL  {message}")
+    failures.append(message)
+
+
+def check(condition: bool, message: str, detail: str = "") -> bool:
+    if condition:
+        ok(message)
+    else:
+        fail(f"{message}{': ' + detail if detail else ''}")
+    return condition
+
+
+def load(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    if not docs:
+        raise SystemExit(f"check_manifests: {path} holds no objects")
+    return docs
+
+
+def kn(doc: dict) -> str:
+    return f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def one(docs: list[dict], kind: str, pred: Callable[[dict], bool] = lambda d: True) -> dict:
+    found = [d for d in docs if d["kind"] == kind and pred(d)]
+    if len(found) != 1:
+        raise SystemExit(f"check_manifests: expected exactly one {kind}, found {len(found)}")
+    return found[0]
+
+
+def named(docs: list[dict], kind: str, name: str) -> dict | None:
+    return next((d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name), None)
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    """matchLabels only; the manifests use nothing else (checked)."""
+    if set(selector) - {"matchLabels"}:
+        return False
+    wanted = selector.get("matchLabels") or {}
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+def secret_data(secret: dict) -> dict[str, str]:
+    out = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    out.update(secret.get("stringData") or {})
+    return out
+
+
+# --------------------------------------------------------------------------
+# 1 + 2: schemas
+
+
+def validate_schemas(label: str, docs: list[dict]) -> None:
+    print(f"schemas of {label} ({len(docs)} objects; Kubernetes {', '.join(K8S_VERSIONS)}; strict)")
+    for doc in docs:
+        crd = CRD_SCHEMAS.get((doc.get("apiVersion"), doc.get("kind")))
+        if crd is not None:
+            errors = sorted(jsonschema.Draft202012Validator(crd).iter_errors(doc), key=str)
+            check(
+                not errors,
+                f"{kn(doc)}: hand-written {doc['apiVersion']} subset schema (CRD, not in kubernetes-validate)",
+                "; ".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors),
+            )
+            continue
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                fail(f"{kn(doc)} against {version}: {'.'.join(map(str, e.path))}: {e.message}")
+                break
+            except kubernetes_validate.SchemaNotFoundError as e:
+                fail(f"{kn(doc)}: {e.message} (neither a built-in kind nor a known CRD)")
+                break
+        else:
+            ok(f"{kn(doc)} ({doc['apiVersion']})")
+
+
+def canary(base: list[dict]) -> None:
+    print("canary: strict validation rejects an unknown field")
+    broken = copy.deepcopy(one(base, "Deployment"))
+    broken["spec"]["template"]["spec"]["containers"][0]["bogusField"] = True
+    try:
+        kubernetes_validate.validate(broken, K8S_VERSIONS[-1], strict=True)
+    except kubernetes_validate.ValidationError:
+        ok("Deployment with containers[0].bogusField is rejected")
+    else:
+        fail("kubernetes-validate accepted an unknown field: strict mode is not working")
+    broken_pm = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": "x"},
+        "spec": {"podMetricsEndpoints": [{"port": "http", "intervall": "30s"}]},
+    }
+    errors = list(jsonschema.Draft202012Validator(PODMONITOR_SCHEMA).iter_errors(broken_pm))
+    check(
+        len(errors) >= 2,
+        "PodMonitor without selector and with a misspelt field is rejected",
+        f"only {len(errors)} error(s)",
+    )
+
+
+# --------------------------------------------------------------------------
+# 3: wiring
+
+
+def check_base(docs: list[dict]) -> None:
+    print("base wiring")
+    check(
+        all("namespace" not in d["metadata"] for d in docs),
+        "no object names a namespace (namespace-agnostic base)",
+    )
+    check(not [d for d in docs if d["kind"] == "Namespace"], "no Namespace object")
+    names = [kn(d) for d in docs]
+    check(len(names) == len(set(names)), "no duplicate objects", str(names))
+
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]
+    spec = pod["spec"]
+    labels = pod["metadata"]["labels"]
+    check(dep["spec"]["replicas"] == 3, "Deployment: 3 replicas")
+    check(matches(dep["spec"]["selector"], labels), "Deployment: selector matches its pod labels")
+    check(
+        all(labels.get(k) == v for k, v in SERVER_LABELS.items()),
+        "Deployment: pods carry the server labels",
+    )
+    check(len(spec["containers"]) == 1, "Deployment: one container")
+    c = spec["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    check(ports.get("http") == 8080, "container port named http is 8080")
+
+    env = {e["name"]: e for e in c.get("env", [])}
+    cm_refs = [s["configMapRef"]["name"] for s in c.get("envFrom", []) if "configMapRef" in s]
+    config: dict[str, str] = {}
+    for ref in cm_refs:
+        cm = named(docs, "ConfigMap", ref)
+        if check(cm is not None, f"envFrom ConfigMap {ref} is rendered"):
+            config.update(cm.get("data") or {})
+
+    def value(name: str) -> str | None:
+        if name in env:
+            return env[name].get("value")
+        return config.get(name)
+
+    check(value("PORT") == str(ports.get("http")), "PORT equals the http container port")
+    check(
+        env.get("CHORUS_NODE_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        == "metadata.name",
+        "CHORUS_NODE_ID from the pod name (fieldRef metadata.name)",
+    )
+    check(value("CHORUS_LOG_FORMAT") == "json", "CHORUS_LOG_FORMAT=json")
+    check(value("CHORUS_STATIC_DIR") == "/app/static", "CHORUS_STATIC_DIR=/app/static (the image's web client)")
+    prefix = value("CHORUS_REDIS_PREFIX")
+    check(prefix is None or prefix != "", "CHORUS_REDIS_PREFIX not empty")
+    ttl = value("CHORUS_PRESENCE_TTL_SECS")
+    check(ttl is None or (ttl.isdigit() and 1 <= int(ttl) <= 86400), "CHORUS_PRESENCE_TTL_SECS in 1..86400")
+    secrets: dict[str, str] = {}
+    for var in ("REDIS_URL", "CHORUS_JWT_SECRET"):
+        ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef")
+        if not check(ref is not None, f"{var} from a Secret"):
+            continue
+        secret = named(docs, "Secret", ref["name"])
+        if not check(secret is not None, f"{var}: Secret {ref['name']} is rendered"):
+            continue
+        data = secret_data(secret)
+        if check(ref["key"] in data and data[ref["key"]] != "", f"{var}: key {ref['key']} present and not empty"):
+            secrets[var] = data[ref["key"]]
+    url = secrets.get("REDIS_URL", "")
+    check(url.startswith(("redis://", "rediss://")), "REDIS_URL is redis:// or rediss:// (chorus refuses others)")
+
+    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/health")):
+        get = c.get(probe, {}).get("httpGet", {})
+        check(
+            get.get("path") == path and get.get("port") in ("http", 8080),
+            f"{probe}: GET {path} on the http port",
+            str(get),
+        )
+    sleep = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds")
+    exec_cmd = c.get("lifecycle", {}).get("preStop", {}).get("exec")
+    if check(isinstance(sleep, int) and sleep > 0, "preStop: sleep action", str(c.get("lifecycle"))):
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+        check(
+            grace >= sleep + DRAIN_SECONDS + DRAIN_MARGIN_SECONDS,
+            f"terminationGracePeriodSeconds {grace} >= preStop {sleep} + drain {DRAIN_SECONDS}"
+            f" + margin {DRAIN_MARGIN_SECONDS}",
+        )
+    check(exec_cmd is None, "preStop needs no shell or binary in the image")
+
+    res = c.get("resources", {})
+    check(
+        all(res.get("requests", {}).get(k) for k in ("cpu", "memory"))
+        and all(res.get("limits", {}).get(k) for k in ("cpu", "memory")),
+        "resources: cpu and memory requests and limits",
+    )
+    psc, csc = spec.get("securityContext", {}), c.get("securityContext", {})
+
+    def sc(key: str) -> Any:
+        return csc.get(key, psc.get(key))
+
+    check(sc("runAsNonRoot") is True and sc("runAsUser") == 10001, "runAsNonRoot, runAsUser 10001")
+    check(csc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem")
+    check(csc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation false")
+    check(csc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities drop ALL")
+    check((sc("seccompProfile") or {}).get("type") == "RuntimeDefault", "seccompProfile RuntimeDefault")
+    check(spec.get("enableServiceLinks") is False, "enableServiceLinks false (no injected CHORUS_REDIS_* variables)")
+    terms = spec.get("affinity", {}).get("podAntiAffinity", {}).get(
+        "preferredDuringSchedulingIgnoredDuringExecution", []
+    )
+    check(
+        any(
+            t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+            and matches(t["podAffinityTerm"]["labelSelector"], labels)
+            for t in terms
+        ),
+        "preferred pod anti-affinity by hostname on its own pods",
+    )
+    check(
+        not spec.get("affinity", {}).get("podAntiAffinity", {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ),
+        "anti-affinity is only preferred (more pods than nodes still schedule)",
+    )
+    mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+    vols = {v["name"] for v in spec.get("volumes", [])}
+    check(
+        all(m["name"] in vols for m in c.get("volumeMounts", [])) and "/tmp" in mounts,
+        "volume mounts resolve; writable /tmp beside the read-only root",
+    )
+    ann = pod["metadata"].get("annotations", {})
+    check(
+        ann.get("prometheus.io/port") in (None, str(ports.get("http"))),
+        "prometheus.io/port annotation equals the http port",
+    )
+
+    svc = named(docs, "Service", "chorus")
+    if check(svc is not None, "Service chorus exists"):
+        check(svc["spec"].get("type", "ClusterIP") == "ClusterIP", "Service chorus: ClusterIP")
+        check(matches({"matchLabels": svc["spec"]["selector"]}, labels), "Service chorus selects the pods")
+        sp = svc["spec"]["ports"]
+        check(
+            len(sp) == 1 and sp[0]["port"] == 80 and sp[0]["targetPort"] == "http" and sp[0].get("name") == "http",
+            "Service chorus: port 80 (named http) -> targetPort http",
+        )
+
+    ingresses = [d for d in docs if d["kind"] == "Ingress"]
+    for ing in ingresses:
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                b = p["backend"]["service"]
+                target = named(docs, "Service", b["name"])
+                port_ok = target is not None and any(
+                    sp.get("name") == b["port"].get("name") or sp["port"] == b["port"].get("number")
+                    for sp in target["spec"]["ports"]
+                )
+                check(port_ok, f"{kn(ing)} {p['path']}: backend {b['name']}:{b['port'].get('name', b['port'].get('number'))} exists")
+    main = named(docs, "Ingress", "chorus")
+    if check(main is not None, "Ingress chorus exists"):
+        a = main["metadata"].get("annotations", {})
+        pre = "nginx.ingress.kubernetes.io/"
+        check(main["spec"].get("ingressClassName") == "nginx", "Ingress chorus: ingressClassName nginx")
+        check(a.get(pre + "affinity") == "cookie", "Ingress: cookie affinity")
+        check(bool(a.get(pre + "session-cookie-name")), "Ingress: session-cookie-name set")
+        for t in ("proxy-read-timeout", "proxy-send-timeout"):
+            check(a.get(pre + t) == "3600", f"Ingress: {t} 3600")
+        check(
+            not any("snippet" in k for i in ingresses for k in i["metadata"].get("annotations", {})),
+            "no snippet annotations (disabled by default in ingress-nginx)",
+        )
+        hosts = {r.get("host") for r in main["spec"]["rules"]}
+        root = [p for r in main["spec"]["rules"] for p in r["http"]["paths"]]
+        check(
+            any(p["path"] == "/" and p["pathType"] == "Prefix" for p in root),
+            "Ingress chorus routes / (Prefix) to the app",
+        )
+        deny = [
+            i
+            for i in ingresses
+            if {"0.0.0.0/0", "::/0"}
+            <= {
+                s.strip()
+                for s in i["metadata"].get("annotations", {}).get(pre + "denylist-source-range", "").split(",")
+            }
+        ]
+        covers = any(
+            r.get("host") in hosts
+            and any(p["path"] == "/metrics" and p["pathType"] in ("Prefix", "Exact") for p in r["http"]["paths"])
+            for i in deny
+            for r in i["spec"]["rules"]
+        )
+        check(covers, "/metrics on the same host is denied to every address (denylist 0.0.0.0/0,::/0)")
+        check(
+            all(
+                p["path"] == "/metrics"
+                for i in deny
+                for r in i["spec"]["rules"]
+                for p in r["http"]["paths"]
+            ),
+            "the deny Ingress covers /metrics only",
+        )
+
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    ref = hpa["spec"]["scaleTargetRef"]
+    check(
+        ref == {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"]},
+        "HPA targets the Deployment",
+    )
+    check(hpa["spec"]["minReplicas"] == 3 and hpa["spec"]["maxReplicas"] == 10, "HPA min 3 max 10")
+    check(
+        any(
+            m["type"] == "Resource"
+            and m["resource"]["name"] == "cpu"
+            and m["resource"]["target"]["type"] == "Utilization"
+            for m in hpa["spec"]["metrics"]
+        ),
+        "HPA on CPU utilization",
+    )
+    pdb = one(docs, "PodDisruptionBudget")
+    check(matches(pdb["spec"]["selector"], labels), "PDB selects the chorus pods")
+    check(
+        pdb["spec"].get("maxUnavailable") == 1 or pdb["spec"].get("minAvailable") == 2,
+        "PDB: maxUnavailable 1 or minAvailable 2",
+    )
+    check(
+        pdb["spec"].get("minAvailable") is None or pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"],
+        "PDB leaves room for a voluntary disruption at the HPA minimum",
+    )
+
+    # Redis
+    sts = one(docs, "StatefulSet")
+    rpod = sts["spec"]["template"]
+    rc = rpod["spec"]["containers"][0]
+    check(sts["spec"]["replicas"] == 1, "Redis: StatefulSet with 1 replica")
+    check(rc["image"] == "redis:7-alpine", "Redis: image redis:7-alpine")
+    args = rc.get("command", []) + rc.get("args", [])
+    check(
+        any(a == "--appendonly" and b == "yes" for a, b in zip(args, args[1:])),
+        "Redis: --appendonly yes",
+    )
+    vct = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
+    check(
+        bool(vct) and any(m["name"] in vct for m in rc.get("volumeMounts", [])),
+        "Redis: data on a PVC template",
+    )
+    check(matches(sts["spec"]["selector"], rpod["metadata"]["labels"]), "Redis: selector matches its pods")
+    check(not matches(dep["spec"]["selector"], rpod["metadata"]["labels"]), "Redis pods are not chorus pods")
+    governing = named(docs, "Service", sts["spec"]["serviceName"])
+    check(
+        governing is not None and governing["spec"].get("clusterIP") == "None",
+        f"Redis: governing Service {sts['spec']['serviceName']} is headless",
+    )
+    rsc = rc.get("securityContext", {})
+    check(
+        rsc.get("readOnlyRootFilesystem") is True
+        and rsc.get("allowPrivilegeEscalation") is False
+        and rsc.get("capabilities", {}).get("drop") == ["ALL"]
+        and rpod["spec"].get("securityContext", {}).get("runAsNonRoot") is True,
+        "Redis: non-root, read-only root, no privilege escalation, no capabilities",
+    )
+    redis_objects = [d for d in docs if d["metadata"].get("labels", {}).get(REPLACEABLE[0]) == REPLACEABLE[1]]
+    check(
+        {d["kind"] for d in redis_objects} >= {"StatefulSet", "Service"}
+        and all(
+            d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "redis" for d in redis_objects
+        ),
+        f"Redis objects labelled {REPLACEABLE[0]}={REPLACEABLE[1]}: "
+        + ", ".join(sorted(kn(d) for d in redis_objects)),
+    )
+    host = re.match(r"^rediss?://(?:[^@/]*@)?([^:/]+)(?::(\d+))?", url)
+    if check(host is not None, "REDIS_URL has a host"):
+        rsvc = named(docs, "Service", host.group(1))
+        check(
+            rsvc is not None
+            and matches({"matchLabels": rsvc["spec"]["selector"]}, rpod["metadata"]["labels"])
+            and any(p["port"] == int(host.group(2) or 6379) for p in rsvc["spec"]["ports"]),
+            f"example REDIS_URL host {host.group(1)} is the in-cluster Redis Service and port",
+        )
+    for np in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        peers = [f for rule in np["spec"].get("ingress", []) for f in rule.get("from", [])]
+        check(
+            matches(np["spec"]["podSelector"], rpod["metadata"]["labels"])
+            and any(matches(p.get("podSelector", {}), labels) for p in peers),
+            f"{kn(np)}: admits the chorus pods to Redis",
+        )
+
+
+def check_monitoring(base: list[dict], mon: list[dict]) -> None:
+    print("monitoring overlay (base + components/monitoring)")
+    extra = [d for d in mon if d not in base]
+    missing = [kn(d) for d in base if d not in mon]
+    check(not missing, "contains the base unchanged", ", ".join(missing))
+    check(
+        [d["kind"] for d in extra] == ["PodMonitor"],
+        "adds exactly one PodMonitor",
+        ", ".join(kn(d) for d in extra),
+    )
+    check(not any(d["kind"] == "PodMonitor" for d in base), "the base has no PodMonitor (component is optional)")
+    pm = next((d for d in extra if d["kind"] == "PodMonitor"), None)
+    if pm is None:
+        return
+    pod = one(mon, "Deployment")["spec"]["template"]
+    check(matches(pm["spec"]["selector"], pod["metadata"]["labels"]), "PodMonitor selects the chorus pods")
+    ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    eps = pm["spec"].get("podMetricsEndpoints", [])
+    check(
+        bool(eps) and all(e.get("port") in ports and e.get("path", "/metrics") == "/metrics" for e in eps),
+        "PodMetricsEndpoints scrape /metrics on a named container port",
+    )
+
+    def secs(d: str) -> float:
+        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+        return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|y|w|d|h|m|s)", d))
+
+    check(
+        all(secs(e.get("scrapeTimeout", "10s")) <= secs(e.get("interval", "30s")) for e in eps),
+        "scrapeTimeout <= interval (the operator rejects otherwise)",
+    )
+    check("namespace" not in pm["metadata"] and "namespaceSelector" not in pm["spec"], "PodMonitor namespace-agnostic")
+
+
+def check_managed_redis(base: list[dict], mr: list[dict]) -> None:
+    print("managed-redis overlay")
+    left = [kn(d) for d in mr if d["metadata"].get("labels", {}).get(REPLACEABLE[0]) == REPLACEABLE[1]]
+    check(not left, "no in-cluster Redis object left", ", ".join(left))
+    check(not any(d["kind"] == "StatefulSet" for d in mr), "no StatefulSet")
+    kept = {kn(d) for d in base if d["kind"] not in ("Secret",)} - {
+        kn(d) for d in base if d["metadata"].get("labels", {}).get(REPLACEABLE[0]) == REPLACEABLE[1]
+    }
+    check(kept <= {kn(d) for d in mr}, "keeps every chorus object")
+    c = one(mr, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    ref = env["REDIS_URL"]["valueFrom"]["secretKeyRef"]
+    secret = named(mr, "Secret", ref["name"])
+    if check(secret is not None, f"Deployment references the overlay's Secret {ref['name']}"):
+        data = secret_data(secret)
+        url = data.get("REDIS_URL", "")
+        check(
+            url.startswith(("redis://", "rediss://")) and "chorus-redis" not in url,
+            "REDIS_URL points outside the cluster",
+            url,
+        )
+        jwt_ref = env["CHORUS_JWT_SECRET"]["valueFrom"]["secretKeyRef"]
+        check(
+            jwt_ref["name"] == ref["name"] and data.get(jwt_ref["key"]),
+            "CHORUS_JWT_SECRET kept (Secret merged, not replaced)",
+        )
+
+
+def main() -> int:
+    if len(sys.argv) != 4:
+        print(__doc__, file=sys.stderr)
+        return 2
+    base, mon, mr = (load(p) for p in sys.argv[1:])
+    print(f"kubernetes-validate {kubernetes_validate.__version__}")
+    validate_schemas("base", base)
+    validate_schemas("monitoring overlay", mon)
+    validate_schemas("managed-redis overlay", mr)
+    canary(base)
+    check_base(base)
+    check_monitoring(base, mon)
+    check_managed_redis(base, mr)
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        return 1
+    print("all manifest checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
