@@ -1,53 +1,204 @@
 #!/usr/bin/env bash
-# A local chorus cluster on one machine, without containers: one Redis and
-# three nodes on consecutive ports. Runs in the foreground; Ctrl-C (or
-# SIGTERM) drains the nodes and stops Redis.
+# A local chorus cluster on one machine, without containers: one Redis, three
+# nodes, nginx in front of them (the load balancer of deploy/nginx/) and
+# Prometheus scraping every node with the alert rules of deploy/prometheus/.
+# Runs in the foreground; Ctrl-C (or SIGTERM) stops everything in order:
+# nginx and Prometheus, then the nodes (they drain), then Redis.
 #
-#   deploy/local-cluster.sh            # Redis on 6380, nodes on 8081-8083
-#   BASE_PORT=9001 REDIS_PORT=6390 deploy/local-cluster.sh
+#   deploy/local-cluster.sh                  # http://127.0.0.1:8080/ through nginx
+#   LB_PORT=9080 PROM_PORT=9190 BASE_PORT=9001 REDIS_PORT=6390 deploy/local-cluster.sh
+#
+# Settings (environment):
+#   LB_PORT=8080      nginx, the public entry point (LB_HOST=127.0.0.1)
+#   BASE_PORT=8081    the nodes, on BASE_PORT .. BASE_PORT+NODES-1 (NODES=3)
+#   REDIS_PORT=6380   Redis (never 6379, to leave a system Redis alone)
+#   PROM_PORT=9090    Prometheus, on 127.0.0.1
+#   RUN_DIR           configs, logs, pid files and data (default: a new temp dir)
+#
+# It installs nothing: a missing tool stops it with the Debian package to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+# Debian installs nginx in /usr/sbin, which is not on a normal user's PATH.
+export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
 REDIS_PORT=${REDIS_PORT:-6380}
 BASE_PORT=${BASE_PORT:-8081}
 NODES=${NODES:-3}
-RUN_DIR=${RUN_DIR:-$(mktemp -d -t chorus-cluster.XXXXXX)}
+LB_HOST=${LB_HOST:-127.0.0.1}
+LB_PORT=${LB_PORT:-8080}
+PROM_PORT=${PROM_PORT:-9090}
 
-command -v redis-server >/dev/null || { echo "redis-server is missing: apt-get install redis-server" >&2; exit 1; }
-cargo build --release --quiet
-BIN=target/release/chorus
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$1 ($2)"); }
+need redis-server "apt-get install redis-server"
+need nginx "apt-get install nginx"
+need prometheus "apt-get install prometheus"
+need curl "apt-get install curl"
+need cargo "the Rust toolchain: https://rustup.rs"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "local-cluster.sh: missing tools:" >&2
+  printf '  %s\n' "${missing[@]}" >&2
+  exit 1
+fi
 
-pids=()
-stop() {
-  trap - INT TERM EXIT
-  echo "stopping…"
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  echo "stopped; logs in $RUN_DIR"
-}
-trap stop INT TERM EXIT
-
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$RUN_DIR" >"$RUN_DIR/redis.log" 2>&1 &
-pids+=($!)
-
-for i in $(seq 1 "$NODES"); do
-  port=$((BASE_PORT + i - 1))
-  PORT=$port HOST=127.0.0.1 CHORUS_NODE_ID="node$i" \
-    REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
-    "$BIN" >"$RUN_DIR/node$i.log" 2>&1 &
-  pids+=($!)
+# Something already answering on a port we need: most likely an earlier run
+# that is still up (its pid files are in its RUN_DIR).
+busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+ports=("$REDIS_PORT" "$LB_PORT" "$PROM_PORT")
+for i in $(seq 1 "$NODES"); do ports+=($((BASE_PORT + i - 1))); done
+for port in "${ports[@]}"; do
+  if busy "$port"; then
+    echo "local-cluster.sh: port $port is already in use (another run still up?); set REDIS_PORT, BASE_PORT, LB_PORT or PROM_PORT" >&2
+    exit 1
+  fi
 done
 
-for i in $(seq 1 "$NODES"); do
-  port=$((BASE_PORT + i - 1))
-  for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
+RUN_DIR=${RUN_DIR:-$(mktemp -d -t chorus-cluster.XXXXXX)}
+mkdir -p "$RUN_DIR"
+RUN_DIR=$(cd "$RUN_DIR" && pwd)
+# nginx's workers run as `nobody` when started by root; they must reach the
+# prefix (proxy_temp) inside the run directory.
+chmod 755 "$RUN_DIR"
+
+cargo build --release --quiet
+BIN=$ROOT/target/release/chorus
+
+# Children run in their own sessions (setsid), so a Ctrl-C on the terminal
+# reaches only this script, which then stops them in order.
+declare -A pid_of=()
+started=()
+spawn() { # spawn NAME LOG COMMAND...
+  local name=$1 log=$2
+  shift 2
+  setsid "$@" >"$log" 2>&1 </dev/null &
+  pid_of[$name]=$!
+  started+=("$name")
+  echo "$!" >"$RUN_DIR/$name.pid"
+}
+
+# SIGTERM to NAME (once).
+signal_one() {
+  local pid=${pid_of[$1]:-}
+  [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+}
+
+# Waits up to LIMIT seconds for NAME to exit after its SIGTERM, then SIGKILL.
+reap_one() { # reap_one NAME LIMIT
+  local name=$1 limit=$2 pid=${pid_of[$1]:-} i
+  [ -n "$pid" ] || return 0
+  for ((i = 0; i < limit * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  curl -fs "http://127.0.0.1:$port/ready" >/dev/null || { echo "node$i did not become ready; see $RUN_DIR/node$i.log" >&2; exit 1; }
-  echo "node$i  http://127.0.0.1:$port/   (ws://127.0.0.1:$port/ws?username=…)"
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "$name did not stop within ${limit}s: killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  rm -f "$RUN_DIR/$name.pid"
+  unset "pid_of[$name]"
+}
+
+stopped=0
+stop() {
+  [ "$stopped" -eq 0 ] || return 0
+  stopped=1
+  trap - INT TERM
+  echo "stopping…"
+  # The public entry point and the scraper first, then the nodes: they drain
+  # (close sockets with 1001, remove their presence) while Redis still
+  # answers; a drain takes at most 10 s. Redis last.
+  signal_one nginx
+  signal_one prometheus
+  reap_one nginx 5
+  reap_one prometheus 10
+  local i
+  for i in $(seq 1 "$NODES"); do signal_one "node$i"; done
+  for i in $(seq 1 "$NODES"); do reap_one "node$i" 15; done
+  signal_one redis
+  reap_one redis 5
+  echo "stopped; logs in $RUN_DIR"
+}
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+trap stop EXIT
+
+# Waits until URL answers 2xx, at most LIMIT seconds; fails at once if NAME died.
+wait_ready() { # wait_ready NAME URL LIMIT LOG
+  local name=$1 url=$2 limit=$3 log=$4 i
+  for ((i = 0; i < limit * 10; i++)); do
+    if curl -fs -o /dev/null --max-time 1 "$url"; then return 0; fi
+    if ! kill -0 "${pid_of[$name]}" 2>/dev/null; then
+      echo "$name exited during start-up; its log ($log):" >&2
+      tail -n 20 "$log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "$name did not answer $url within ${limit}s; see $log" >&2
+  exit 1
+}
+
+spawn redis "$RUN_DIR/redis.log" \
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$RUN_DIR"
+for _ in $(seq 1 50); do busy "$REDIS_PORT" && break; sleep 0.1; done
+busy "$REDIS_PORT" || { echo "redis did not start; see $RUN_DIR/redis.log" >&2; exit 1; }
+
+nodes=()
+for i in $(seq 1 "$NODES"); do
+  port=$((BASE_PORT + i - 1))
+  nodes+=("127.0.0.1:$port")
+  spawn "node$i" "$RUN_DIR/node$i.log" env PORT="$port" HOST=127.0.0.1 CHORUS_NODE_ID="node$i" \
+    REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" CHORUS_STATIC_DIR="$ROOT/static" "$BIN"
 done
-echo "redis  redis://127.0.0.1:$REDIS_PORT/0   logs: $RUN_DIR"
-echo "Ctrl-C to stop."
-wait
+for i in $(seq 1 "$NODES"); do
+  wait_ready "node$i" "http://127.0.0.1:$((BASE_PORT + i - 1))/ready" 10 "$RUN_DIR/node$i.log"
+done
+
+# The load balancer: deploy/nginx/chorus.conf rendered for these nodes.
+"$ROOT/deploy/nginx/render.sh" "$RUN_DIR/nginx" "$LB_HOST:$LB_PORT" "${nodes[@]}"
+spawn nginx "$RUN_DIR/nginx/error.log" \
+  nginx -p "$RUN_DIR/nginx" -c "$RUN_DIR/nginx/nginx.conf" -e "$RUN_DIR/nginx/error.log" -g 'daemon off;'
+wait_ready nginx "http://127.0.0.1:$LB_PORT/health" 10 "$RUN_DIR/nginx/error.log"
+
+# Prometheus: every node scraped directly, with the project's alert rules.
+{
+  echo "# generated by deploy/local-cluster.sh"
+  echo "global:"
+  echo "  scrape_interval: 5s"
+  echo "  evaluation_interval: 5s"
+  echo "rule_files:"
+  echo "  - $ROOT/deploy/prometheus/alerts.yml"
+  echo "scrape_configs:"
+  echo "  - job_name: chorus"
+  echo "    static_configs:"
+  echo "      - targets:"
+  for node in "${nodes[@]}"; do echo "          - $node"; done
+} >"$RUN_DIR/prometheus.yml"
+spawn prometheus "$RUN_DIR/prometheus.log" \
+  prometheus --config.file="$RUN_DIR/prometheus.yml" \
+  --storage.tsdb.path="$RUN_DIR/prometheus-data" \
+  --web.listen-address="127.0.0.1:$PROM_PORT"
+wait_ready prometheus "http://127.0.0.1:$PROM_PORT/-/ready" 30 "$RUN_DIR/prometheus.log"
+
+for i in $(seq 1 "$NODES"); do
+  echo "node$i       http://127.0.0.1:$((BASE_PORT + i - 1))/   (direct; /metrics here)"
+done
+echo "redis       redis://127.0.0.1:$REDIS_PORT/0"
+echo "prometheus  http://127.0.0.1:$PROM_PORT/   (targets: /targets, alerts: /alerts)"
+echo "chorus      http://$LB_HOST:$LB_PORT/   ws://$LB_HOST:$LB_PORT/ws?username=…   (nginx, sticky)"
+echo "logs and configs in $RUN_DIR. Ctrl-C to stop."
+
+# Runs until a signal, or until one of the processes ends by itself.
+set +e
+wait -n -p ended "${pid_of[@]}"
+status=$?
+set -e
+for name in "${started[@]}"; do
+  if [ "${pid_of[$name]:-}" = "${ended:-}" ]; then
+    echo "$name exited on its own (status $status); see $RUN_DIR" >&2
+    unset "pid_of[$name]"
+  fi
+done
+exit 1

@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# (redis-server for the cluster tests), then every test of the workspace.
+# (redis-server for the cluster tests, nginx and prometheus for the deployment
+# tests; tests/browser/run.sh installs chromium and its npm packages), checks
+# the deployment artifacts with the real tools, then runs every test of the
+# workspace and the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+
+export PATH="$PATH:/usr/sbin"
+bash deploy/check.sh
+bash k8s/check.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --no-fail-fast
 else
   cargo test --workspace --all-targets --no-fail-fast
 fi
+
+# The web client in a real browser (Debian's chromium, driven by playwright-core).
+bash tests/browser/run.sh

@@ -85,6 +85,7 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // Installed before anything records, so no early count is lost.
         telemetry::prometheus();
+        telemetry::register_at_zero();
         let node = settings.node_id();
         let hub = Arc::new(Hub::default());
         let history_limit = usize::try_from(settings.history_limit).unwrap_or(usize::MAX);

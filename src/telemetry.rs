@@ -72,6 +72,7 @@ pub fn init(filter: &str, format: LogFormat) {
         let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
         // A subscriber may already be set (tests embedding several nodes).
         let _ = match format {
@@ -79,6 +80,34 @@ pub fn init(filter: &str, format: LogFormat) {
             LogFormat::Json => builder.json().flatten_event(true).try_init(),
         };
     });
+}
+
+/// Registers every unlabelled counter and gauge at zero, so that dashboards
+/// and `rate()` see them from the first scrape rather than from their first
+/// event.
+pub fn register_at_zero() {
+    for counter in [
+        CONNECTIONS_OPENED,
+        FRAMES_DELIVERED,
+        SLOW_CONSUMER_DISCONNECTS,
+        RATE_LIMITED,
+        PUBSUB_RECONNECTS,
+        GAP_FILL_MESSAGES,
+        PRESENCE_REAPED,
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    for (counter, label, values) in [
+        (MESSAGES_ACCEPTED, "kind", &["message", "dm"][..]),
+        (PRESENCE_EVENTS, "event", &["join", "leave"][..]),
+    ] {
+        for value in values {
+            metrics::counter!(counter, label => *value).increment(0);
+        }
+    }
+    for gauge in [CONNECTIONS, DRAINING, SUBSCRIBED_CHANNELS] {
+        metrics::gauge!(gauge).increment(0.0);
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use. Several

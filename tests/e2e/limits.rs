@@ -627,7 +627,10 @@ async fn a_reader_that_falls_behind_is_closed_with_1013_and_nobody_else_waits_or
         }
         let echo = sender.recv_until(|f| f["ref"] == last_ref.as_str()).await;
         assert_eq!(echo["type"], "message", "the sender is served: {echo}");
-        if flagged_at.is_none() && sent.len() % 64 == 0 && slow_disconnects(&node).await > 0.0 {
+        if flagged_at.is_none()
+            && sent.len().is_multiple_of(64)
+            && slow_disconnects(&node).await > 0.0
+        {
             flagged_at = Some(sent.len());
         }
     }

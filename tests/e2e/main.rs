@@ -12,6 +12,7 @@ mod auth;
 mod backend_contract;
 mod cluster;
 mod config;
+mod deploy;
 mod failover;
 mod http_api;
 mod limits;

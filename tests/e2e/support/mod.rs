@@ -1,18 +1,24 @@
 //! Test support: nodes (in process and as processes), a WebSocket client with
-//! bounded waits, and an HTTP helper.
+//! bounded waits, an HTTP helper, and the deployment's real tools (nginx,
+//! Prometheus) as owned child processes.
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod cluster;
+pub mod nginx;
 pub mod node;
+pub mod prometheus;
 pub mod redis;
+pub mod tools;
 pub mod ws_client;
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 pub use cluster::Cluster;
+pub use nginx::Nginx;
 pub use node::{ProcessNode, TestNode};
+pub use prometheus::Prometheus;
 pub use redis::RedisServer;
 pub use ws_client::WsClient;
 

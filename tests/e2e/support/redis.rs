@@ -3,22 +3,16 @@
 //! and dies with its owner.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::TIMEOUT;
+use super::tools::free_port;
 
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
-}
-
-/// A port that was free a moment ago. `--port 0` would disable TCP in
-/// redis-server, so a port is picked here and a collision is retried.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
 }
 
 fn answers_ping(port: u16) -> bool {
@@ -35,6 +29,8 @@ fn answers_ping(port: u16) -> bool {
 
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers PING.
+    /// `--port 0` would disable TCP in redis-server, so a port is picked here
+    /// and a collision is retried.
     pub fn start() -> Self {
         for _ in 0..5 {
             let mut server = Self {

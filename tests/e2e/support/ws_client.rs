@@ -5,6 +5,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
@@ -33,9 +36,30 @@ impl WsClient {
         }
     }
 
+    /// Connects with extra request headers (a `Cookie`, say) and reads
+    /// `welcome`.
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Self {
+        let mut request = url.into_client_request().expect("a ws:// URL");
+        for (name, value) in headers {
+            request.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        match Self::try_connect_request(request, url).await {
+            Ok(client) => client,
+            Err(refused) => panic!("connection to {url} refused: {refused:?}"),
+        }
+    }
+
     /// Connects, or returns the HTTP refusal.
     pub async fn try_connect(url: &str) -> Result<Self, Refused> {
-        let attempt = tokio::time::timeout(TIMEOUT, connect_async(url))
+        let request = url.into_client_request().expect("a ws:// URL");
+        Self::try_connect_request(request, url).await
+    }
+
+    async fn try_connect_request(request: Request, url: &str) -> Result<Self, Refused> {
+        let attempt = tokio::time::timeout(TIMEOUT, connect_async(request))
             .await
             .expect("connect in time");
         let stream = match attempt {

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Checks the deployment artifacts with the real tools, and says what it
+# checked. Exits non-zero on the first failure; a missing tool is a failure,
+# never a skip.
+#
+#   deploy/check.sh
+#
+# Needs: promtool (Debian package `prometheus`), nginx (`nginx`).
+# ./scripts/test.sh installs both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+# Debian installs nginx in /usr/sbin, which is not on a normal user's PATH.
+export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
+
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=("promtool (apt-get install prometheus)")
+command -v nginx >/dev/null 2>&1 || missing+=("nginx (apt-get install nginx)")
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deploy/check.sh: FAILED: missing tools (./scripts/test.sh installs them):" >&2
+  printf '  %s\n' "${missing[@]}" >&2
+  exit 1
+fi
+
+tmp=$(mktemp -d -t chorus-check.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+# nginx's workers run as `nobody` when started by root.
+chmod 755 "$tmp"
+
+step() { echo "== $*"; }
+fail() { echo "deploy/check.sh: FAILED: $*" >&2; exit 1; }
+
+step "promtool check config deploy/prometheus/prometheus.yml (and the rule files it names)"
+promtool check config deploy/prometheus/prometheus.yml || fail "prometheus.yml"
+
+step "promtool check rules deploy/prometheus/alerts.yml"
+promtool check rules deploy/prometheus/alerts.yml || fail "alerts.yml"
+
+step "promtool test rules deploy/prometheus/alerts.test.yml (each alert fires when it should)"
+promtool test rules deploy/prometheus/alerts.test.yml || fail "alerts.test.yml"
+
+step "every chorus_* metric in alerts.yml is declared in src/telemetry.rs"
+# Histograms are queried through their _bucket/_sum/_count series.
+for name in $(grep -o 'chorus_[a-z_]*' deploy/prometheus/alerts.yml | sort -u); do
+  base=$(sed -E 's/_(bucket|sum|count)$//' <<<"$name")
+  grep -q "\"$base\"" src/telemetry.rs || grep -q "\"$name\"" src/telemetry.rs ||
+    fail "alerts.yml uses $name, which src/telemetry.rs does not declare"
+  echo "  $name"
+done
+
+step "nginx -t on deploy/nginx/chorus.conf rendered with test upstreams (prefix $tmp/lb)"
+deploy/nginx/render.sh "$tmp/lb" 127.0.0.1:18080 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083
+nginx -t -q -p "$tmp/lb" -c "$tmp/lb/nginx.conf" -e "$tmp/lb/error.log" || fail "nginx -t"
+echo "  syntax ok, test successful"
+
+step "the rendered nginx config blocks /metrics, upgrades /ws with a long timeout, hashes on the affinity cookie"
+conf=$tmp/lb/chorus.conf
+grep -Eq 'location \^~ /metrics \{' "$conf" && grep -A2 'location \^~ /metrics' "$conf" | grep -q 'return 404' ||
+  fail "/metrics is not refused in chorus.conf"
+grep -A8 'location = /ws' "$conf" | grep -q 'proxy_read_timeout 1h' || fail "/ws has no long read timeout"
+grep -q 'proxy_set_header Upgrade \$http_upgrade' "$conf" || fail "no Upgrade header"
+grep -q 'proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for' "$conf" || fail "no X-Forwarded-For"
+grep -q 'hash \$chorus_affinity consistent' "$conf" || fail "no sticky hash"
+echo "  ok"
+
+step "the compose nginx settings render to a valid config too (service names mapped to 127.0.0.1)"
+# compose.yaml's CHORUS_UPSTREAM_SERVERS, with chorusN:8080 -> 127.0.0.1 so
+# nginx -t can resolve them.
+servers=$(sed -n 's/^ *CHORUS_UPSTREAM_SERVERS: *"\(.*\)"$/\1/p' deploy/compose.yaml)
+[ -n "$servers" ] || fail "compose.yaml sets no CHORUS_UPSTREAM_SERVERS"
+listen=$(sed -n 's/^ *CHORUS_LISTEN: *"\(.*\)"$/\1/p' deploy/compose.yaml)
+[ -n "$listen" ] || fail "compose.yaml sets no CHORUS_LISTEN"
+mkdir -p "$tmp/compose"
+template=$(<deploy/nginx/chorus.conf)
+# (nginx -t opens no listening socket, so the port may be in use here.)
+rendered=${template//'${CHORUS_LISTEN}'/$listen}
+rendered=${rendered//'${CHORUS_UPSTREAM_SERVERS}'/$(sed -E 's/chorus[0-9]+:/127.0.0.1:/g' <<<"$servers")}
+printf '%s\n' "$rendered" >"$tmp/compose/chorus.conf"
+cp deploy/nginx/nginx.conf "$tmp/compose/nginx.conf"
+nginx -t -q -p "$tmp/compose" -c "$tmp/compose/nginx.conf" -e "$tmp/compose/error.log" || fail "nginx -t (compose settings)"
+echo "  listen $listen; $servers"
+
+step "shell scripts parse (bash -n)"
+for script in deploy/local-cluster.sh deploy/check.sh deploy/nginx/render.sh; do
+  bash -n "$script" || fail "$script"
+  echo "  $script"
+done
+
+step "deploy/compose.yaml"
+if docker compose version >/dev/null 2>&1; then
+  docker compose -f deploy/compose.yaml config -q || fail "docker compose config"
+  echo "  docker compose config: ok"
+else
+  echo "  NOT CHECKED by docker compose (not installed here); the Dockerfile and compose.yaml are not built by this script"
+fi
+
+echo "deploy/check.sh: all checks passed"
