@@ -5,16 +5,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::support::node::Endpoint;
-use crate::support::{Cluster, WsClient, eventually, get_json, unique};
-
-fn ids(messages: &Value) -> Vec<String> {
-    messages
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|m| m["id"].as_str().expect("id").to_owned())
-        .collect()
-}
+use crate::support::{Cluster, WsClient, eventually, get_json, ids, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_on_one_node_reaches_members_on_every_node() {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::node::Endpoint;
 use crate::support::{
-    Cluster, ProcessNode, TestNode, WsClient, eventually, eventually_within, get_json, unique,
+    Cluster, ProcessNode, TestNode, WsClient, eventually, eventually_within, get_json, ids, unique,
 };
 
 /// The presence TTL of every node in the crash tests: small, so the dead
@@ -73,15 +73,6 @@ async fn users(node: &TestNode) -> Vec<String> {
 
 async fn room_users(node: &TestNode, room: &str) -> Vec<String> {
     get_json(&node.url(&format!("/api/rooms/{room}/users"))).await
-}
-
-fn ids(messages: &Value) -> Vec<String> {
-    messages
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|m| m["id"].as_str().expect("id").to_owned())
-        .collect()
 }
 
 fn is_presence(frame: &Value, room: &str, user: &str, event: &str) -> bool {

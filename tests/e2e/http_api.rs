@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::node::Endpoint;
-use crate::support::{ProcessNode, TestNode, WsClient, eventually, sample, unique};
+use crate::support::{ProcessNode, TestNode, WsClient, eventually, ids, sample, unique};
 
 /// `GET url` → status and JSON body (`Null` when the body is not JSON).
 async fn get(url: &str) -> (StatusCode, Value) {
@@ -38,15 +38,6 @@ fn assert_error(body: &Value, code: &str) {
         Some(1),
         "only `error`: {body}"
     );
-}
-
-fn ids(messages: &Value) -> Vec<String> {
-    messages
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|m| m["id"].as_str().expect("id").to_owned())
-        .collect()
 }
 
 /// Posts `count` messages to `room` as `user` and returns their ids.

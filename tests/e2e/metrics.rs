@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::support::node::Endpoint;
-use crate::support::{Cluster, WsClient, eventually, sample, scrape, unique};
+use crate::support::{Cluster, WsClient, eventually, sample, scrape, unique, wait_ready};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_and_histograms_follow_known_traffic() {
@@ -13,19 +13,7 @@ async fn counters_and_histograms_follow_known_traffic() {
         "metered",
         &[("CHORUS_RATE_LIMIT", "1"), ("CHORUS_RATE_BURST", "3")],
     );
-    let ready = node.url("/ready");
-    eventually("the node to be ready", || {
-        let ready = ready.clone();
-        async move {
-            reqwest::get(&ready)
-                .await
-                .ok()?
-                .status()
-                .is_success()
-                .then_some(())
-        }
-    })
-    .await;
+    wait_ready(&node.url("/ready")).await;
     let metrics = node.url("/metrics");
     let room = unique("room");
     let before = scrape(&metrics).await;

@@ -4,16 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::support::node::Endpoint;
-use crate::support::{TestNode, WsClient, unique};
-
-fn ids(messages: &Value) -> Vec<String> {
-    messages
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|m| m["id"].as_str().expect("id").to_owned())
-        .collect()
-}
+use crate::support::{TestNode, WsClient, ids, unique};
 
 #[tokio::test]
 async fn welcome_names_the_user_the_node_and_a_session() {
@@ -88,15 +79,7 @@ async fn join_history_is_the_last_fifty() {
     let room = unique("room");
     let mut alice = WsClient::connect(&node.ws_url("alice")).await;
     alice.join(&room).await;
-    let mut sent = Vec::new();
-    for i in 0..60 {
-        sent.push(
-            alice.say(&room, &format!("m{i}")).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let sent = alice.say_many(&room, 60).await;
     let mut bob = WsClient::connect(&node.ws_url("bob")).await;
     let joined = bob.join(&room).await;
     assert_eq!(ids(&joined["history"]), sent[10..]);
@@ -274,15 +257,7 @@ async fn history_pages_backwards_with_before_and_limit() {
     let room = unique("room");
     let mut alice = WsClient::connect(&node.ws_url("alice")).await;
     alice.join(&room).await;
-    let mut sent = Vec::new();
-    for i in 0..130 {
-        sent.push(
-            alice.say(&room, &format!("m{i}")).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let sent = alice.say_many(&room, 130).await;
 
     let page = alice
         .request(json!({"type": "history", "room": room}))
@@ -312,15 +287,7 @@ async fn join_with_since_returns_exactly_the_missed_messages() {
     let room = unique("room");
     let mut alice = WsClient::connect(&node.ws_url("alice")).await;
     alice.join(&room).await;
-    let mut sent = Vec::new();
-    for i in 0..70 {
-        sent.push(
-            alice.say(&room, &format!("m{i}")).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let sent = alice.say_many(&room, 70).await;
 
     let mut bob = WsClient::connect(&node.ws_url("bob")).await;
     let joined = bob
@@ -349,15 +316,7 @@ async fn since_older_than_the_kept_history_is_marked_truncated() {
     let room = unique("room");
     let mut alice = WsClient::connect(&node.ws_url("alice")).await;
     alice.join(&room).await;
-    let mut sent = Vec::new();
-    for i in 0..8 {
-        sent.push(
-            alice.say(&room, &format!("m{i}")).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let sent = alice.say_many(&room, 8).await;
     let mut bob = WsClient::connect(&node.ws_url("bob")).await;
     let joined = bob
         .request(json!({"type": "join", "room": room, "since": sent[0]}))

@@ -45,15 +45,7 @@ impl Cluster {
     /// Waits until every node answers `/ready` with 200.
     pub async fn wait_ready(&self) {
         for node in &self.nodes {
-            let url = node.url("/ready");
-            super::eventually("node ready", || {
-                let url = url.clone();
-                async move {
-                    let status = reqwest::get(&url).await.ok()?.status();
-                    status.is_success().then_some(())
-                }
-            })
-            .await;
+            super::wait_ready(&node.url("/ready")).await;
         }
     }
 

@@ -41,6 +41,29 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// The `id` of every message in a JSON array of messages.
+pub fn ids(messages: &serde_json::Value) -> Vec<String> {
+    messages
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// Waits until `/ready` at `url` answers 200, as a load balancer would.
+pub async fn wait_ready(url: &str) {
+    eventually("the node to be ready", || async {
+        reqwest::get(url)
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await;
+}
+
 /// GETs `url` and decodes its JSON body.
 pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
     let response = tokio::time::timeout(TIMEOUT, reqwest::get(url))

@@ -165,6 +165,17 @@ impl WsClient {
         echo
     }
 
+    /// Sends `m0`, `m1`, … to `room`, each after the previous echo; returns
+    /// their ids.
+    pub async fn say_many(&mut self, room: &str, n: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let echo = self.say(room, &format!("m{i}")).await;
+            ids.push(echo["id"].as_str().expect("id").to_owned());
+        }
+        ids
+    }
+
     /// Reads until the server closes; returns the close code.
     pub async fn expect_close(&mut self) -> u16 {
         loop {
