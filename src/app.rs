@@ -41,6 +41,8 @@ pub struct Limits {
     pub outbound_queue: usize,
     /// Server ping interval.
     pub ping_interval: Duration,
+    /// Shortest time between two fan-out writes to one socket.
+    pub write_delay: Duration,
 }
 
 /// What every handler and session shares.
@@ -125,6 +127,7 @@ impl App {
                     .unwrap_or(usize::MAX),
                 outbound_queue: usize::try_from(settings.outbound_queue).unwrap_or(usize::MAX),
                 ping_interval: settings.ping_interval(),
+                write_delay: settings.write_delay(),
             },
             static_dir: settings.static_dir.clone(),
             connections: Arc::new(Semaphore::new(max_connections)),

@@ -69,6 +69,13 @@ pub struct Settings {
     #[arg(long, env = "CHORUS_OUTBOUND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub outbound_queue: u32,
 
+    /// Milliseconds a connection's fan-out frames may wait to share one socket
+    /// write with the frames behind them: at most one write per interval, and
+    /// the first frame after a quiet spell goes at once. 0 writes every frame
+    /// as soon as it arrives.
+    #[arg(long, env = "CHORUS_WRITE_DELAY_MS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub write_delay_ms: u64,
+
     /// Seconds between server pings; a peer silent for two intervals is dropped.
     #[arg(long, env = "CHORUS_PING_INTERVAL_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ping_interval_secs: u64,
@@ -216,6 +223,11 @@ impl Settings {
     /// How long a dead node's users stay visible.
     pub fn presence_ttl(&self) -> Duration {
         Duration::from_secs(self.presence_ttl_secs)
+    }
+
+    /// The shortest time between two fan-out writes to one socket.
+    pub fn write_delay(&self) -> Duration {
+        Duration::from_millis(self.write_delay_ms)
     }
 
     /// The keepalive interval.

@@ -24,8 +24,11 @@ use crate::telemetry;
 /// ones close the connection with 1009.
 pub(crate) const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Read buffer per connection. Chat frames are small; tungstenite's 128 KiB
-/// default would dominate the memory of an idle connection.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// default would dominate the memory of an idle connection, and tungstenite
+/// zero-fills the whole buffer on every read attempt, which a session makes
+/// each time it wakes to write a fan-out frame. Larger frames still arrive
+/// whole: the buffer grows to a frame's announced length.
+const READ_BUFFER_BYTES: usize = 1024;
 /// Bytes buffered before a write reaches the socket; batches of fan-out
 /// frames are flushed together anyway.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;

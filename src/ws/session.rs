@@ -3,6 +3,7 @@
 //! token expiry or a dead peer, always running the same cleanup.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -10,7 +11,7 @@ use futures_util::SinkExt;
 use metrics::Counter;
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
 
 use super::rate::TokenBucket;
@@ -69,8 +70,38 @@ pub(super) struct Session {
     pub(super) rooms: HashMap<RoomName, Option<MessageId>>,
     pub(super) bucket: TokenBucket,
     queue: mpsc::Receiver<Arc<Delivery>>,
-    drain: CancellationToken,
+    stops: Stops,
     delivered: Counter,
+    /// No fan-out write before this instant (see `CHORUS_WRITE_DELAY_MS`).
+    next_write: Instant,
+}
+
+/// The two events that end a session whatever it is doing, each registered
+/// once: a fresh `cancelled()` on every turn of the loop would lock the
+/// token's waiter list twice per delivered frame.
+struct Stops {
+    drain: Pin<Box<WaitForCancellationFutureOwned>>,
+    slow: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Stops {
+    fn new(drain: &CancellationToken, slow: &CancellationToken) -> Self {
+        Self {
+            // A child of its own: polling a token locks it, and every session
+            // polling the node's one drain token would contend on that lock.
+            drain: Box::pin(drain.child_token().cancelled_owned()),
+            slow: Box::pin(slow.clone().cancelled_owned()),
+        }
+    }
+
+    /// Resolves when the node drains or the outbound queue overflowed.
+    async fn fired(&mut self) -> End {
+        tokio::select! {
+            biased;
+            () = self.drain.as_mut() => End::Close(CLOSE_GOING_AWAY, "node draining"),
+            () = self.slow.as_mut() => End::Close(CLOSE_TRY_AGAIN_LATER, "outbound queue full"),
+        }
+    }
 }
 
 /// Runs one connection to its end.
@@ -91,13 +122,14 @@ pub(super) async fn run(
             slow: CancellationToken::new(),
         };
         let limits = &state.limits;
+        let stops = Stops::new(&state.shutdown.token, &recipient.slow);
         let mut session = Session {
             bucket: TokenBucket::new(
                 limits.rate_limit,
                 limits.rate_burst,
                 Instant::now().into_std(),
             ),
-            drain: state.shutdown.token.clone(),
+            stops,
             delivered: metrics::counter!(telemetry::FRAMES_DELIVERED),
             state: state.clone(),
             socket,
@@ -105,6 +137,7 @@ pub(super) async fn run(
             recipient,
             rooms: HashMap::new(),
             queue,
+            next_write: Instant::now(),
         };
         metrics::counter!(telemetry::CONNECTIONS_OPENED).increment(1);
         metrics::gauge!(telemetry::CONNECTIONS).increment(1);
@@ -139,16 +172,31 @@ impl Session {
             }
         };
         tokio::pin!(expiry);
+        // Fan-out frames that arrived within the write delay of the last
+        // write: they wait for the frames behind them while input is still
+        // read. Half the queue's size at most, so that a client reading as
+        // fast as it can is never taken for a slow one.
+        let mut held = Vec::new();
+        let hold_limit = (self.state.limits.outbound_queue / 2).clamp(1, MAX_BATCH);
         loop {
             let step = tokio::select! {
                 biased;
-                () = self.drain.cancelled() => Err(End::Close(CLOSE_GOING_AWAY, "node draining")),
-                () = self.recipient.slow.cancelled() => Err(End::Close(CLOSE_TRY_AGAIN_LATER, "outbound queue full")),
+                end = self.stops.fired() => Err(end),
                 () = &mut expiry => Err(End::Close(CLOSE_POLICY_VIOLATION, "token expired")),
+                () = tokio::time::sleep_until(self.next_write), if !held.is_empty() => {
+                    self.write_batch(&mut held).await
+                }
                 // Queued output goes before more input: a client that sends a
                 // burst and reads is never mistaken for a slow reader, and a
                 // sender cannot outrun its own echoes.
-                Some(first) = self.queue.recv() => self.write_batch(first).await,
+                Some(delivery) = self.queue.recv() => {
+                    held.push(delivery);
+                    if held.len() >= hold_limit || Instant::now() >= self.next_write {
+                        self.write_batch(&mut held).await
+                    } else {
+                        Ok(())
+                    }
+                }
                 inbound = self.socket.recv() => {
                     last_heard = Instant::now();
                     self.on_inbound(inbound).await
@@ -220,25 +268,28 @@ impl Session {
     async fn write(&mut self, message: Message) -> Result<(), End> {
         tokio::select! {
             written = self.socket.send(message) => written.map_err(|_| End::Gone),
-            () = self.recipient.slow.cancelled() => Err(End::Close(CLOSE_TRY_AGAIN_LATER, "outbound queue full")),
-            () = self.drain.cancelled() => Err(End::Close(CLOSE_GOING_AWAY, "node draining")),
+            end = self.stops.fired() => Err(end),
         }
     }
 
-    /// Writes `first` and whatever else is queued (up to a batch), then
-    /// flushes once.
-    async fn write_batch(&mut self, first: Arc<Delivery>) -> Result<(), End> {
-        let mut batch = Vec::with_capacity(MAX_BATCH.min(self.queue.len() + 1));
-        let mut next = Some(first);
-        while let Some(delivery) = next {
+    /// Writes the `held` frames and whatever else is queued (up to a batch),
+    /// then flushes once, and holds the next fan-out write back for the write
+    /// delay: a busy room costs one socket write per delay rather than one
+    /// per message.
+    async fn write_batch(&mut self, held: &mut Vec<Arc<Delivery>>) -> Result<(), End> {
+        let mut batch = Vec::with_capacity(held.len() + self.queue.len().min(MAX_BATCH));
+        for delivery in held.drain(..) {
             if self.accepts(&delivery) {
                 batch.push(delivery.frame.clone());
             }
-            next = if batch.len() < MAX_BATCH {
-                self.queue.try_recv().ok()
-            } else {
-                None
+        }
+        while batch.len() < MAX_BATCH {
+            let Ok(delivery) = self.queue.try_recv() else {
+                break;
             };
+            if self.accepts(&delivery) {
+                batch.push(delivery.frame.clone());
+            }
         }
         if batch.is_empty() {
             return Ok(());
@@ -253,10 +304,10 @@ impl Session {
         };
         tokio::select! {
             sent = send_all => sent.map_err(|_| End::Gone)?,
-            () = self.recipient.slow.cancelled() => return Err(End::Close(CLOSE_TRY_AGAIN_LATER, "outbound queue full")),
-            () = self.drain.cancelled() => return Err(End::Close(CLOSE_GOING_AWAY, "node draining")),
+            end = self.stops.fired() => return Err(end),
         }
         self.delivered.increment(written);
+        self.next_write = Instant::now() + self.state.limits.write_delay;
         Ok(())
     }
 

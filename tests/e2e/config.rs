@@ -121,6 +121,14 @@ fn a_negative_rate_limit_stops_start_up_with_one_line_naming_it() {
 }
 
 #[test]
+fn a_write_delay_over_a_second_stops_start_up_with_one_line_naming_it() {
+    assert_refused(
+        &[("CHORUS_WRITE_DELAY_MS", "1001")],
+        "CHORUS_WRITE_DELAY_MS",
+    );
+}
+
+#[test]
 fn a_zero_presence_ttl_stops_start_up_with_one_line_naming_it() {
     assert_refused(
         &[("CHORUS_PRESENCE_TTL_SECS", "0")],
@@ -186,6 +194,7 @@ fn help_exits_0_and_documents_every_setting_with_its_default() {
         ("CHORUS_MAX_ROOMS_PER_CONNECTION", "[default: "),
         ("CHORUS_OUTBOUND_QUEUE", "[default: "),
         ("CHORUS_PING_INTERVAL_SECS", "[default: "),
+        ("CHORUS_WRITE_DELAY_MS", "[default: 25]"),
     ];
 
     let run = run(&["--help"], &[]);

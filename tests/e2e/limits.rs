@@ -3,6 +3,7 @@
 //! every error code, slow readers and silent peers.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -579,7 +580,14 @@ async fn slow_disconnects(node: &impl Endpoint) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_falls_behind_is_closed_with_1013_and_nobody_else_waits_or_loses() {
     // A process of its own, so that its metrics count only this test.
-    let node = ProcessNode::spawn(&[("CHORUS_OUTBOUND_QUEUE", "16"), ("CHORUS_RATE_LIMIT", "0")]);
+    // No write delay: the sender below waits for its echo every few
+    // messages, and a delayed echo would stretch the flood past the close
+    // handshake's deadline for the slow reader.
+    let node = ProcessNode::spawn(&[
+        ("CHORUS_OUTBOUND_QUEUE", "16"),
+        ("CHORUS_RATE_LIMIT", "0"),
+        ("CHORUS_WRITE_DELAY_MS", "0"),
+    ]);
     let room = unique("room");
     let mut slow = connect_with_small_window(&node, "slow").await;
     raw_send(&mut slow, json!({"type": "join", "room": room})).await;
@@ -719,4 +727,52 @@ async fn a_peer_that_never_answers_pings_is_dropped() {
     );
     listener.abort();
     drop(silent);
+}
+
+#[tokio::test]
+async fn the_write_delay_holds_busy_output_together_but_never_the_first_frame() {
+    let delay = Duration::from_millis(1000);
+    let node = TestNode::spawn_with(|s| {
+        s.write_delay_ms = u64::try_from(delay.as_millis()).expect("small");
+        s.rate_limit = 0;
+    })
+    .await;
+    let room = unique("room");
+    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    alice.join(&room).await;
+    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    bob.join(&room).await;
+    alice.recv_until(|f| f["type"] == "presence").await;
+
+    // Bob has had no fan-out frame yet: the first goes out at once (Alice's
+    // own echo may wait: her presence event was just written to her)...
+    let started = tokio::time::Instant::now();
+    alice
+        .send(json!({"type": "message", "room": room, "content": "first"}))
+        .await;
+    let first = bob.recv_until(|f| f["type"] == "message").await;
+    assert_eq!(first["content"], "first");
+    assert!(
+        started.elapsed() < delay,
+        "not held: {:?}",
+        started.elapsed()
+    );
+
+    // ...and the frames right behind it wait for one write, in order.
+    for n in 0..5 {
+        alice
+            .send(json!({"type": "message", "room": room, "content": format!("m{n}")}))
+            .await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let frame = bob.recv_until(|f| f["type"] == "message").await;
+        got.push(frame["content"].as_str().expect("content").to_owned());
+    }
+    assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
+    assert!(
+        started.elapsed() >= delay,
+        "held for the delay: {:?}",
+        started.elapsed()
+    );
 }

@@ -10,6 +10,7 @@ mod support;
 
 mod auth;
 mod backend_contract;
+mod bench;
 mod cluster;
 mod config;
 mod deploy;

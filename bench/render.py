@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""Render chorus-bench results into Markdown tables and PNG plots.
+
+``chorus-bench`` appends one JSON object per scenario run to a JSON-lines file
+(``bench/results/latest.jsonl`` by default).  This script reads one or more such
+files and
+
+* rewrites the block between ``<!-- results:begin -->`` and
+  ``<!-- results:end -->`` in ``BENCHMARKS.md`` with one table per scenario
+  (``fanout``, ``rooms``, ``idle``) followed by links to the plots;
+* draws ``latency-vs-rate.png`` (fanout runs: p50/p99/p999 latency against
+  deliveries per second) and ``memory-vs-connections.png`` (idle runs: RSS per
+  connection and total RSS against connections) into the plot directory.
+
+Runs are keyed by their ``label``: when several lines share a label, the last
+one read wins, so re-running a scenario replaces its earlier result.  Files are
+read in the order given on the command line.
+
+Fields that were not measured are ``null`` in the input and show as "—".
+
+Only the standard library and matplotlib (see ``bench/requirements.txt``) are
+needed; matplotlib is imported only when a plot is drawn.
+
+Example::
+
+    .venv-bench/bin/python bench/render.py bench/results/latest.jsonl \\
+        --markdown BENCHMARKS.md --plots docs/bench/
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+BEGIN_MARKER = "<!-- results:begin -->"
+END_MARKER = "<!-- results:end -->"
+
+SCENARIOS = ("fanout", "rooms", "idle")
+SCENARIO_TITLES = {
+    "fanout": "Fan-out (one room, many members)",
+    "rooms": "Many rooms",
+    "idle": "Idle connections (memory)",
+}
+
+LATENCY_PLOT = "latency-vs-rate.png"
+MEMORY_PLOT = "memory-vs-connections.png"
+
+DASH = "—"
+KIB = 1024.0
+MIB = 1024.0 * 1024.0
+
+Run = dict[str, Any]
+
+
+# --------------------------------------------------------------------------
+# Reading input
+# --------------------------------------------------------------------------
+
+
+
+def _utc(started_at):
+    """A run's start (Unix seconds, or already a string) as UTC ISO 8601."""
+    if isinstance(started_at, (int, float)):
+        return datetime.datetime.fromtimestamp(started_at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return str(started_at)
+
+def warn(message: str) -> None:
+    """Print a note to stderr, prefixed with the script's name."""
+    print(f"render.py: {message}", file=sys.stderr)
+
+
+def read_runs(paths: Iterable[Path]) -> tuple[list[Run], int]:
+    """Read JSON-lines files in order and return ``(runs, lines_read)``.
+
+    Blank lines are ignored.  A line that is not a JSON object (for example a
+    half-written last line from an interrupted run) is reported on stderr and
+    skipped.  A missing or unreadable file raises ``OSError``.
+    """
+    runs: list[Run] = []
+    lines_read = 0
+    for path in paths:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                lines_read += 1
+                try:
+                    run = json.loads(line)
+                except json.JSONDecodeError as err:
+                    warn(f"{path}:{number}: skipping line that is not valid JSON ({err.msg})")
+                    continue
+                if not isinstance(run, dict):
+                    warn(f"{path}:{number}: skipping line that is not a JSON object")
+                    continue
+                runs.append(run)
+    return runs, lines_read
+
+
+def run_key(run: Run) -> str:
+    """Return the identity of a run: its label, or a fallback when it has none."""
+    label = run.get("label")
+    if label:
+        return str(label)
+    return f"{run.get('scenario')}@{run.get('started_at')}"
+
+
+def latest_by_label(runs: Iterable[Run]) -> list[Run]:
+    """Keep only the last run for each label (re-runs replace earlier ones)."""
+    latest: dict[str, Run] = {}
+    for run in runs:
+        key = run_key(run)
+        latest.pop(key, None)  # move a re-run to the position of its latest line
+        latest[key] = run
+    return list(latest.values())
+
+
+def group_by_scenario(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """Split runs by scenario; runs of unknown scenarios are reported and dropped."""
+    groups: dict[str, list[Run]] = {name: [] for name in SCENARIOS}
+    unknown: dict[str, int] = {}
+    for run in runs:
+        scenario = run.get("scenario")
+        if scenario in groups:
+            groups[scenario].append(run)
+        else:
+            unknown[str(scenario)] = unknown.get(str(scenario), 0) + 1
+    for scenario, count in sorted(unknown.items()):
+        warn(f"ignoring {count} run(s) of unknown scenario {scenario!r}")
+    for name, members in groups.items():
+        members.sort(key=sort_key_for(name))
+    return groups
+
+
+def num(value: Any) -> float | None:
+    """Return ``value`` as a finite float, or ``None`` if null / non-numeric / NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def field(run: Run, *path: str) -> float | None:
+    """Look up a numeric field by path, e.g. ``field(run, "latency_ms", "p99")``."""
+    node: Any = run
+    for part in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return num(node)
+
+
+def connections(run: Run) -> float | None:
+    """Connections of a run: the measured count, else the requested one."""
+    measured = field(run, "connections")
+    return measured if measured is not None else field(run, "params", "connections")
+
+
+def sort_key_for(scenario: str) -> Callable[[Run], tuple]:
+    """Return the row order for a scenario's table (nulls sort last)."""
+
+    def opt(value: float | None) -> tuple[int, float]:
+        return (1, 0.0) if value is None else (0, value)
+
+    if scenario == "idle":
+        return lambda run: (opt(connections(run)), run_key(run))
+    return lambda run: (
+        opt(field(run, "params", "rooms")),
+        opt(field(run, "params", "members")),
+        opt(field(run, "params", "rate")),
+        opt(field(run, "deliveries_per_sec")),
+        run_key(run),
+    )
+
+
+# --------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------
+
+
+def fmt_int(value: float | None) -> str:
+    """Format a count with thousands separators, "—" for null."""
+    return DASH if value is None else f"{round(value):,}"
+
+
+def fmt_dec(digits: int) -> Callable[[float | None], str]:
+    """Return a formatter with ``digits`` decimals and thousands separators."""
+
+    def fmt(value: float | None) -> str:
+        return DASH if value is None else f"{value:,.{digits}f}"
+
+    return fmt
+
+
+def scaled(getter: Callable[[Run], float | None], divisor: float) -> Callable[[Run], float | None]:
+    """Wrap a getter so that its value is divided by ``divisor`` (nulls stay null)."""
+
+    def get(run: Run) -> float | None:
+        value = getter(run)
+        return None if value is None else value / divisor
+
+    return get
+
+
+def getter(*path: str) -> Callable[[Run], float | None]:
+    """Return a function reading the numeric field at ``path`` from a run."""
+    return lambda run: field(run, *path)
+
+
+# A column: (header, value getter, formatter).
+Column = tuple[str, Callable[[Run], float | None], Callable[[float | None], str]]
+
+TRAFFIC_COLUMNS: list[Column] = [
+    ("Connections", connections, fmt_int),
+    ("Deliveries/s", getter("deliveries_per_sec"), fmt_int),
+    ("p50 ms", getter("latency_ms", "p50"), fmt_dec(2)),
+    ("p99 ms", getter("latency_ms", "p99"), fmt_dec(2)),
+    ("p999 ms", getter("latency_ms", "p999"), fmt_dec(2)),
+    ("Lost", getter("lost"), fmt_int),
+    ("Duplicated", getter("duplicated"), fmt_int),
+    ("CPU s / M deliveries", getter("cpu_s_per_million_deliveries"), fmt_dec(2)),
+    ("RSS/conn KiB", scaled(getter("rss_per_connection_bytes"), KIB), fmt_dec(1)),
+    ("Send p99 ms", getter("send_latency_p99_ms"), fmt_dec(2)),
+]
+
+COLUMNS: dict[str, list[Column]] = {
+    "fanout": TRAFFIC_COLUMNS,
+    "rooms": TRAFFIC_COLUMNS,
+    "idle": [
+        ("Connections", connections, fmt_int),
+        ("Server RSS MiB", scaled(getter("server_rss_bytes"), MIB), fmt_dec(1)),
+        ("Baseline RSS MiB", scaled(getter("baseline_rss_bytes"), MIB), fmt_dec(1)),
+        ("RSS/conn KiB", scaled(getter("rss_per_connection_bytes"), KIB), fmt_dec(1)),
+    ],
+}
+
+
+def md_escape(text: str) -> str:
+    """Escape characters that would break a Markdown table cell."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def render_table(runs: list[Run], columns: list[Column]) -> list[str]:
+    """Render runs as a Markdown table (label column first, numbers right-aligned)."""
+    header = ["Label"] + [name for name, _, _ in columns]
+    align = [":---"] + ["---:"] * len(columns)
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    for run in runs:
+        cells = [f"`{md_escape(run_key(run))}`"]
+        cells += [fmt(get(run)) for _, get, fmt in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_markdown(
+    groups: dict[str, list[Run]],
+    sources: list[Path],
+    plot_links: list[tuple[str, str]],
+) -> str:
+    """Build the Markdown that goes between the result markers.
+
+    ``plot_links`` is a list of ``(alt text, relative path)`` for the plots that
+    were drawn.  The output is deterministic for a given input (no clock time).
+    """
+    total = sum(len(runs) for runs in groups.values())
+    started = sorted(
+        _utc(run["started_at"]) for runs in groups.values() for run in runs if run.get("started_at")
+    )
+    source_list = ", ".join(f"`{path.as_posix()}`" for path in sources)
+    summary = f"_Generated by `bench/render.py` from {source_list}: {total} run(s)"
+    if started:
+        summary += f", started {started[0]}" + (f" to {started[-1]}" if started[-1] != started[0] else "")
+    lines = [summary + "._", ""]
+
+    for scenario in SCENARIOS:
+        lines.append(f"### {SCENARIO_TITLES[scenario]}")
+        lines.append("")
+        if groups[scenario]:
+            lines.extend(render_table(groups[scenario], COLUMNS[scenario]))
+        else:
+            lines.append(f"_No `{scenario}` runs in these results._")
+        lines.append("")
+
+    if plot_links:
+        lines.append("### Plots")
+        lines.append("")
+        for alt, link in plot_links:
+            lines.append(f"![{alt}]({link})")
+            lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def splice_markdown(existing: str | None, content: str) -> str:
+    """Put ``content`` between the result markers of ``existing``.
+
+    A missing file (``None``) becomes just the markers and the content; a file
+    without markers gets them appended at its end.  Raises ``ValueError`` when
+    only one marker is present or they are out of order, rather than guessing
+    which part of the file may be overwritten.
+    """
+    block = f"{BEGIN_MARKER}\n{content.rstrip()}\n{END_MARKER}"
+    if existing is None:
+        return block + "\n"
+    begin = existing.find(BEGIN_MARKER)
+    end = existing.find(END_MARKER)
+    if begin == -1 and end == -1:
+        prefix = existing.rstrip("\n")
+        return (prefix + "\n\n" if prefix else "") + block + "\n"
+    if begin == -1 or end == -1 or end < begin:
+        raise ValueError(
+            f"expected {BEGIN_MARKER} followed by {END_MARKER}; "
+            "found only one of them or the wrong order"
+        )
+    return existing[:begin] + block + existing[end + len(END_MARKER):]
+
+
+def read_markdown(path: Path) -> str | None:
+    """Return the text of the Markdown file at ``path``, or ``None`` if it does not exist."""
+    return path.read_text(encoding="utf-8") if path.exists() else None
+
+
+def write_markdown(path: Path, existing: str | None, content: str) -> None:
+    """Write ``existing`` with ``content`` spliced between the markers to ``path``."""
+    updated = splice_markdown(existing, content)
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(updated, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------
+
+
+def pyplot():
+    """Import matplotlib with the non-interactive Agg backend and return pyplot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def si_formatter():
+    """Return a tick formatter that writes 1500 as 1.5k and 2000000 as 2M."""
+    from matplotlib.ticker import FuncFormatter
+
+    def fmt(value: float, _pos: int) -> str:
+        for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= limit:
+                return f"{value / limit:.3g}{suffix}"
+        return f"{value:.3g}"
+
+    return FuncFormatter(fmt)
+
+
+def latency_formatter():
+    """Return a tick formatter for milliseconds on a log axis (0.5, 1, 10, 100)."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _pos: f"{value:g}")
+
+
+def new_figure(plt):
+    """Create the standard 8x4.5 inch figure with one axis."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    ax.grid(True, which="major", alpha=0.35)
+    return fig, ax
+
+
+def plot_latency_vs_rate(runs: list[Run], out: Path) -> bool:
+    """Draw p50/p99/p999 latency against deliveries/s for fanout runs.
+
+    Returns ``False`` (and draws nothing) when no run has both a rate and a
+    latency to show.
+    """
+    points = [run for run in runs if field(run, "deliveries_per_sec") is not None]
+    points.sort(key=lambda run: field(run, "deliveries_per_sec") or 0.0)
+    series = []
+    for name, key, style in (("p50", "p50", "o-"), ("p99", "p99", "s-"), ("p999", "p999", "^--")):
+        xy = [
+            (field(run, "deliveries_per_sec"), field(run, "latency_ms", key))
+            for run in points
+        ]
+        xy = [(x, y) for x, y in xy if y is not None and y > 0]
+        if xy:
+            series.append((name, style, xy))
+    if not series:
+        return False
+
+    plt = pyplot()
+    fig, ax = new_figure(plt)
+    for name, style, xy in series:
+        ax.plot([x for x, _ in xy], [y for _, y in xy], style, label=name, linewidth=1.8, markersize=6)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(latency_formatter())
+    ax.xaxis.set_major_formatter(si_formatter())
+    ax.grid(True, which="minor", axis="y", alpha=0.12)
+    ax.set_xlabel("deliveries per second")
+    ax.set_ylabel("delivery latency (ms, log scale)")
+    ax.set_title("Fan-out: delivery latency vs. delivery rate")
+    ax.legend(title="percentile", loc="upper left")
+    ax.set_xlim(left=0, right=max(x for _, _, xy in series for x, _ in xy) * 1.08)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return True
+
+
+def plot_memory_vs_connections(runs: list[Run], out: Path) -> bool:
+    """Draw RSS per connection (KiB) and total RSS (MiB) against connections.
+
+    Returns ``False`` (and draws nothing) when no idle run has a connection
+    count and a memory figure.
+    """
+    points = [run for run in runs if connections(run) is not None]
+    points.sort(key=lambda run: connections(run) or 0.0)
+    per_conn = [
+        (connections(run), field(run, "rss_per_connection_bytes"))
+        for run in points
+    ]
+    per_conn = [(x, y / KIB) for x, y in per_conn if y is not None]
+    total = [(connections(run), field(run, "server_rss_bytes")) for run in points]
+    total = [(x, y / MIB) for x, y in total if y is not None]
+    if not per_conn and not total:
+        return False
+
+    plt = pyplot()
+    fig, ax = new_figure(plt)
+    handles = []
+    if per_conn:
+        handles += ax.plot(
+            [x for x, _ in per_conn], [y for _, y in per_conn], "o-",
+            color="tab:blue", linewidth=1.8, markersize=6, label="RSS per connection (KiB)",
+        )
+        ax.set_ylim(bottom=0, top=max(y for _, y in per_conn) * 1.25)
+    ax.set_ylabel("RSS per connection (KiB)", color="tab:blue")
+    ax.tick_params(axis="y", colors="tab:blue")
+    ax.set_xlabel("open connections")
+    ax.xaxis.set_major_formatter(si_formatter())
+    ax.set_xlim(left=0, right=max(x for x, _ in per_conn + total) * 1.05)
+
+    ax2 = ax.twinx()
+    if total:
+        handles += ax2.plot(
+            [x for x, _ in total], [y for _, y in total], "s--",
+            color="tab:orange", linewidth=1.8, markersize=6, label="server RSS total (MiB)",
+        )
+        ax2.set_ylim(bottom=0, top=max(y for _, y in total) * 1.25)
+    ax2.set_ylabel("server RSS total (MiB)", color="tab:orange")
+    ax2.tick_params(axis="y", colors="tab:orange")
+
+    ax.set_title("Idle connections: server memory")
+    ax.legend(handles=handles, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return True
+
+
+def draw_plots(groups: dict[str, list[Run]], plot_dir: Path) -> list[tuple[str, Path]]:
+    """Draw every plot that has data; return ``(alt text, path)`` of those drawn."""
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    drawn: list[tuple[str, Path]] = []
+    jobs = (
+        ("fanout", LATENCY_PLOT, "Fan-out latency vs. deliveries per second", plot_latency_vs_rate),
+        ("idle", MEMORY_PLOT, "Idle memory vs. connections", plot_memory_vs_connections),
+    )
+    for scenario, name, alt, draw in jobs:
+        out = plot_dir / name
+        if draw(groups[scenario], out):
+            drawn.append((alt, out))
+        else:
+            warn(f"skipping {name}: no {scenario} runs with the data it needs")
+    return drawn
+
+
+def link_from(markdown: Path, target: Path) -> str:
+    """Return the path of ``target`` relative to the Markdown file's folder, with '/'."""
+    base = markdown.resolve().parent
+    return Path(os.path.relpath(target.resolve(), base)).as_posix()
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="render.py",
+        description=(
+            "Render chorus-bench JSON-lines results into Markdown tables (between "
+            f"{BEGIN_MARKER} and {END_MARKER}) and PNG plots. When several lines "
+            "share a label, the last one wins."
+        ),
+    )
+    parser.add_argument(
+        "inputs", nargs="*", type=Path, metavar="RESULTS.jsonl",
+        help="JSON-lines files from chorus-bench, read in order (default: bench/results/latest.jsonl)",
+    )
+    parser.add_argument(
+        "--markdown", type=Path, default=Path("BENCHMARKS.md"), metavar="PATH",
+        help="Markdown file to update between the result markers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--plots", type=Path, default=Path("docs/bench"), metavar="DIR",
+        help="directory for the PNG plots (default: %(default)s/)",
+    )
+    parser.add_argument(
+        "--no-plots", action="store_true",
+        help="only update the Markdown; draw no plots and link none",
+    )
+    args = parser.parse_args(argv)
+    if not args.inputs:
+        args.inputs = [Path("bench/results/latest.jsonl")]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the renderer; return the process exit code."""
+    args = parse_args(argv)
+    try:
+        raw, lines_read = read_runs(args.inputs)
+    except OSError as err:
+        warn(f"cannot read results: {err}")
+        return 1
+    runs = latest_by_label(raw)
+    if not runs:
+        warn("no runs found in " + ", ".join(str(p) for p in args.inputs) + "; nothing written")
+        return 1
+    replaced = len(raw) - len(runs)
+    groups = group_by_scenario(runs)
+
+    # Check the Markdown file before drawing anything, so a bad file changes nothing.
+    try:
+        existing = read_markdown(args.markdown)
+        splice_markdown(existing, "")
+    except (OSError, ValueError) as err:
+        warn(f"{args.markdown}: {err}; nothing written")
+        return 1
+
+    links: list[tuple[str, str]] = []
+    if not args.no_plots:
+        for alt, path in draw_plots(groups, args.plots):
+            links.append((alt, link_from(args.markdown, path)))
+            print(f"wrote {path}", file=sys.stderr)
+
+    content = render_markdown(groups, args.inputs, links)
+    try:
+        write_markdown(args.markdown, existing, content)
+    except OSError as err:
+        warn(f"{args.markdown}: cannot write: {err}")
+        return 1
+    counts = ", ".join(f"{len(groups[s])} {s}" for s in SCENARIOS)
+    note = f" ({replaced} superseded by re-runs)" if replaced else ""
+    print(f"wrote {args.markdown}: {counts} from {lines_read} line(s){note}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+//! The idle scenario: connections that join one room each and stay quiet,
+//! to read what a held connection costs the node in resident memory.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::Target;
+use crate::client;
+use crate::probe;
+use crate::report::{Progress, Report};
+
+/// Connects `connections` clients in rooms of `room_size`, holds them for
+/// `hold`, and reports the nodes' memory per connection.
+pub async fn run(
+    target: &Target,
+    connections: usize,
+    room_size: usize,
+    hold: Duration,
+    label: &str,
+) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        connections > 0 && room_size > 0,
+        "need connections and a room size"
+    );
+    let started_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let run_id = started_at % 1_000_000;
+    let rss = || {
+        (!target.pids.is_empty())
+            .then(|| probe::rss_bytes(&target.pids))
+            .transpose()
+    };
+    let baseline = rss()?;
+
+    eprintln!("{label}: connecting {connections} idle clients");
+    let sockets = client::connect_all(target, connections, |i| {
+        format!("idle-{run_id}-{}", i / room_size)
+    })
+    .await?;
+    let progress = Progress::start({
+        let label = label.to_owned();
+        let pids = target.pids.clone();
+        move |t| {
+            let rss = probe::rss_bytes(&pids).map_or(0, |b| b / 1_048_576);
+            format!("{label}: {t:5.1}s holding {connections} connections, node RSS {rss} MiB")
+        }
+    });
+    tokio::time::sleep(hold).await;
+    let held = rss()?;
+    drop(progress);
+    drop(sockets);
+
+    let per_connection = baseline
+        .zip(held)
+        .map(|(before, after)| after.saturating_sub(before) as f64 / connections as f64);
+    Ok(Report {
+        scenario: "idle".to_owned(),
+        label: label.to_owned(),
+        started_at,
+        params: serde_json::json!({
+            "connections": connections,
+            "room_size": room_size,
+            "hold_s": hold.as_secs_f64(),
+            "nodes": target.nodes.len(),
+        }),
+        connections,
+        server_rss_bytes: held,
+        baseline_rss_bytes: baseline,
+        rss_per_connection_bytes: per_connection,
+        ..Report::default()
+    })
+}

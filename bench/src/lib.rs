@@ -1,0 +1,106 @@
+//! chorus-bench: many chorus WebSocket clients from one process, on loopback.
+//!
+//! A run is one [`Scenario`] against a [`Target`] (the nodes' base URLs and,
+//! when known, their process ids for CPU and memory readings). Traffic
+//! scenarios ([`traffic`]) put clients in rooms and publish at a fixed rate;
+//! every message carries its publisher, a sequence and its send time, so each
+//! receiver counts what it got exactly once, what it got twice and how late.
+//! The idle scenario ([`idle`]) only holds connections and reads the node's
+//! resident memory. Each run ends in one [`Report`], written as a JSON line.
+
+pub mod client;
+pub mod idle;
+pub mod probe;
+pub mod report;
+pub mod traffic;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+pub use report::Report;
+pub use traffic::Traffic;
+
+/// Where the load goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Base URLs of the nodes, e.g. `http://127.0.0.1:8080`; clients are
+    /// spread over them round-robin.
+    pub nodes: Vec<String>,
+    /// Process ids of the nodes, for CPU seconds and resident memory.
+    pub pids: Vec<u32>,
+    /// Process id of Redis, whose CPU is reported apart from the nodes'.
+    pub redis_pid: Option<u32>,
+}
+
+impl Target {
+    /// Checks that every node is on loopback: this tool never loads a host
+    /// it does not share.
+    pub fn new(nodes: Vec<String>, pids: Vec<u32>, redis_pid: Option<u32>) -> anyhow::Result<Self> {
+        if nodes.is_empty() {
+            bail!("at least one node URL is needed");
+        }
+        for node in &nodes {
+            let authority = node
+                .strip_prefix("http://")
+                .with_context(|| format!("{node}: node URLs look like http://127.0.0.1:8080"))?
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            let host = match authority.rsplit_once(':') {
+                Some((host, _port)) => host,
+                None => authority,
+            };
+            if !(host == "localhost" || host == "[::1]" || host.starts_with("127.")) {
+                bail!("{node}: only loopback nodes (127.0.0.0/8, localhost) may be loaded");
+            }
+        }
+        Ok(Self {
+            nodes: nodes
+                .into_iter()
+                .map(|n| n.trim_end_matches('/').to_owned())
+                .collect(),
+            pids,
+            redis_pid,
+        })
+    }
+
+    /// The WebSocket URL of client `index` (round-robin over the nodes).
+    pub fn ws_url(&self, index: usize, user: &str) -> String {
+        let base = &self.nodes[index % self.nodes.len()];
+        format!("ws{}/ws?username={user}", &base["http".len()..])
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub enum Scenario {
+    /// Rooms of members, some of whom publish at a fixed rate.
+    Traffic {
+        /// `fanout` or `rooms`: the name in the report.
+        name: &'static str,
+        /// The shape and rate of the traffic.
+        traffic: Traffic,
+    },
+    /// Connections that join one room each and stay quiet.
+    Idle {
+        /// How many connections.
+        connections: usize,
+        /// Members per room.
+        room_size: usize,
+        /// How long to hold them after the last one joined.
+        hold: Duration,
+    },
+}
+
+/// Runs `scenario` against `target` and reports it under `label`.
+pub async fn run(target: &Target, scenario: &Scenario, label: &str) -> anyhow::Result<Report> {
+    match scenario {
+        Scenario::Traffic { name, traffic } => traffic::run(target, name, traffic, label).await,
+        Scenario::Idle {
+            connections,
+            room_size,
+            hold,
+        } => idle::run(target, *connections, *room_size, *hold, label).await,
+    }
+}
