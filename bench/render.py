@@ -34,6 +34,7 @@ import datetime
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -385,15 +386,23 @@ def plot_latency_vs_rate(runs: list[Run], out: Path) -> bool:
     """
     points = [run for run in runs if field(run, "deliveries_per_sec") is not None]
     points.sort(key=lambda run: field(run, "deliveries_per_sec") or 0.0)
+    # Runs that differ only in their rate form one line: the label without
+    # its "<rate>mps" part names the setting (e.g. "-no-write-delay").
+    settings: dict[str, list[Run]] = {}
+    for run in points:
+        setting = re.sub(r"-?[0-9.]+mps", "", str(run.get("label", ""))).strip("-")
+        settings.setdefault(setting, []).append(run)
     series = []
-    for name, key, style in (("p50", "p50", "o-"), ("p99", "p99", "s-"), ("p999", "p999", "^--")):
-        xy = [
-            (field(run, "deliveries_per_sec"), field(run, "latency_ms", key))
-            for run in points
-        ]
-        xy = [(x, y) for x, y in xy if y is not None and y > 0]
-        if xy:
-            series.append((name, style, xy))
+    for setting, group in settings.items():
+        suffix = "" if len(settings) == 1 else f" {setting}"
+        for name, key, style in (("p50", "p50", "o-"), ("p99", "p99", "s-"), ("p999", "p999", "^--")):
+            xy = [
+                (field(run, "deliveries_per_sec"), field(run, "latency_ms", key))
+                for run in group
+            ]
+            xy = [(x, y) for x, y in xy if y is not None and y > 0]
+            if xy:
+                series.append((name + suffix, style, xy))
     if not series:
         return False
 

@@ -61,17 +61,20 @@ until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 
 node_args=()
 node_pids=()
-# Starts $1 fresh nodes on an empty Redis; fills node_args and node_pids.
+# Starts $1 fresh nodes on an empty Redis, with any VAR=value after it as
+# extra settings; fills node_args and node_pids.
 start_nodes() {
+  local count=$1
+  shift
   stop_all
   redis-cli -p "$redis_port" flushall >/dev/null
   node_args=()
   node_pids=()
-  for i in $(seq 1 "$1"); do
+  for i in $(seq 1 "$count"); do
     port=$(free_port)
     REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$port HOST=127.0.0.1 \
       CHORUS_NODE_ID="bench-$i" CHORUS_RATE_LIMIT=0 RUST_LOG=warn \
-      "$bin/chorus" >"$work/node-$i.log" 2>&1 &
+      env "$@" "$bin/chorus" >"$work/node-$i.log" 2>&1 &
     pids+=($!)
     node_pids+=(--pid $!)
     node_args+=(--node "http://127.0.0.1:$port")
@@ -92,7 +95,15 @@ else
     start_nodes 2
     bench fanout --subscribers 1000 --publishers 4 --rate $((rate / 4)) --duration 10
   done
-  start_nodes 2; bench rooms --clients 10000 --rate 1 --duration 20
+  # The same room without the write delay: what batching saves.
+  for rate in 100 300; do
+    start_nodes 2 CHORUS_WRITE_DELAY_MS=0
+    bench fanout --subscribers 1000 --publishers 4 --rate $((rate / 4)) --duration 10 \
+      --label "fanout-1x1000-${rate}mps-no-write-delay"
+  done
+  for rate in 0.25 0.5 1; do
+    start_nodes 2; bench rooms --clients 10000 --rate $rate --duration 20
+  done
   start_nodes 2; bench rooms --clients 1000 --room-size 10 --rate 10 --duration 20 --label send-10k-mps
   for n in 1000 5000 10000 19000; do
     start_nodes 1; bench idle --connections "$n" --hold 5

@@ -144,12 +144,13 @@ pub async fn run(
     let until = start + traffic.duration;
     let stop = CancellationToken::new();
     let mut tasks = Vec::with_capacity(count);
-    let mut publisher_index = 0;
     for (i, socket) in sockets.into_iter().enumerate() {
-        let publishing = (i % traffic.members < traffic.publishers).then(|| {
-            // Spread the publishers' first sends over one interval.
-            let offset = interval.mul_f64(publisher_index as f64 / total_publishers as f64);
-            publisher_index += 1;
+        let (room_index, position) = (i / traffic.members, i % traffic.members);
+        let publishing = (position < traffic.publishers).then(|| {
+            // Spread the sends over the interval, and a room's publishers
+            // evenly within it, as people in a room do not all type at once.
+            let rank = position * traffic.rooms + room_index;
+            let offset = interval.mul_f64(rank as f64 / total_publishers as f64);
             Publishing {
                 id: i,
                 room: room(i),
