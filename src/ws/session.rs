@@ -143,7 +143,10 @@ pub(super) async fn run(
         metrics::gauge!(telemetry::CONNECTIONS).increment(1);
         tracing::info!("connected");
         let end = session.serve(&id.to_string(), expires).await;
-        session.finish(end).await;
+        // Boxed, like the command handling in `serve`: a future is as large
+        // as its largest await point, and an idle connection should not
+        // carry the state of a cleanup it is not running.
+        Box::pin(session.finish(end)).await;
         metrics::gauge!(telemetry::CONNECTIONS).decrement(1);
         metrics::counter!(telemetry::CONNECTIONS_CLOSED, "code" => end.code()).increment(1);
         tracing::info!(code = end.code(), ?end, "disconnected");
@@ -154,7 +157,7 @@ pub(super) async fn run(
 
 impl Session {
     async fn serve(&mut self, id: &str, expires: Option<Instant>) -> End {
-        if let Err(error) = self.state.chat.connect(&self.user, &self.recipient).await {
+        if let Err(error) = Box::pin(self.state.chat.connect(&self.user, &self.recipient)).await {
             tracing::warn!(%error, "could not register the connection");
             return End::Close(CLOSE_TRY_AGAIN_LATER, "backend unavailable");
         }
@@ -199,7 +202,10 @@ impl Session {
                 }
                 inbound = self.socket.recv() => {
                     last_heard = Instant::now();
-                    self.on_inbound(inbound).await
+                    // Boxed: commands (a join with its history, say) need
+                    // far more state than waiting does, and every idle
+                    // connection would carry it.
+                    Box::pin(self.on_inbound(inbound)).await
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > interval * 2 {
