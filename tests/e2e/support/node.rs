@@ -164,7 +164,15 @@ impl ProcessNode {
                 let _ = lines_tx.send(value);
             }
         });
-        let addr: SocketAddr = addr_rx.recv_timeout(TIMEOUT).expect("node listens in time");
+        let addr: SocketAddr = match addr_rx.recv_timeout(TIMEOUT) {
+            Ok(addr) => addr,
+            Err(error) => {
+                // Not yet owned by a `ProcessNode`, whose drop would end it.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node listens in time: {error}");
+            }
+        };
         Self {
             addr,
             child,
