@@ -14,6 +14,7 @@ pub mod probe;
 pub mod report;
 pub mod traffic;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -41,18 +42,21 @@ impl Target {
             bail!("at least one node URL is needed");
         }
         for node in &nodes {
-            let authority = node
-                .strip_prefix("http://")
-                .with_context(|| format!("{node}: node URLs look like http://127.0.0.1:8080"))?
-                .split('/')
-                .next()
-                .unwrap_or_default();
-            let host = match authority.rsplit_once(':') {
-                Some((host, _port)) => host,
-                None => authority,
+            let url = reqwest::Url::parse(node)
+                .ok()
+                .filter(|url| url.scheme() == "http")
+                .with_context(|| format!("{node}: node URLs look like http://127.0.0.1:8080"))?;
+            let loopback = match url.host_str() {
+                Some("localhost") => true,
+                Some(host) => host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()),
+                None => false,
             };
-            if !(host == "localhost" || host == "[::1]" || host.starts_with("127.")) {
-                bail!("{node}: only loopback nodes (127.0.0.0/8, localhost) may be loaded");
+            if !loopback {
+                bail!("{node}: only loopback nodes (127.0.0.0/8, ::1, localhost) may be loaded");
             }
         }
         Ok(Self {

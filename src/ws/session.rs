@@ -181,12 +181,16 @@ impl Session {
         // fast as it can is never taken for a slow one.
         let mut held = Vec::new();
         let hold_limit = (self.state.limits.outbound_queue / 2).clamp(1, MAX_BATCH);
+        // One timer for the whole session, reset when holding starts, rather
+        // than a fresh one built on every turn of the loop.
+        let hold = tokio::time::sleep_until(self.next_write);
+        tokio::pin!(hold);
         loop {
             let step = tokio::select! {
                 biased;
                 end = self.stops.fired() => Err(end),
                 () = &mut expiry => Err(End::Close(CLOSE_POLICY_VIOLATION, "token expired")),
-                () = tokio::time::sleep_until(self.next_write), if !held.is_empty() => {
+                () = &mut hold, if !held.is_empty() => {
                     self.write_batch(&mut held).await
                 }
                 // Queued output goes before more input: a client that sends a
@@ -197,6 +201,9 @@ impl Session {
                     if held.len() >= hold_limit || Instant::now() >= self.next_write {
                         self.write_batch(&mut held).await
                     } else {
+                        if held.len() == 1 {
+                            hold.as_mut().reset(self.next_write);
+                        }
                         Ok(())
                     }
                 }
