@@ -73,7 +73,7 @@ start_nodes() {
   for i in $(seq 1 "$count"); do
     port=$(free_port)
     REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$port HOST=127.0.0.1 \
-      CHORUS_NODE_ID="bench-$i" CHORUS_RATE_LIMIT=0 RUST_LOG=warn \
+      CHORUS_NODE_ID="bench-$i" CHORUS_RATE_LIMIT=0 CHORUS_MAX_CONNECTIONS_PER_IP=0 RUST_LOG=warn \
       env "$@" "$bin/chorus" >"$work/node-$i.log" 2>&1 &
     pids+=($!)
     node_pids+=(--pid $!)

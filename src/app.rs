@@ -1,7 +1,7 @@
 //! Builds a node from its settings (backend, hub, chat service, router) and
 //! runs it until a shutdown future resolves, then drains.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
+use axum::http::HeaderName;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -19,8 +19,10 @@ use crate::cluster::Backend;
 use crate::cluster::redis::RedisSettings;
 use crate::config::Settings;
 use crate::hub::Hub;
+use crate::origins::AllowedOrigins;
 use crate::shutdown::Shutdown;
-use crate::{telemetry, upkeep};
+use crate::ws::PerIp;
+use crate::{server, telemetry, upkeep};
 
 /// How long the drain waits for sessions to close; leaves room in the
 /// contract's 10 s for the rest of the shutdown.
@@ -43,6 +45,12 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// Shortest time between two fan-out writes to one socket.
     pub write_delay: Duration,
+    /// Silence after which a connection is dropped.
+    pub idle_timeout: Duration,
+    /// Joins per second per connection; 0 = unlimited.
+    pub join_rate: u32,
+    /// DMs per second per connection; 0 = unlimited.
+    pub dm_rate: u32,
 }
 
 /// What every handler and session shares.
@@ -57,6 +65,14 @@ pub struct AppState {
     pub static_dir: PathBuf,
     /// One permit per open WebSocket.
     pub connections: Arc<Semaphore>,
+    /// Open WebSockets per client address; `None` when unlimited.
+    pub(crate) per_ip: Option<Arc<PerIp>>,
+    /// The header a trusted proxy names the client in.
+    pub proxy_header: Option<HeaderName>,
+    /// Browser origins allowed besides the node's own host.
+    pub origins: AllowedOrigins,
+    /// Queued fan-out bytes above which new connections are refused.
+    pub max_buffered_bytes: usize,
     /// Drain token and task tracker.
     pub shutdown: Shutdown,
     max_connections: usize,
@@ -79,6 +95,9 @@ impl AppState {
 /// A node, bound and ready to run.
 pub struct App {
     listener: TcpListener,
+    /// `/metrics` on a listener of its own (CHORUS_METRICS_ADDR).
+    metrics_listener: Option<TcpListener>,
+    handshake_timeout: Duration,
     state: Arc<AppState>,
 }
 
@@ -114,6 +133,14 @@ impl App {
         let listener = TcpListener::bind((settings.host, settings.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("CHORUS_METRICS_ADDR: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let max_connections = usize::try_from(settings.max_connections).unwrap_or(usize::MAX);
         metrics::gauge!(telemetry::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "node" => node.to_string())
             .set(1.0);
@@ -128,20 +155,39 @@ impl App {
                 outbound_queue: usize::try_from(settings.outbound_queue).unwrap_or(usize::MAX),
                 ping_interval: settings.ping_interval(),
                 write_delay: settings.write_delay(),
+                idle_timeout: settings.idle_timeout(),
+                join_rate: settings.join_rate,
+                dm_rate: settings.dm_rate,
             },
             static_dir: settings.static_dir.clone(),
             connections: Arc::new(Semaphore::new(max_connections)),
+            per_ip: (settings.max_connections_per_ip > 0).then(|| {
+                PerIp::new(usize::try_from(settings.max_connections_per_ip).unwrap_or(usize::MAX))
+            }),
+            proxy_header: settings.proxy_header()?,
+            origins: settings.origins()?,
+            max_buffered_bytes: usize::try_from(settings.max_buffered_bytes).unwrap_or(usize::MAX),
             max_connections,
             shutdown,
             presence_ttl: settings.presence_ttl(),
             draining: AtomicBool::new(false),
         });
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            metrics_listener,
+            handshake_timeout: settings.handshake_timeout(),
+            state,
+        })
     }
 
     /// The address the node listens on (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address `/metrics` is served on, when it has a listener of its own.
+    pub fn metrics_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.metrics_listener.as_ref().map(TcpListener::local_addr)
     }
 
     /// The node's id.
@@ -159,18 +205,22 @@ impl App {
         let state = self.state;
         let token = state.shutdown.token.clone();
         let addr = self.listener.local_addr()?;
-        let listener = self.listener.tap_io(|tcp| {
-            // Without it, small frames wait for Nagle's algorithm (tens of ms).
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        let router = crate::http::router(state.clone());
-        let mut server = tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(token.clone().cancelled_owned())
-                .into_future(),
-        );
+        let router = crate::http::router(state.clone(), self.metrics_listener.is_none());
+        let mut server = tokio::spawn(server::serve(
+            self.listener,
+            router,
+            self.handshake_timeout,
+            token.clone(),
+        ));
+        if let Some(listener) = self.metrics_listener {
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+            state.shutdown.tracker.spawn(server::serve(
+                listener,
+                crate::http::metrics_router(state.clone()),
+                self.handshake_timeout,
+                token.clone(),
+            ));
+        }
         state.shutdown.tracker.spawn(upkeep::run(
             state.chat.clone(),
             upkeep::interval(state.presence_ttl),
@@ -181,7 +231,7 @@ impl App {
         tokio::select! {
             () = shutdown => {}
             result = &mut server => {
-                result.context("server task failed")?.context("server failed")?;
+                result.context("server task failed")?;
                 return Ok(());
             }
         }

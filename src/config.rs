@@ -6,9 +6,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::http::HeaderName;
 use clap::Parser;
 
 use crate::domain::NodeId;
+use crate::origins::AllowedOrigins;
 
 /// Default port for HTTP and WebSocket.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -76,9 +78,60 @@ pub struct Settings {
     #[arg(long, env = "CHORUS_WRITE_DELAY_MS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub write_delay_ms: u64,
 
-    /// Seconds between server pings; a peer silent for two intervals is dropped.
+    /// Seconds between server pings.
     #[arg(long, env = "CHORUS_PING_INTERVAL_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ping_interval_secs: u64,
+
+    /// Seconds a connection may stay silent (no frame, no pong) before it is
+    /// dropped; longer than the ping interval, so a live client always answers
+    /// in time.
+    #[arg(long, env = "CHORUS_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds a new TCP connection has to send its complete HTTP request
+    /// head (the WebSocket upgrade included) before it is closed.
+    #[arg(long, env = "CHORUS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub handshake_timeout_secs: u64,
+
+    /// WebSocket connections one client address may hold on this node; over
+    /// it the upgrade answers 429. 0 = no limit.
+    #[arg(long, env = "CHORUS_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: u32,
+
+    /// Request header naming the client address, set by a proxy in front of
+    /// the node (`X-Forwarded-For`: its last entry; any other header: its
+    /// whole value). Unset: the TCP peer address, and such headers are ignored.
+    #[arg(long, env = "CHORUS_TRUSTED_PROXY_HEADER")]
+    pub trusted_proxy_header: Option<String>,
+
+    /// Joins (`join`, `switch`) per second per connection; 0 = no limit. The
+    /// bucket holds CHORUS_MAX_ROOMS_PER_CONNECTION joins (so a reconnecting
+    /// client can rejoin all its rooms at once) or two seconds' worth,
+    /// whichever is more.
+    #[arg(long, env = "CHORUS_JOIN_RATE", default_value_t = 10)]
+    pub join_rate: u32,
+
+    /// Direct messages per second per connection, on top of
+    /// CHORUS_RATE_LIMIT; 0 = no limit. The bucket holds twice the rate.
+    #[arg(long, env = "CHORUS_DM_RATE", default_value_t = 5)]
+    pub dm_rate: u32,
+
+    /// Bytes of fan-out frames queued for this node's connections, all
+    /// together, above which new connections are refused with 503.
+    #[arg(long, env = "CHORUS_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_buffered_bytes: u64,
+
+    /// Origins allowed to open WebSockets and call /api/* from a browser:
+    /// comma-separated `scheme://host[:port]`, or `*` for any. Empty: only
+    /// pages served by the same host (the Origin matches the Host header).
+    /// Clients that send no Origin (not browsers) are not affected.
+    #[arg(long, env = "CHORUS_ALLOWED_ORIGINS", default_value = "")]
+    pub allowed_origins: String,
+
+    /// Separate address for `/metrics` (for example `127.0.0.1:9100` or an
+    /// internal interface). Unset: `/metrics` is served on PORT with the rest.
+    #[arg(long, env = "CHORUS_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "CHORUS_REDIS_PREFIX", default_value = "chorus:")]
@@ -197,6 +250,17 @@ impl Settings {
                 problem: "must not be empty".to_owned(),
             });
         }
+        if self.idle_timeout_secs <= self.ping_interval_secs {
+            return Err(ConfigError::Value {
+                setting: "CHORUS_IDLE_TIMEOUT_SECS",
+                problem: format!(
+                    "must be longer than CHORUS_PING_INTERVAL_SECS ({}s), or live clients are dropped between pings; got {}s",
+                    self.ping_interval_secs, self.idle_timeout_secs
+                ),
+            });
+        }
+        self.proxy_header()?;
+        self.origins()?;
         tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| ConfigError::Value {
             setting: "RUST_LOG",
             problem: e.to_string(),
@@ -228,6 +292,39 @@ impl Settings {
     /// The shortest time between two fan-out writes to one socket.
     pub fn write_delay(&self) -> Duration {
         Duration::from_millis(self.write_delay_ms)
+    }
+
+    /// How long a connection may stay silent.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// How long a new connection may take to send its request head.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    /// The header a trusted proxy names the client address in, if any.
+    pub fn proxy_header(&self) -> Result<Option<HeaderName>, ConfigError> {
+        self.trusted_proxy_header
+            .as_deref()
+            .map(|name| {
+                HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| ConfigError::Value {
+                    setting: "CHORUS_TRUSTED_PROXY_HEADER",
+                    problem: format!(
+                        "expected an HTTP header name such as X-Forwarded-For, got {name:?}"
+                    ),
+                })
+            })
+            .transpose()
+    }
+
+    /// The browser origins allowed to use this node.
+    pub fn origins(&self) -> Result<AllowedOrigins, ConfigError> {
+        AllowedOrigins::parse(&self.allowed_origins).map_err(|problem| ConfigError::Value {
+            setting: "CHORUS_ALLOWED_ORIGINS",
+            problem,
+        })
     }
 
     /// The keepalive interval.

@@ -7,7 +7,7 @@
 //! session closes with 1013.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -52,6 +52,10 @@ pub struct Hub {
     /// the lock before touching any queue.
     topics: RwLock<HashMap<Topic, Arc<[Recipient]>>>,
     next_session: AtomicU64,
+    /// Bytes of frames sitting in the queues, all recipients together. Added
+    /// before a fan-out hands anything out (so a fast reader never releases
+    /// bytes not yet counted), corrected for refused hand-offs after it.
+    buffered: AtomicUsize,
     slow_disconnects: Counter,
     fanout_latency: Histogram,
     fanout_recipients: Histogram,
@@ -62,6 +66,7 @@ impl Default for Hub {
         Self {
             topics: RwLock::default(),
             next_session: AtomicU64::new(1),
+            buffered: AtomicUsize::new(0),
             slow_disconnects: metrics::counter!(telemetry::SLOW_CONSUMER_DISCONNECTS),
             fanout_latency: metrics::histogram!(telemetry::FANOUT_LATENCY),
             fanout_recipients: metrics::histogram!(telemetry::FANOUT_RECIPIENTS),
@@ -70,6 +75,16 @@ impl Default for Hub {
 }
 
 impl Hub {
+    /// Bytes of fan-out frames queued for this node's sessions now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// Called by a session for the frames it took out of its queue.
+    pub fn release(&self, bytes: usize) {
+        self.buffered.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
     /// A fresh session number for [`Recipient::session`].
     pub fn next_session(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
@@ -167,18 +182,26 @@ impl Deliver for Hub {
             except: publication.except,
             frame,
         });
+        let size = delivery.frame.len();
+        self.buffered
+            .fetch_add(size * recipients.len(), Ordering::Relaxed);
+        let mut refused = 0;
         for recipient in recipients.iter() {
             match recipient.queue.try_send(delivery.clone()) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
+                    refused += 1;
                     if !recipient.slow.is_cancelled() {
                         self.slow_disconnects.increment(1);
                         recipient.slow.cancel();
                     }
                 }
                 // The session is ending; it no longer needs frames.
-                Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Closed(_)) => refused += 1,
             }
+        }
+        if refused > 0 {
+            self.release(size * refused);
         }
         self.fanout_latency.record(started.elapsed());
         self.fanout_recipients.record(recipients.len() as f64);
@@ -239,5 +262,29 @@ mod tests {
         hub.deliver(&topic, publication("x"));
         assert!(rx.try_recv().is_err());
         assert!(hub.topics().is_empty());
+    }
+
+    #[test]
+    fn buffered_bytes_count_what_is_queued_and_not_what_was_refused() {
+        let hub = Hub::default();
+        let topic = Topic::Room(crate::domain::RoomName::parse("r").unwrap());
+        let (a, mut a_rx) = recipient(&hub, 8);
+        let (full, _full_rx) = recipient(&hub, 1);
+        let (gone, gone_rx) = recipient(&hub, 8);
+        drop(gone_rx);
+        for r in [&a, &full, &gone] {
+            hub.add(&topic, r);
+        }
+
+        hub.deliver(&topic, publication("12345"));
+        assert_eq!(hub.buffered_bytes(), 10, "a and full queued 5 bytes each");
+        hub.deliver(&topic, publication("123"));
+        assert_eq!(hub.buffered_bytes(), 13, "only a took the second frame");
+
+        let taken: usize = std::iter::from_fn(|| a_rx.try_recv().ok())
+            .map(|d| d.frame.len())
+            .sum();
+        hub.release(taken);
+        assert_eq!(hub.buffered_bytes(), 5);
     }
 }

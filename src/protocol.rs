@@ -18,6 +18,8 @@ pub const MAX_HISTORY_LIMIT: usize = 100;
 
 /// Close code: the node is draining; reconnect elsewhere.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: a text frame that is not valid UTF-8 (RFC 6455 §7.4.1).
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// Close code: authentication ended (the token expired).
 pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 /// Close code: a frame was larger than the limit.

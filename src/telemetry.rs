@@ -16,7 +16,8 @@ pub const CONNECTIONS_OPENED: &str = "chorus_connections_opened_total";
 /// server closed; 1000 when the client did; 1006 when the peer vanished or
 /// stopped answering pings (counter).
 pub const CONNECTIONS_CLOSED: &str = "chorus_connections_closed_total";
-/// Upgrades refused, by `reason` (counter).
+/// Upgrades refused, by `reason`: `name`, `auth`, `origin`, `per_ip`,
+/// `limit`, `overloaded`, `draining` (counter).
 pub const CONNECTIONS_REFUSED: &str = "chorus_connections_refused_total";
 /// Room messages and DMs accepted and stored, by `kind` (counter).
 pub const MESSAGES_ACCEPTED: &str = "chorus_messages_accepted_total";
@@ -37,10 +38,20 @@ pub const FANOUT_RECIPIENTS: &str = "chorus_fanout_recipients";
 pub const REDIS_COMMAND_LATENCY: &str = "chorus_redis_command_seconds";
 /// Redis commands that failed or timed out, by `op` (counter).
 pub const REDIS_ERRORS: &str = "chorus_redis_errors_total";
-/// Messages, DMs and typing refused by the rate limit (counter).
+/// Commands refused by a rate limit, by `kind`: `message` (room messages,
+/// DMs and typing), `join`, `dm` (counter).
 pub const RATE_LIMITED: &str = "chorus_rate_limited_total";
 /// Connections closed because their outbound queue filled (counter).
 pub const SLOW_CONSUMER_DISCONNECTS: &str = "chorus_slow_consumer_disconnects_total";
+/// Connections dropped after CHORUS_IDLE_TIMEOUT_SECS without a frame or
+/// pong (counter).
+pub const IDLE_DISCONNECTS: &str = "chorus_idle_disconnects_total";
+/// TCP connections closed because they sent no complete request head within
+/// CHORUS_HANDSHAKE_TIMEOUT_SECS (counter).
+pub const HANDSHAKE_TIMEOUTS: &str = "chorus_handshake_timeouts_total";
+/// Bytes of fan-out frames waiting in this node's outbound queues (gauge,
+/// read at scrape time).
+pub const OUTBOUND_BUFFERED_BYTES: &str = "chorus_outbound_buffered_bytes";
 /// Times the Redis subscriber connection was re-established (counter).
 pub const PUBSUB_RECONNECTS: &str = "chorus_pubsub_reconnects_total";
 /// Room messages delivered from history after a subscriber reconnect (counter).
@@ -90,7 +101,8 @@ pub fn register_at_zero() {
         CONNECTIONS_OPENED,
         FRAMES_DELIVERED,
         SLOW_CONSUMER_DISCONNECTS,
-        RATE_LIMITED,
+        IDLE_DISCONNECTS,
+        HANDSHAKE_TIMEOUTS,
         PUBSUB_RECONNECTS,
         GAP_FILL_MESSAGES,
         PRESENCE_REAPED,
@@ -100,12 +112,18 @@ pub fn register_at_zero() {
     for (counter, label, values) in [
         (MESSAGES_ACCEPTED, "kind", &["message", "dm"][..]),
         (PRESENCE_EVENTS, "event", &["join", "leave"][..]),
+        (RATE_LIMITED, "kind", &["message", "join", "dm"][..]),
     ] {
         for value in values {
             metrics::counter!(counter, label => *value).increment(0);
         }
     }
-    for gauge in [CONNECTIONS, DRAINING, SUBSCRIBED_CHANNELS] {
+    for gauge in [
+        CONNECTIONS,
+        DRAINING,
+        SUBSCRIBED_CHANNELS,
+        OUTBOUND_BUFFERED_BYTES,
+    ] {
         metrics::gauge!(gauge).increment(0.0);
     }
 }

@@ -34,6 +34,15 @@ pub enum ApiError {
     /// The room exists already.
     #[error("room exists")]
     RoomExists,
+    /// A browser page from an origin that is not allowed.
+    #[error("requests from this origin are not allowed (CHORUS_ALLOWED_ORIGINS)")]
+    ForbiddenOrigin,
+    /// The client address holds as many connections as allowed.
+    #[error("this address has {0} connections open, the most allowed; close one first")]
+    TooManyFromAddress(usize),
+    /// Too many bytes are waiting in this node's outbound queues.
+    #[error("this node is overloaded; try again shortly or try another node")]
+    Overloaded,
     /// The node is at its connection limit.
     #[error("this node is at its connection limit; try another node")]
     TooManyConnections,
@@ -76,6 +85,9 @@ impl ApiError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::RoomExists => (StatusCode::CONFLICT, "room_exists"),
+            Self::ForbiddenOrigin => (StatusCode::FORBIDDEN, "forbidden_origin"),
+            Self::TooManyFromAddress(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
             Self::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

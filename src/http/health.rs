@@ -16,7 +16,11 @@ pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+}
+
+/// `/metrics`, on the main port or on CHORUS_METRICS_ADDR.
+pub(super) fn metrics_router() -> Router<Arc<AppState>> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -46,7 +50,15 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // Read here rather than kept current: the count changes on every
+    // delivered frame, and only a scrape needs it.
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a gauge of bytes needs no precision past 2^53"
+    )]
+    let buffered = state.chat.hub().buffered_bytes() as f64;
+    metrics::gauge!(telemetry::OUTBOUND_BUFFERED_BYTES).set(buffered);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         telemetry::prometheus().render(),

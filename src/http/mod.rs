@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::handler::HandlerWithoutStateExt;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::services::ServeDir;
@@ -21,20 +21,47 @@ pub use error::{ApiError, AppJson};
 
 use crate::app::AppState;
 
-/// Every HTTP route of the node, WebSocket included.
-pub(crate) fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
+/// Every HTTP route of the node, WebSocket included, and `/metrics` unless
+/// it has a listener of its own.
+pub(crate) fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
+    let mut api = Router::new()
         .merge(rooms::router())
         .merge(users::router())
         .merge(stats::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::from_fn_with_state(state.clone(), check_origin));
+    // Outside the origin check, so that preflights get their CORS answer.
+    if let Some(cors) = state.origins.cors() {
+        api = api.layer(cors);
+    }
     let web = ServeDir::new(&state.static_dir).not_found_service(not_found.into_service());
-    Router::new()
+    let mut router = Router::new()
         .merge(health::router())
         .merge(crate::ws::router())
-        .merge(api)
-        .fallback_service(web)
-        .with_state(state)
+        .merge(api);
+    if with_metrics {
+        router = router.merge(health::metrics_router());
+    }
+    router.fallback_service(web).with_state(state)
+}
+
+/// `/metrics` alone, for CHORUS_METRICS_ADDR.
+pub(crate) fn metrics_router(state: Arc<AppState>) -> Router {
+    health::metrics_router().with_state(state)
+}
+
+/// A browser page from an origin that is not allowed gets 403 before the
+/// request does anything.
+async fn check_origin(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let headers = request.headers();
+    if !state.origins.allows(headers.get(ORIGIN), headers.get(HOST)) {
+        return Err(ApiError::ForbiddenOrigin);
+    }
+    Ok(next.run(request).await)
 }
 
 async fn not_found() -> ApiError {

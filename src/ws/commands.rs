@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use super::rate::TokenBucket;
 use super::session::{End, Session};
 use crate::cluster::{ClusterError, Log};
 use crate::domain::{MessageId, RoomName};
@@ -20,6 +21,12 @@ pub(super) enum CommandError {
     /// Over the message rate.
     #[error("too many messages; the message was not sent (retry in {0} ms)")]
     RateLimited(u128),
+    /// Over the join rate.
+    #[error("too many joins; the room was not joined (retry in {0} ms)")]
+    JoinRateLimited(u128),
+    /// Over the DM rate.
+    #[error("too many direct messages; the message was not sent (retry in {0} ms)")]
+    DmRateLimited(u128),
     /// The backend did not take it.
     #[error("the backend is unavailable; it was not sent")]
     Unavailable(#[from] ClusterError),
@@ -30,7 +37,9 @@ impl CommandError {
         match self {
             Self::NotMember(_) => ErrorCode::NotMember,
             Self::TooManyRooms(_) => ErrorCode::BadRequest,
-            Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::RateLimited(_) | Self::JoinRateLimited(_) | Self::DmRateLimited(_) => {
+                ErrorCode::RateLimited
+            }
             Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
@@ -63,9 +72,14 @@ impl Session {
         reference: Option<&str>,
     ) -> Result<Vec<String>, CommandError> {
         Ok(match command {
-            Command::Join { room, since } => vec![self.join(room, since, reference).await?],
+            Command::Join { room, since } => {
+                self.take_join()?;
+                vec![self.join(room, since, reference).await?]
+            }
             Command::Leave { room } => vec![self.leave(room, reference).await?],
             Command::Switch { from, to } => {
+                // Checked first: a refused switch leaves the client where it was.
+                self.take_join()?;
                 let left = self.leave(from, reference).await?;
                 let joined = self.join(to, None, reference).await?;
                 vec![left, joined]
@@ -80,6 +94,7 @@ impl Session {
                 Vec::new()
             }
             Command::Dm { to, content } => {
+                self.take_dm()?;
                 self.take_token()?;
                 self.state
                     .chat
@@ -161,13 +176,25 @@ impl Session {
     }
 
     fn take_token(&mut self) -> Result<(), CommandError> {
-        if self.bucket.try_take(Instant::now()) {
-            Ok(())
-        } else {
-            metrics::counter!(crate::telemetry::RATE_LIMITED).increment(1);
-            Err(CommandError::RateLimited(
-                self.bucket.retry_after().as_millis(),
-            ))
-        }
+        take(&mut self.bucket, "message").map_err(CommandError::RateLimited)
+    }
+
+    fn take_join(&mut self) -> Result<(), CommandError> {
+        take(&mut self.joins, "join").map_err(CommandError::JoinRateLimited)
+    }
+
+    fn take_dm(&mut self) -> Result<(), CommandError> {
+        take(&mut self.dms, "dm").map_err(CommandError::DmRateLimited)
+    }
+}
+
+/// Takes a token from `bucket`, or counts the refusal under `kind` and says
+/// in how many milliseconds to retry.
+fn take(bucket: &mut TokenBucket, kind: &'static str) -> Result<(), u128> {
+    if bucket.try_take(Instant::now()) {
+        Ok(())
+    } else {
+        metrics::counter!(crate::telemetry::RATE_LIMITED, "kind" => kind).increment(1);
+        Err(bucket.retry_after().as_millis())
     }
 }

@@ -1,16 +1,23 @@
-//! WebSocket front end: `GET /ws` checks the name or token and the connection
-//! limit before upgrading, then hands the socket to a [`session`].
+//! WebSocket front end: `GET /ws` checks the origin, the name or token and
+//! the connection limits before upgrading, then hands the socket to a
+//! [`session`].
 
+mod admission;
 mod commands;
 mod rate;
 mod session;
 
+pub(crate) use admission::PerIp;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Query, State, rejection::QueryRejection};
+use axum::extract::{ConnectInfo, Query, State, rejection::QueryRejection};
+use axum::http::HeaderMap;
+use axum::http::header::{HOST, ORIGIN};
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
@@ -46,11 +53,18 @@ struct Params {
 
 async fn upgrade(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     params: Result<Query<Params>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     if state.is_draining() {
         return Err(refuse(ApiError::Draining, "draining"));
+    }
+    // Before anything else: a foreign page must not learn whether its
+    // visitor's name or token would have been accepted.
+    if !state.origins.allows(headers.get(ORIGIN), headers.get(HOST)) {
+        return Err(refuse(ApiError::ForbiddenOrigin, "origin"));
     }
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (user, expires) = match &state.auth {
@@ -69,6 +83,18 @@ async fn upgrade(
         }
     };
     let upgrade = upgrade.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let ip = admission::client_ip(&headers, peer.ip(), state.proxy_header.as_ref());
+    let ip_permit = match &state.per_ip {
+        Some(per_ip) => Some(
+            per_ip
+                .try_acquire(ip)
+                .ok_or_else(|| refuse(ApiError::TooManyFromAddress(per_ip.limit()), "per_ip"))?,
+        ),
+        None => None,
+    };
+    if state.chat.hub().buffered_bytes() > state.max_buffered_bytes {
+        return Err(refuse(ApiError::Overloaded, "overloaded"));
+    }
     let permit = state
         .connections
         .clone()
@@ -90,6 +116,7 @@ async fn upgrade(
         .on_upgrade(move |socket| async move {
             session::run(state, socket, user, expires).await;
             drop(permit);
+            drop(ip_permit);
             drop(task);
         }))
 }

@@ -20,7 +20,8 @@ use crate::cluster::Topic;
 use crate::domain::{MessageId, RoomName, UserName};
 use crate::hub::{Delivery, Recipient};
 use crate::protocol::{
-    self, CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER,
+    self, CLOSE_GOING_AWAY, CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
 };
 use crate::telemetry;
 
@@ -37,7 +38,7 @@ pub(super) enum End {
     Closed,
     /// The socket ended or failed without a close.
     Gone,
-    /// No frame or pong for two ping intervals.
+    /// No frame or pong for the idle timeout.
     Silent,
     /// The server closes with this code and reason.
     Close(u16, &'static str),
@@ -50,6 +51,7 @@ impl End {
             Self::Closed => "1000",
             Self::Gone | Self::Silent => "1006",
             Self::Close(CLOSE_GOING_AWAY, _) => "1001",
+            Self::Close(CLOSE_INVALID_PAYLOAD, _) => "1007",
             Self::Close(CLOSE_POLICY_VIOLATION, _) => "1008",
             Self::Close(CLOSE_MESSAGE_TOO_BIG, _) => "1009",
             Self::Close(CLOSE_TRY_AGAIN_LATER, _) => "1013",
@@ -68,7 +70,12 @@ pub(super) struct Session {
     /// Joined rooms → the newest message id written for the room, so frames
     /// that overlap the join's history are written once.
     pub(super) rooms: HashMap<RoomName, Option<MessageId>>,
+    /// Messages, DMs and typing.
     pub(super) bucket: TokenBucket,
+    /// Joins and switches.
+    pub(super) joins: TokenBucket,
+    /// DMs, on top of `bucket`.
+    pub(super) dms: TokenBucket,
     queue: mpsc::Receiver<Arc<Delivery>>,
     stops: Stops,
     delivered: Counter,
@@ -123,12 +130,16 @@ pub(super) async fn run(
         };
         let limits = &state.limits;
         let stops = Stops::new(&state.shutdown.token, &recipient.slow);
+        let now = Instant::now().into_std();
+        // Enough for a reconnecting client to rejoin every room it may be
+        // in at once, and never less than two seconds' worth.
+        let join_burst = u32::try_from(limits.max_rooms_per_connection)
+            .unwrap_or(u32::MAX)
+            .max(limits.join_rate.saturating_mul(2));
         let mut session = Session {
-            bucket: TokenBucket::new(
-                limits.rate_limit,
-                limits.rate_burst,
-                Instant::now().into_std(),
-            ),
+            bucket: TokenBucket::new(limits.rate_limit, limits.rate_burst, now),
+            joins: TokenBucket::new(limits.join_rate, join_burst, now),
+            dms: TokenBucket::new(limits.dm_rate, limits.dm_rate.saturating_mul(2), now),
             stops,
             delivered: metrics::counter!(telemetry::FRAMES_DELIVERED),
             state: state.clone(),
@@ -166,6 +177,7 @@ impl Session {
             return end;
         }
         let interval = self.state.limits.ping_interval;
+        let idle_timeout = self.state.limits.idle_timeout;
         let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
         let mut last_heard = Instant::now();
         let expiry = async move {
@@ -197,6 +209,7 @@ impl Session {
                 // burst and reads is never mistaken for a slow reader, and a
                 // sender cannot outrun its own echoes.
                 Some(delivery) = self.queue.recv() => {
+                    self.state.chat.hub().release(delivery.frame.len());
                     held.push(delivery);
                     if held.len() >= hold_limit || Instant::now() >= self.next_write {
                         self.write_batch(&mut held).await
@@ -215,7 +228,8 @@ impl Session {
                     Box::pin(self.on_inbound(inbound)).await
                 }
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > interval * 2 {
+                    if last_heard.elapsed() > idle_timeout {
+                        metrics::counter!(telemetry::IDLE_DISCONNECTS).increment(1);
                         Err(End::Silent)
                     } else {
                         self.write(Message::Ping(bytes::Bytes::new())).await
@@ -296,13 +310,18 @@ impl Session {
                 batch.push(delivery.frame.clone());
             }
         }
+        let mut dequeued = 0;
         while batch.len() < MAX_BATCH {
             let Ok(delivery) = self.queue.try_recv() else {
                 break;
             };
+            dequeued += delivery.frame.len();
             if self.accepts(&delivery) {
                 batch.push(delivery.frame.clone());
             }
+        }
+        if dequeued > 0 {
+            self.state.chat.hub().release(dequeued);
         }
         if batch.is_empty() {
             return Ok(());
@@ -364,7 +383,14 @@ impl Session {
             })
             .await;
         }
+        // Closed first, so nothing arrives after the count is settled. Held
+        // frames were counted out when they left the queue.
         self.queue.close();
+        let mut dequeued = 0;
+        while let Ok(delivery) = self.queue.try_recv() {
+            dequeued += delivery.frame.len();
+        }
+        self.state.chat.hub().release(dequeued);
         let chat = &self.state.chat;
         // Offline first, so that whoever hears the `leave` events already
         // sees the user gone from the online list.
@@ -377,12 +403,18 @@ impl Session {
     }
 }
 
-/// Maps a read failure to how the session ends: an oversized frame gets 1009,
-/// anything else means the peer is gone.
+/// Maps a read failure to how the session ends: an oversized frame gets
+/// 1009, a text frame that is not UTF-8 gets 1007, anything else means the
+/// peer is gone.
 fn read_error(error: axum::Error) -> End {
-    match error.into_inner().downcast::<tungstenite::Error>() {
-        Ok(e) if matches!(*e, tungstenite::Error::Capacity(_)) => {
-            End::Close(CLOSE_MESSAGE_TOO_BIG, "frame too large")
+    match error
+        .into_inner()
+        .downcast::<tungstenite::Error>()
+        .map(|e| *e)
+    {
+        Ok(tungstenite::Error::Capacity(_)) => End::Close(CLOSE_MESSAGE_TOO_BIG, "frame too large"),
+        Ok(tungstenite::Error::Utf8(_)) => {
+            End::Close(CLOSE_INVALID_PAYLOAD, "text frame is not valid UTF-8")
         }
         _ => End::Gone,
     }

@@ -152,6 +152,53 @@ fn an_empty_jwt_secret_stops_start_up_with_one_line_naming_it() {
 }
 
 #[test]
+fn an_idle_timeout_not_longer_than_the_ping_interval_stops_start_up_with_one_line_naming_it() {
+    assert_refused(
+        &[
+            ("CHORUS_PING_INTERVAL_SECS", "20"),
+            ("CHORUS_IDLE_TIMEOUT_SECS", "20"),
+        ],
+        "CHORUS_IDLE_TIMEOUT_SECS",
+    );
+}
+
+#[test]
+fn an_allowed_origin_that_is_not_an_origin_stops_start_up_with_one_line_naming_it() {
+    for bad in [
+        "chat.example.com",
+        "https://chat.example.com/app",
+        "*, https://a.example",
+    ] {
+        assert_refused(&[("CHORUS_ALLOWED_ORIGINS", bad)], "CHORUS_ALLOWED_ORIGINS");
+    }
+}
+
+#[test]
+fn a_trusted_proxy_header_that_is_not_a_header_name_stops_start_up_with_one_line_naming_it() {
+    assert_refused(
+        &[("CHORUS_TRUSTED_PROXY_HEADER", "X Forwarded For")],
+        "CHORUS_TRUSTED_PROXY_HEADER",
+    );
+}
+
+#[test]
+fn a_metrics_address_that_is_not_an_address_stops_start_up_with_one_line_naming_it() {
+    assert_refused(&[("CHORUS_METRICS_ADDR", "9100")], "CHORUS_METRICS_ADDR");
+}
+
+#[test]
+fn a_zero_handshake_timeout_or_buffer_limit_stops_start_up_with_one_line_naming_it() {
+    assert_refused(
+        &[("CHORUS_HANDSHAKE_TIMEOUT_SECS", "0")],
+        "CHORUS_HANDSHAKE_TIMEOUT_SECS",
+    );
+    assert_refused(
+        &[("CHORUS_MAX_BUFFERED_BYTES", "0")],
+        "CHORUS_MAX_BUFFERED_BYTES",
+    );
+}
+
+#[test]
 fn a_bad_log_filter_stops_start_up_with_one_line_naming_it() {
     assert_refused(&[("RUST_LOG", "[[")], "RUST_LOG");
 }
@@ -195,6 +242,15 @@ fn help_exits_0_and_documents_every_setting_with_its_default() {
         ("CHORUS_OUTBOUND_QUEUE", "[default: "),
         ("CHORUS_PING_INTERVAL_SECS", "[default: "),
         ("CHORUS_WRITE_DELAY_MS", "[default: 25]"),
+        ("CHORUS_IDLE_TIMEOUT_SECS", "[default: 60]"),
+        ("CHORUS_HANDSHAKE_TIMEOUT_SECS", "[default: 10]"),
+        ("CHORUS_MAX_CONNECTIONS_PER_IP", "[default: 1000]"),
+        ("CHORUS_TRUSTED_PROXY_HEADER", ""),
+        ("CHORUS_JOIN_RATE", "[default: 10]"),
+        ("CHORUS_DM_RATE", "[default: 5]"),
+        ("CHORUS_MAX_BUFFERED_BYTES", "[default: 268435456]"),
+        ("CHORUS_ALLOWED_ORIGINS", ""),
+        ("CHORUS_METRICS_ADDR", ""),
     ];
 
     let run = run(&["--help"], &[]);

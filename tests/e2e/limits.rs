@@ -60,9 +60,9 @@ fn assert_error(frame: &Value, code: &str, why: &str) {
 // ---------------------------------------------------------------------------
 // A raw client, for peers that misbehave at the socket level.
 
-type Raw<S> = WebSocketStream<S>;
+pub(crate) type Raw<S> = WebSocketStream<S>;
 
-async fn raw_send<S>(ws: &mut Raw<S>, frame: Value)
+pub(crate) async fn raw_send<S>(ws: &mut Raw<S>, frame: Value)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -72,7 +72,7 @@ where
         .expect("send");
 }
 
-async fn raw_recv<S>(ws: &mut Raw<S>) -> Value
+pub(crate) async fn raw_recv<S>(ws: &mut Raw<S>) -> Value
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -90,7 +90,7 @@ where
 
 /// Connects with a tiny TCP receive window, so that a client that does not
 /// read fills the server's socket after a few frames instead of megabytes.
-async fn connect_with_small_window(node: &impl Endpoint, user: &str) -> Raw<TcpStream> {
+pub(crate) async fn connect_with_small_window(node: &impl Endpoint, user: &str) -> Raw<TcpStream> {
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let stream = tokio::time::timeout(TIMEOUT, socket.connect(node.addr()))
@@ -699,8 +699,12 @@ async fn a_client_that_sends_a_burst_larger_than_its_queue_and_then_reads_is_not
 // Keepalive
 
 #[tokio::test]
-async fn a_peer_that_never_answers_pings_is_dropped() {
-    let node = TestNode::spawn_with(|s| s.ping_interval_secs = 1).await;
+async fn a_peer_that_never_answers_pings_is_dropped_after_the_idle_timeout() {
+    let node = TestNode::spawn_with(|s| {
+        s.ping_interval_secs = 1;
+        s.idle_timeout_secs = 3;
+    })
+    .await;
     // Completes the handshake, then is never polled again: it cannot answer
     // the server's pings.
     let (silent, _) = connect_async(node.ws_url("silent"))

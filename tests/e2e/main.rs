@@ -21,3 +21,4 @@ mod metrics;
 mod redis_outage;
 mod rooms;
 mod shutdown;
+mod trust;

@@ -59,7 +59,7 @@ async fn counters_and_histograms_follow_known_traffic() {
         2.0
     );
     assert_eq!(delta("chorus_messages_accepted_total", r#"kind="dm""#), 1.0);
-    assert_eq!(delta("chorus_rate_limited_total", ""), 1.0);
+    assert_eq!(delta("chorus_rate_limited_total", r#"kind="message""#), 1.0);
     assert_eq!(delta("chorus_errors_total", r#"code="rate_limited""#), 1.0);
     // alice's and bob's first joins, then bob's leave.
     assert_eq!(

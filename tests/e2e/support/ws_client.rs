@@ -39,6 +39,18 @@ impl WsClient {
     /// Connects with extra request headers (a `Cookie`, say) and reads
     /// `welcome`.
     pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Self {
+        match Self::try_connect_with_headers(url, headers).await {
+            Ok(client) => client,
+            Err(refused) => panic!("connection to {url} refused: {refused:?}"),
+        }
+    }
+
+    /// Connects with extra request headers (an `Origin`, say), or returns
+    /// the HTTP refusal.
+    pub async fn try_connect_with_headers(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, Refused> {
         let mut request = url.into_client_request().expect("a ws:// URL");
         for (name, value) in headers {
             request.headers_mut().append(
@@ -46,10 +58,7 @@ impl WsClient {
                 HeaderValue::from_str(value).expect("header value"),
             );
         }
-        match Self::try_connect_request(request, url).await {
-            Ok(client) => client,
-            Err(refused) => panic!("connection to {url} refused: {refused:?}"),
-        }
+        Self::try_connect_request(request, url).await
     }
 
     /// Connects, or returns the HTTP refusal.
