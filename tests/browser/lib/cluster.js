@@ -108,9 +108,9 @@ export async function startRedis() {
 }
 
 /** One node; without `redisUrl` it runs in embedded mode. */
-export async function startNode({ redisUrl, prefix, id, env = {} }) {
+export async function startNode({ redisUrl, prefix, id, env = {}, port: chosen }) {
   if (!fs.existsSync(CHORUS_BIN)) throw new Error(`${CHORUS_BIN} not found: run cargo build first`);
-  const port = await freePort();
+  const port = chosen ?? (await freePort());
   const proc = launch(
     CHORUS_BIN,
     [],
@@ -146,14 +146,30 @@ export async function startNode({ redisUrl, prefix, id, env = {} }) {
   };
 }
 
-/** Redis plus `count` nodes sharing a fresh key prefix. */
+/**
+ * Redis plus `count` nodes sharing a fresh key prefix. Each node is on its own
+ * port, so each is its own browser origin: every node lists all of them in
+ * CHORUS_ALLOWED_ORIGINS, as an operator would for pages that talk to a
+ * sibling node.
+ */
 export async function startCluster({ count = 2, env = {} } = {}) {
   const redis = await startRedis();
   const prefix = `chorus-browser-${process.pid}-${Date.now()}:`;
   const nodes = [];
   try {
+    const ports = [];
+    for (let i = 0; i < count; i += 1) ports.push(await freePort());
+    const origins = ports.map((port) => `http://127.0.0.1:${port}`).join(',');
     for (let i = 0; i < count; i += 1) {
-      nodes.push(await startNode({ redisUrl: redis.url, prefix, id: `node-${i + 1}`, env }));
+      nodes.push(
+        await startNode({
+          redisUrl: redis.url,
+          prefix,
+          id: `node-${i + 1}`,
+          port: ports[i],
+          env: { CHORUS_ALLOWED_ORIGINS: origins, ...env },
+        }),
+      );
     }
   } catch (err) {
     await Promise.all(nodes.map((n) => n.stop()));
