@@ -15,6 +15,7 @@ mod cluster;
 mod config;
 mod deploy;
 mod failover;
+mod faults;
 mod http_api;
 mod limits;
 mod metrics;
