@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Draft, Stored};
 use crate::domain::{Content, ContentError, MessageId, NameError, NodeId, RoomName, UserName};
 
-/// Longest `ref` a client may attach to a command, from the contract.
+/// Longest `ref` a client may attach to a command, in characters (not
+/// bytes), from the contract.
 pub const MAX_REF_LEN: usize = 64;
 /// History page size when the client names none, from the contract.
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
@@ -184,7 +185,7 @@ impl ClientFrame {
             let reference = serde_json::from_str::<RefOnly<'_>>(text)
                 .ok()
                 .and_then(|r| r.reference)
-                .filter(|r| r.len() <= MAX_REF_LEN)
+                .filter(|r| is_short_ref(r))
                 .map(Cow::into_owned);
             DecodeError {
                 reference,
@@ -193,7 +194,7 @@ impl ClientFrame {
             }
         })?;
         let reference = match raw.reference.as_deref() {
-            Some(r) if r.len() > MAX_REF_LEN => {
+            Some(r) if !is_short_ref(r) => {
                 return Err(DecodeError {
                     reference: None,
                     code: ErrorCode::BadRequest,
@@ -211,6 +212,12 @@ impl ClientFrame {
             }),
         }
     }
+}
+
+/// Whether a `ref` is within [`MAX_REF_LEN`] characters.
+fn is_short_ref(reference: &str) -> bool {
+    // Counting stops at the first character past the limit.
+    reference.chars().nth(MAX_REF_LEN).is_none()
 }
 
 type FieldError = (ErrorCode, String);
@@ -709,6 +716,31 @@ mod tests {
         check(
             &format!(r#"{{"type":"ping","x":{deep}}}"#),
             Ok(Command::Ping),
+        );
+    }
+
+    #[test]
+    fn the_ref_limit_counts_characters_not_bytes() {
+        let wide = "é".repeat(MAX_REF_LEN);
+        let frame = ClientFrame::decode(&format!(r#"{{"type":"ping","ref":"{wide}"}}"#)).unwrap();
+        assert_eq!(frame.reference.as_deref(), Some(wide.as_str()));
+        let over = "é".repeat(MAX_REF_LEN + 1);
+        check(
+            &format!(r#"{{"type":"ping","ref":"{over}"}}"#),
+            Err((ErrorCode::BadRequest, None)),
+        );
+        // A frame that fails as a whole still echoes a wide ref.
+        check(
+            &format!(r#"{{"type":"fly","ref":"{wide}"}}"#),
+            Err((ErrorCode::BadRequest, Some(wide.as_str()))),
+        );
+        check(
+            &format!(r#"{{"type":5,"ref":"{wide}"}}"#),
+            Err((ErrorCode::BadRequest, Some(wide.as_str()))),
+        );
+        check(
+            &format!(r#"{{"type":5,"ref":"{over}"}}"#),
+            Err((ErrorCode::BadRequest, None)),
         );
     }
 
