@@ -18,6 +18,7 @@ mod failover;
 mod faults;
 mod http_api;
 mod limits;
+mod malformed;
 mod metrics;
 mod redis_outage;
 mod rooms;
