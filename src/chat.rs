@@ -201,25 +201,27 @@ impl Chat {
     ) -> ClusterResult<Joined> {
         let topic = Topic::Room(room.clone());
         self.listen(&topic, recipient).await?;
-        let result = self.join_listening(room, user, since).await;
-        if result.is_err() {
-            self.unlisten(&topic, recipient.session).await;
-        }
-        result
-    }
-
-    async fn join_listening(
-        &self,
-        room: &RoomName,
-        user: &UserName,
-        since: Option<MessageId>,
-    ) -> ClusterResult<Joined> {
-        if self.backend.presence.join(room, user).await?
-            && let Err(error) = self.announce(room, user, PresenceEvent::Join).await
-        {
+        let first = match self.backend.presence.join(room, user).await {
+            Ok(first) => first,
+            Err(error) => {
+                self.unlisten(&topic, recipient.session).await;
+                return Err(error);
+            }
+        };
+        if first && let Err(error) = self.announce(room, user, PresenceEvent::Join).await {
             tracing::warn!(%error, room = %room, "could not announce a join");
         }
-        self.snapshot(room, since).await
+        match self.snapshot(room, since).await {
+            Ok(joined) => Ok(joined),
+            Err(error) => {
+                // The session records no room for a failed join, so it would
+                // never leave it: undo the presence now, like a leave.
+                if let Err(undo) = self.leave(room, user, recipient.session).await {
+                    tracing::warn!(error = %undo, room = %room, "could not undo the presence of a failed join");
+                }
+                Err(error)
+            }
+        }
     }
 
     /// The members and history a join returns, without joining: for a

@@ -19,6 +19,8 @@ pub const MAX_HISTORY_LIMIT: usize = 100;
 
 /// Close code: the node is draining; reconnect elsewhere.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: the peer broke the WebSocket protocol (RFC 6455 §7.4.1).
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 /// Close code: a text frame that is not valid UTF-8 (RFC 6455 §7.4.1).
 pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// Close code: authentication ended (the token expired).

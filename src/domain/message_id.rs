@@ -53,6 +53,12 @@ impl MessageId {
 
     /// The smallest id there is; every stored message is after it.
     pub const MIN: Self = Self { ms: 0, seq: 0 };
+
+    /// The largest id there is; no message is after it.
+    pub const MAX: Self = Self {
+        ms: u64::MAX,
+        seq: u64::MAX,
+    };
 }
 
 impl fmt::Display for MessageId {

@@ -12,6 +12,11 @@ use crate::auth::AuthError;
 use crate::cluster::ClusterError;
 use crate::domain::{ContentError, MessageIdError, NameError};
 use crate::telemetry;
+use crate::ws::MAX_FRAME_BYTES;
+
+/// Largest request body, the same as the largest WebSocket frame: a message
+/// is no bigger over REST than over a socket.
+pub(crate) const MAX_BODY_BYTES: usize = MAX_FRAME_BYTES;
 
 /// An HTTP error response.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,12 @@ pub enum ApiError {
     /// No such route or file.
     #[error("not found")]
     NotFound,
+    /// The route exists, not with this method.
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
+    /// A request body over the limit.
+    #[error("the request body is over {} KiB", MAX_BODY_BYTES / 1024)]
+    BodyTooLarge,
     /// The room exists already.
     #[error("room exists")]
     RoomExists,
@@ -84,6 +95,8 @@ impl ApiError {
             Self::Content(ContentError::Empty) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::RoomExists => (StatusCode::CONFLICT, "room_exists"),
             Self::ForbiddenOrigin => (StatusCode::FORBIDDEN, "forbidden_origin"),
             Self::TooManyFromAddress(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
@@ -127,7 +140,11 @@ pub struct AppJson<T>(pub T);
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        Self::BadRequest(rejection.body_text())
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::BodyTooLarge
+        } else {
+            Self::BadRequest(rejection.body_text())
+        }
     }
 }
 

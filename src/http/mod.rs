@@ -10,8 +10,9 @@ mod users;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::HandlerWithoutStateExt;
+use axum::http::Method;
 use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -34,7 +35,9 @@ pub(crate) fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
     if let Some(cors) = state.origins.cors() {
         api = api.layer(cors);
     }
-    let web = ServeDir::new(&state.static_dir).not_found_service(not_found.into_service());
+    let web = ServeDir::new(&state.static_dir)
+        .call_fallback_on_method_not_allowed(true)
+        .fallback(not_found.into_service());
     let mut router = Router::new()
         .merge(health::router())
         .merge(crate::ws::router())
@@ -42,7 +45,15 @@ pub(crate) fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
     if with_metrics {
         router = router.merge(health::metrics_router());
     }
-    router.fallback_service(web).with_state(state)
+    router
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback_service(web)
+        .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// `/metrics` alone, for CHORUS_METRICS_ADDR.
@@ -64,8 +75,14 @@ async fn check_origin(
     Ok(next.run(request).await)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound
+/// What the static files do not have: 404, or 405 for a method other than
+/// GET or HEAD, in the JSON error shape either way.
+async fn not_found(method: Method) -> ApiError {
+    if method == Method::GET || method == Method::HEAD {
+        ApiError::NotFound
+    } else {
+        ApiError::MethodNotAllowed
+    }
 }
 
 /// With auth on, `/api/*` needs `Authorization: Bearer <JWT>`; the identity

@@ -21,7 +21,7 @@ use crate::domain::{MessageId, RoomName, UserName};
 use crate::hub::{Delivery, Recipient};
 use crate::protocol::{
     self, CLOSE_GOING_AWAY, CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION,
-    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_PROTOCOL_ERROR, CLOSE_TRY_AGAIN_LATER,
 };
 use crate::telemetry;
 
@@ -51,6 +51,7 @@ impl End {
             Self::Closed => "1000",
             Self::Gone | Self::Silent => "1006",
             Self::Close(CLOSE_GOING_AWAY, _) => "1001",
+            Self::Close(CLOSE_PROTOCOL_ERROR, _) => "1002",
             Self::Close(CLOSE_INVALID_PAYLOAD, _) => "1007",
             Self::Close(CLOSE_POLICY_VIOLATION, _) => "1008",
             Self::Close(CLOSE_MESSAGE_TOO_BIG, _) => "1009",
@@ -404,8 +405,8 @@ impl Session {
 }
 
 /// Maps a read failure to how the session ends: an oversized frame gets
-/// 1009, a text frame that is not UTF-8 gets 1007, anything else means the
-/// peer is gone.
+/// 1009, a text frame that is not UTF-8 1007, any other breach of the
+/// WebSocket protocol 1002; anything else means the peer is gone.
 fn read_error(error: axum::Error) -> End {
     match error
         .into_inner()
@@ -415,6 +416,9 @@ fn read_error(error: axum::Error) -> End {
         Ok(tungstenite::Error::Capacity(_)) => End::Close(CLOSE_MESSAGE_TOO_BIG, "frame too large"),
         Ok(tungstenite::Error::Utf8(_)) => {
             End::Close(CLOSE_INVALID_PAYLOAD, "text frame is not valid UTF-8")
+        }
+        Ok(tungstenite::Error::Protocol(_)) => {
+            End::Close(CLOSE_PROTOCOL_ERROR, "WebSocket protocol violation")
         }
         _ => End::Gone,
     }

@@ -1093,7 +1093,6 @@ async fn content_limits_count_the_utf8_bytes_after_unescaping_and_keep_content_e
 type Fragment = (Data, &'static [u8], bool);
 
 #[tokio::test]
-#[ignore = "needs 1007 mapping"]
 async fn invalid_utf8_in_a_text_frame_closes_the_connection_with_1007() {
     let node = TestNode::spawn().await;
     let room = unique("room");
@@ -1369,14 +1368,12 @@ async fn the_smallest_and_largest_ids_page_and_catch_up_on_the_memory_backend() 
 }
 
 #[tokio::test]
-#[ignore = "bug: the redis backend answers unavailable for before 0-0 and since the largest id (XRANGE cannot step past either end)"]
 async fn the_smallest_and_largest_ids_page_and_catch_up_on_the_redis_backend() {
     let cluster = Cluster::start(1).await;
     extreme_ids_page_and_catch_up(&cluster.nodes[0]).await;
 }
 
 #[tokio::test]
-#[ignore = "bug: a join the backend refuses after counting the member (here: since the largest id on redis) leaves a member behind for good"]
 async fn a_join_the_backend_refuses_leaves_no_member_behind() {
     let cluster = Cluster::start(1).await;
     let node = &cluster.nodes[0];
@@ -1495,7 +1492,7 @@ fn http_cases(room: &str) -> Vec<HttpCase> {
     let rooms = "/api/rooms";
     let messages = format!("/api/rooms/{room}/messages");
     let long = "r".repeat(65);
-    let deep = format!(r#"{{"name":{}"#, "[".repeat(100_000));
+    let deep = format!(r#"{{"name":{}"#, "[".repeat(60_000));
     let post = |why, body: &str, status, code| {
         http_case(why, "POST", rooms, JSON, body.as_bytes(), status, code)
     };
@@ -1760,7 +1757,6 @@ async fn every_malformed_http_request_gets_its_status_and_the_json_error_shape()
 }
 
 #[tokio::test]
-#[ignore = "bug: a method a route does not serve answers 405 with an empty body, not the JSON error shape"]
 async fn a_method_not_allowed_answers_405_in_the_json_error_shape() {
     let node = TestNode::spawn().await;
     for (method, path) in [
@@ -1769,6 +1765,8 @@ async fn a_method_not_allowed_answers_405_in_the_json_error_shape() {
         ("POST", "/api/users"),
         ("POST", "/health"),
         ("POST", "/ws?username=alice"),
+        ("POST", "/"),
+        ("DELETE", "/index.html"),
     ] {
         let case = http_case(
             "method",
@@ -1785,7 +1783,6 @@ async fn a_method_not_allowed_answers_405_in_the_json_error_shape() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a body over axum's 2 MiB limit answers 400 bad_request, not 413 too_large"]
 async fn a_request_body_over_the_limit_answers_413_too_large() {
     let node = TestNode::spawn().await;
     let room = unique("room");

@@ -95,6 +95,13 @@ impl History for RedisHistory {
     }
 
     async fn since(&self, log: &Log, since: MessageId) -> ClusterResult<Since> {
+        // Redis refuses an exclusive range that starts after its last id.
+        if since == MessageId::MAX {
+            return Ok(Since {
+                messages: Vec::new(),
+                truncated: false,
+            });
+        }
         let keys = self.redis.keys();
         let mut invocation = SINCE.prepare_invoke();
         invocation
@@ -115,6 +122,10 @@ impl History for RedisHistory {
         before: Option<MessageId>,
         limit: usize,
     ) -> ClusterResult<Vec<Stored>> {
+        // Redis refuses an exclusive range that ends before its first id.
+        if before == Some(MessageId::MIN) {
+            return Ok(Vec::new());
+        }
         let end = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
         let found: Value = self
             .redis
