@@ -25,16 +25,12 @@ use crate::app::AppState;
 /// Every HTTP route of the node, WebSocket included, and `/metrics` unless
 /// it has a listener of its own.
 pub(crate) fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
-    let mut api = Router::new()
+    let api = Router::new()
         .merge(rooms::router())
         .merge(users::router())
         .merge(stats::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(middleware::from_fn_with_state(state.clone(), check_origin));
-    // Outside the origin check, so that preflights get their CORS answer.
-    if let Some(cors) = state.origins.cors() {
-        api = api.layer(cors);
-    }
     let web = ServeDir::new(&state.static_dir)
         .call_fallback_on_method_not_allowed(true)
         .fallback(not_found.into_service());
@@ -45,11 +41,16 @@ pub(crate) fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
     if with_metrics {
         router = router.merge(health::metrics_router());
     }
-    router
+    router = router
         .method_not_allowed_fallback(method_not_allowed)
         .fallback_service(web)
-        .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES));
+    // Outermost, so that preflights get their CORS answer before routing
+    // (which knows no OPTIONS) and the origin check.
+    if let Some(cors) = state.origins.cors() {
+        router = router.layer(cors);
+    }
+    router.with_state(state)
 }
 
 async fn method_not_allowed() -> ApiError {

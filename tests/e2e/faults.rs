@@ -27,6 +27,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
+use crate::limits::{connect_with_small_window, raw_recv, raw_send, read_until_close};
 use crate::support::node::Endpoint;
 use crate::support::{
     ProcessNode, RedisServer, TIMEOUT, eventually_within, get_json, metric, unique, wait_ready,
@@ -940,77 +941,6 @@ const TAIL: usize = 1_000;
 /// The close counter of the contract's slow-consumer rule.
 const SLOW_DISCONNECTS: &str = "chorus_slow_consumer_disconnects_total";
 
-/// A raw connection with a tiny TCP receive window, so that a client that
-/// does not read fills the server's socket after a few frames instead of
-/// megabytes. Joined to `room`.
-async fn connect_with_small_window(
-    node: &impl Endpoint,
-    user: &str,
-    room: &str,
-) -> WebSocketStream<TcpStream> {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let stream = tokio::time::timeout(TIMEOUT, socket.connect(node.addr()))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let (mut ws, _) = tokio::time::timeout(
-        TIMEOUT,
-        tokio_tungstenite::client_async(node.ws_url(user), stream),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
-    let join = json!({"type": "join", "room": room, "ref": "join"});
-    ws.send(Message::Text(join.to_string().into()))
-        .await
-        .expect("send join");
-    loop {
-        let message = tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("joined in time")
-            .expect("open")
-            .expect("frame");
-        if let Message::Text(text) = message {
-            let frame: Value = serde_json::from_str(&text).expect("JSON frame");
-            if frame["ref"] == "join" {
-                assert_eq!(frame["type"], "joined", "{frame}");
-                return ws;
-            }
-        }
-    }
-}
-
-/// Reads everything until the server's close frame; returns the messages'
-/// ids before it and the close code.
-async fn read_until_close(mut ws: WebSocketStream<TcpStream>) -> (Vec<String>, u16) {
-    let mut ids = Vec::new();
-    loop {
-        let next = tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("frames then a close, in time");
-        match next {
-            Some(Ok(Message::Text(text))) => {
-                let frame: Value = serde_json::from_str(&text).expect("JSON frame");
-                if frame["type"] == "message" {
-                    ids.push(frame["id"].as_str().expect("id").to_owned());
-                }
-            }
-            Some(Ok(Message::Close(Some(close)))) => return (ids, u16::from(close.code)),
-            Some(Ok(Message::Close(None))) => panic!("a close frame without a code"),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => panic!(
-                "the connection failed after {} messages instead of closing: {e}",
-                ids.len()
-            ),
-            None => panic!(
-                "the connection ended after {} messages without a close frame",
-                ids.len()
-            ),
-        }
-    }
-}
-
 /// A joined connection to `room` as `user`.
 async fn joined_link(node: &impl Endpoint, user: &str, room: &str) -> Link {
     let mut link = Link::open(&node.ws_url(user)).await.expect("connects");
@@ -1168,7 +1098,9 @@ async fn a_slow_reader_under_a_flood_is_closed_with_1013_while_the_others_keep_f
     let metrics_url = node.url("/metrics");
     let slow_before = metric(&metrics_url, SLOW_DISCONNECTS).await;
     let room = unique("room");
-    let slow = connect_with_small_window(&node, "slow", &room).await;
+    let mut slow = connect_with_small_window(&node, "slow").await;
+    raw_send(&mut slow, json!({"type": "join", "room": room})).await;
+    assert_eq!(raw_recv(&mut slow).await["type"], "joined");
     let (progress, progress_rx) = watch::channel(());
     let progress = Arc::new(progress);
     let mut reading = Vec::new();
@@ -1218,7 +1150,14 @@ async fn a_slow_reader_under_a_flood_is_closed_with_1013_while_the_others_keep_f
     .await;
     let sent_at_flag = flood.sent.load(Ordering::SeqCst);
     // Flagged: it reads again, and finds its backlog and then the close.
-    let slow_reading = tokio::spawn(read_until_close(slow));
+    let slow_reading = tokio::spawn(async move {
+        let (messages, code) = read_until_close(&mut slow).await;
+        let ids: Vec<String> = messages
+            .iter()
+            .map(|m| m["id"].as_str().expect("id").to_owned())
+            .collect();
+        (ids, code)
+    });
     eventually_within("the flood to go on after the close", PHASE, || async {
         (flood.sent.load(Ordering::SeqCst) >= sent_at_flag + TAIL).then_some(())
     })

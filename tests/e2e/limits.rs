@@ -111,7 +111,7 @@ pub(crate) async fn connect_with_small_window(node: &impl Endpoint, user: &str) 
 
 /// Reads everything until the server's close frame; returns the messages
 /// read before it and the close code.
-async fn read_until_close<S>(ws: &mut Raw<S>) -> (Vec<Value>, u16)
+pub(crate) async fn read_until_close<S>(ws: &mut Raw<S>) -> (Vec<Value>, u16)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
