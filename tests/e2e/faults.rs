@@ -602,6 +602,27 @@ fn tally(got: &[(String, String)], expected: &[(String, String)]) -> Tally {
     tally
 }
 
+/// A client saw the drain's marker and got `expected`, every message once,
+/// in that order.
+fn assert_got_exactly(record: &Record, tally: &Tally, expected: &[(String, String)]) {
+    assert!(
+        record.drained,
+        "u{} saw the newest accepted message: {tally:?}",
+        record.index
+    );
+    assert_eq!(
+        (tally.duplicates, tally.lost, tally.unexpected),
+        (0, 0, 0),
+        "u{}: every accepted message exactly once",
+        record.index
+    );
+    assert!(
+        record.got == expected,
+        "u{} saw the messages in the expected order",
+        record.index
+    );
+}
+
 fn sum(tallies: &[Tally]) -> Tally {
     tallies.iter().fold(Tally::default(), |a, t| Tally {
         delivered: a.delivered + t.delivered,
@@ -753,22 +774,7 @@ async fn sigkill_one_of_three_nodes_under_steady_chat_delivers_every_accepted_me
         }
     }
     for (record, tally) in records.iter().zip(&tallies) {
-        assert!(
-            record.drained,
-            "u{} saw the last message: {tally:?}",
-            record.index
-        );
-        assert_eq!(
-            (tally.duplicates, tally.lost, tally.unexpected),
-            (0, 0, 0),
-            "u{}: every accepted message exactly once",
-            record.index
-        );
-        assert!(
-            record.got == history,
-            "u{} saw the messages in the order of the history",
-            record.index
-        );
+        assert_got_exactly(record, tally, &history);
     }
 }
 
@@ -886,22 +892,7 @@ async fn redis_killed_and_restarted_under_load_answers_every_send_and_loses_no_a
             record.index,
             record.died
         );
-        assert!(
-            record.drained,
-            "u{} saw the newest accepted message: {tally:?}",
-            record.index
-        );
-        assert_eq!(
-            (tally.duplicates, tally.lost, tally.unexpected),
-            (0, 0, 0),
-            "u{}: every accepted message exactly once",
-            record.index
-        );
-        assert!(
-            record.got == expected,
-            "u{} saw the messages in id order",
-            record.index
-        );
+        assert_got_exactly(record, tally, &expected);
     }
     // Redis came back empty: it holds what was accepted after the restart,
     // the newest messages, and nothing refused.
