@@ -43,6 +43,9 @@ pub const REDIS_ERRORS: &str = "chorus_redis_errors_total";
 pub const RATE_LIMITED: &str = "chorus_rate_limited_total";
 /// Connections closed because their outbound queue filled (counter).
 pub const SLOW_CONSUMER_DISCONNECTS: &str = "chorus_slow_consumer_disconnects_total";
+/// Joins refused because the connection is in CHORUS_MAX_ROOMS_PER_CONNECTION
+/// rooms already (counter).
+pub const ROOM_LIMIT_REFUSALS: &str = "chorus_room_limit_refusals_total";
 /// Connections dropped after CHORUS_IDLE_TIMEOUT_SECS without a frame or
 /// pong (counter).
 pub const IDLE_DISCONNECTS: &str = "chorus_idle_disconnects_total";
@@ -103,6 +106,7 @@ pub fn register_at_zero() {
         SLOW_CONSUMER_DISCONNECTS,
         IDLE_DISCONNECTS,
         HANDSHAKE_TIMEOUTS,
+        ROOM_LIMIT_REFUSALS,
         PUBSUB_RECONNECTS,
         GAP_FILL_MESSAGES,
         PRESENCE_REAPED,

@@ -134,6 +134,7 @@ impl Session {
         let already = self.rooms.contains_key(&room);
         let limit = self.state.limits.max_rooms_per_connection;
         if !already && self.rooms.len() >= limit {
+            metrics::counter!(crate::telemetry::ROOM_LIMIT_REFUSALS).increment(1);
             return Err(CommandError::TooManyRooms(limit));
         }
         let joined = if already {

@@ -13,7 +13,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{WebSocketStream, connect_async};
 
 use crate::support::node::Endpoint;
-use crate::support::{ProcessNode, TIMEOUT, TestNode, WsClient, eventually, unique};
+use crate::support::{
+    ProcessNode, TIMEOUT, TestNode, WsClient, eventually, sample, scrape, unique,
+};
 
 /// `GET /api/users`.
 async fn online(node: &impl Endpoint) -> Vec<String> {
@@ -370,6 +372,11 @@ async fn over_max_rooms_per_connection_a_join_is_refused_until_a_leave() {
     let mut tab = WsClient::connect(&node.ws_url("alice")).await;
     tab.join(&a).await;
     tab.join(&b).await;
+    let page = scrape(&node.url("/metrics")).await;
+    assert!(
+        sample(&page, "chorus_room_limit_refusals_total", "") >= 1.0,
+        "counted"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -729,6 +736,8 @@ async fn a_peer_that_never_answers_pings_is_dropped_after_the_idle_timeout() {
         !listener.is_finished(),
         "the peer that reads stays connected"
     );
+    let page = scrape(&node.url("/metrics")).await;
+    assert!(sample(&page, "chorus_idle_disconnects_total", "") >= 1.0, "counted");
     listener.abort();
     drop(silent);
 }
