@@ -180,9 +180,22 @@ struct RefOnly<'a> {
     reference: Option<Cow<'a, str>>,
 }
 
+/// JSON's insignificant whitespace, the only bytes serde_json skips before a value.
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
 impl ClientFrame {
     /// Decodes one text frame.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        // A frame is one JSON object. serde's derived structs also accept an
+        // array of the fields in declaration order (`["ping"]`), so anything
+        // that does not open with `{` is refused before serde sees it.
+        if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
+            return Err(DecodeError {
+                reference: None,
+                code: ErrorCode::BadRequest,
+                message: "a frame is one JSON object".to_owned(),
+            });
+        }
         let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| {
             let reference = serde_json::from_str::<RefOnly<'_>>(text)
                 .ok()
@@ -658,6 +671,7 @@ mod tests {
             }),
         );
         check(r#"{"type":"ping","extra":[1,2]}"#, Ok(Command::Ping));
+        check(" \t\r\n{\"type\":\"ping\"}\n", Ok(Command::Ping));
     }
 
     #[test]
@@ -709,6 +723,17 @@ mod tests {
             &format!(r#"{{"type":"ping","ref":"{}"}}"#, "r".repeat(65)),
             Err((BadRequest, None)),
         );
+        check(
+            &format!(r#"{{"type":"join","ref":"{}"}}"#, "é".repeat(65)),
+            Err((BadRequest, None)),
+        );
+        // Arrays of the fields in order are not frames, nor is anything else
+        // that is not an object.
+        check(r#"["ping"]"#, Err((BadRequest, None)));
+        check(r#" ["join","a","r"]"#, Err((BadRequest, None)));
+        check("\"ping\"", Err((BadRequest, None)));
+        check("null", Err((BadRequest, None)));
+        check("", Err((BadRequest, None)));
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         check(
             &format!(r#"{{"type":"join","room":{deep}}}"#),
