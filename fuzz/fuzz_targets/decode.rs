@@ -22,11 +22,15 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => e.reference.as_deref(),
     };
     if let Some(r) = reference {
-        assert!(r.chars().count() <= MAX_REF_LEN, "ref echoed over the limit");
+        assert!(
+            r.chars().count() <= MAX_REF_LEN,
+            "ref echoed over the limit"
+        );
     }
     match &decoded {
         Ok(_) => assert!(
-            text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{'),
+            text.trim_start_matches([' ', '\t', '\n', '\r'])
+                .starts_with('{'),
             "accepted a frame that is not a JSON object"
         ),
         Err(e) => assert!(
