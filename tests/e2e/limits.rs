@@ -737,7 +737,10 @@ async fn a_peer_that_never_answers_pings_is_dropped_after_the_idle_timeout() {
         "the peer that reads stays connected"
     );
     let page = scrape(&node.url("/metrics")).await;
-    assert!(sample(&page, "chorus_idle_disconnects_total", "") >= 1.0, "counted");
+    assert!(
+        sample(&page, "chorus_idle_disconnects_total", "") >= 1.0,
+        "counted"
+    );
     listener.abort();
     drop(silent);
 }
