@@ -185,11 +185,6 @@ impl App {
         self.listener.local_addr()
     }
 
-    /// The address `/metrics` is served on, when it has a listener of its own.
-    pub fn metrics_addr(&self) -> Option<std::io::Result<SocketAddr>> {
-        self.metrics_listener.as_ref().map(TcpListener::local_addr)
-    }
-
     /// The node's id.
     pub fn node(&self) -> &crate::domain::NodeId {
         self.state.chat.node()
