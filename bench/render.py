@@ -425,6 +425,21 @@ def plot_latency_vs_rate(runs: list[Run], out: Path) -> bool:
     return True
 
 
+
+def plot_on_axis(ax, points, style, color, label):
+    """Draws `points` on `ax` (its own y axis, coloured and labelled like the
+    line) and returns the line's legend handles."""
+    handles = []
+    if points:
+        handles = ax.plot(
+            [x for x, _ in points], [y for _, y in points], style,
+            color=color, linewidth=1.8, markersize=6, label=label,
+        )
+        ax.set_ylim(bottom=0, top=max(y for _, y in points) * 1.25)
+    ax.set_ylabel(label, color=color)
+    ax.tick_params(axis="y", colors=color)
+    return handles
+
 def plot_memory_vs_connections(runs: list[Run], out: Path) -> bool:
     """Draw RSS per connection (KiB) and total RSS (MiB) against connections.
 
@@ -445,28 +460,11 @@ def plot_memory_vs_connections(runs: list[Run], out: Path) -> bool:
 
     plt = pyplot()
     fig, ax = new_figure(plt)
-    handles = []
-    if per_conn:
-        handles += ax.plot(
-            [x for x, _ in per_conn], [y for _, y in per_conn], "o-",
-            color="tab:blue", linewidth=1.8, markersize=6, label="RSS per connection (KiB)",
-        )
-        ax.set_ylim(bottom=0, top=max(y for _, y in per_conn) * 1.25)
-    ax.set_ylabel("RSS per connection (KiB)", color="tab:blue")
-    ax.tick_params(axis="y", colors="tab:blue")
+    handles = plot_on_axis(ax, per_conn, "o-", "tab:blue", "RSS per connection (KiB)")
     ax.set_xlabel("open connections")
     ax.xaxis.set_major_formatter(si_formatter())
     ax.set_xlim(left=0, right=max(x for x, _ in per_conn + total) * 1.05)
-
-    ax2 = ax.twinx()
-    if total:
-        handles += ax2.plot(
-            [x for x, _ in total], [y for _, y in total], "s--",
-            color="tab:orange", linewidth=1.8, markersize=6, label="server RSS total (MiB)",
-        )
-        ax2.set_ylim(bottom=0, top=max(y for _, y in total) * 1.25)
-    ax2.set_ylabel("server RSS total (MiB)", color="tab:orange")
-    ax2.tick_params(axis="y", colors="tab:orange")
+    handles += plot_on_axis(ax.twinx(), total, "s--", "tab:orange", "server RSS total (MiB)")
 
     ax.set_title("Idle connections: server memory")
     ax.legend(handles=handles, loc="upper left")

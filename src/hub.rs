@@ -80,7 +80,7 @@ impl Hub {
         self.buffered.load(Ordering::Relaxed)
     }
 
-    /// Called by a session for the frames it took out of its queue.
+    /// Called by a session for the frames it wrote or dropped.
     pub fn release(&self, bytes: usize) {
         self.buffered.fetch_sub(bytes, Ordering::Relaxed);
     }

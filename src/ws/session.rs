@@ -210,7 +210,6 @@ impl Session {
                 // burst and reads is never mistaken for a slow reader, and a
                 // sender cannot outrun its own echoes.
                 Some(delivery) = self.queue.recv() => {
-                    self.state.chat.hub().release(delivery.frame.len());
                     held.push(delivery);
                     if held.len() >= hold_limit || Instant::now() >= self.next_write {
                         self.write_batch(&mut held).await
@@ -238,6 +237,12 @@ impl Session {
                 }
             };
             if let Err(end) = step {
+                // Held frames still count as buffered until they are written
+                // or, here, dropped.
+                self.state
+                    .chat
+                    .hub()
+                    .release(held.iter().map(|d| d.frame.len()).sum());
                 return end;
             }
         }
@@ -306,24 +311,25 @@ impl Session {
     /// per message.
     async fn write_batch(&mut self, held: &mut Vec<Arc<Delivery>>) -> Result<(), End> {
         let mut batch = Vec::with_capacity(held.len() + self.queue.len().min(MAX_BATCH));
+        // Counted out of the node's buffered bytes once per batch, not per
+        // frame: the counter is shared by every session of the node.
+        let mut taken = 0;
         for delivery in held.drain(..) {
+            taken += delivery.frame.len();
             if self.accepts(&delivery) {
                 batch.push(delivery.frame.clone());
             }
         }
-        let mut dequeued = 0;
         while batch.len() < MAX_BATCH {
             let Ok(delivery) = self.queue.try_recv() else {
                 break;
             };
-            dequeued += delivery.frame.len();
+            taken += delivery.frame.len();
             if self.accepts(&delivery) {
                 batch.push(delivery.frame.clone());
             }
         }
-        if dequeued > 0 {
-            self.state.chat.hub().release(dequeued);
-        }
+        self.state.chat.hub().release(taken);
         if batch.is_empty() {
             return Ok(());
         }
@@ -384,8 +390,7 @@ impl Session {
             })
             .await;
         }
-        // Closed first, so nothing arrives after the count is settled. Held
-        // frames were counted out when they left the queue.
+        // Closed first, so nothing arrives after the count is settled.
         self.queue.close();
         let mut dequeued = 0;
         while let Ok(delivery) = self.queue.try_recv() {
