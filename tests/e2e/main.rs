@@ -16,6 +16,7 @@ mod config;
 mod deploy;
 mod failover;
 mod faults;
+mod hardening;
 mod http_api;
 mod limits;
 mod malformed;

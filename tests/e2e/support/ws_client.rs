@@ -127,6 +127,18 @@ impl WsClient {
         }
     }
 
+    /// The next text frame if one comes within `wait`; `None` on silence.
+    pub async fn recv_within(&mut self, wait: std::time::Duration) -> Option<Value> {
+        loop {
+            let message = tokio::time::timeout(wait, self.stream.next()).await.ok()?;
+            match message.expect("stream open").expect("frame") {
+                Message::Text(text) => return Some(serde_json::from_str(&text).expect("JSON frame")),
+                Message::Close(frame) => panic!("closed while waiting for a frame: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
     /// Frames until one matches `pred`; returns it. Others are skipped.
     pub async fn recv_until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
         loop {
