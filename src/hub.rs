@@ -15,7 +15,7 @@ use metrics::{Counter, Histogram};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Contributions, Deliver, Publication, Topic};
+use crate::cluster::{Deliver, Publication, Topic};
 use crate::domain::{MessageId, UserName};
 use crate::telemetry;
 
@@ -38,7 +38,7 @@ pub struct Delivery {
 pub struct Recipient {
     /// Unique per session on this node.
     pub session: u64,
-    /// The session's user, for presence restores.
+    /// The session's user.
     pub user: UserName,
     /// The session's bounded outbound queue.
     pub queue: mpsc::Sender<Arc<Delivery>>,
@@ -129,29 +129,6 @@ impl Hub {
             .keys()
             .cloned()
             .collect()
-    }
-
-    /// What the local sessions amount to, for rewriting this node's presence.
-    pub fn contributions(&self) -> Contributions {
-        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
-        let mut contributions = Contributions::default();
-        for (topic, recipients) in topics.iter() {
-            match topic {
-                Topic::User(user) => contributions.users.push((user.clone(), recipients.len())),
-                Topic::Room(room) => {
-                    let mut per_user: HashMap<&UserName, usize> = HashMap::new();
-                    for recipient in recipients.iter() {
-                        *per_user.entry(&recipient.user).or_default() += 1;
-                    }
-                    contributions.rooms.extend(
-                        per_user
-                            .into_iter()
-                            .map(|(user, n)| (room.clone(), user.clone(), n)),
-                    );
-                }
-            }
-        }
-        contributions
     }
 
     fn recipients(&self, topic: &Topic) -> Option<Arc<[Recipient]>> {

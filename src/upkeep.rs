@@ -34,17 +34,25 @@ pub async fn run(chat: Chat, every: Duration, stop: CancellationToken) {
 async fn beat(chat: &Chat) {
     let presence = &chat.backend().presence;
     match presence.heartbeat().await {
-        Ok(true) => {
-            let contributions = chat.hub().contributions();
-            match presence.restore(&contributions).await {
-                Ok(()) => tracing::info!(
-                    users = contributions.users.len(),
-                    rooms = contributions.rooms.len(),
+        Ok(true) => match presence.restore().await {
+            Ok(changes) => {
+                tracing::info!(
+                    changes = changes.len(),
                     "presence restored from local connections"
-                ),
-                Err(error) => tracing::warn!(%error, "presence restore failed; will retry"),
+                );
+                for change in changes {
+                    let event = if change.joined {
+                        PresenceEvent::Join
+                    } else {
+                        PresenceEvent::Leave
+                    };
+                    if let Err(error) = chat.announce(&change.room, &change.user, event).await {
+                        tracing::warn!(%error, "could not announce a restored presence change");
+                    }
+                }
             }
-        }
+            Err(error) => tracing::warn!(%error, "presence restore failed; will retry"),
+        },
         Ok(false) => {}
         Err(error) => {
             tracing::warn!(%error, "heartbeat failed");

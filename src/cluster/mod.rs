@@ -107,13 +107,16 @@ pub struct Departure {
     pub user: UserName,
 }
 
-/// What this node's open sockets amount to, for rewriting its presence.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Contributions {
-    /// User → connections on this node.
-    pub users: Vec<(UserName, usize)>,
-    /// (room, user) → connections of that user in that room on this node.
-    pub rooms: Vec<(RoomName, UserName, usize)>,
+/// A user whose presence in a room changed cluster-wide when a node's
+/// presence was rewritten: the rooms are told, as for a live join or leave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomChange {
+    /// The room.
+    pub room: RoomName,
+    /// The user now in it, or no longer in it anywhere.
+    pub user: UserName,
+    /// True when the user is in the room again, false when it left.
+    pub joined: bool,
 }
 
 /// A room in the cluster-wide directory.
@@ -203,13 +206,16 @@ pub trait Presence: Send + Sync {
     async fn nodes(&self) -> ClusterResult<Vec<NodeId>>;
 
     /// Marks this node alive. Returns true when the backend may no longer
-    /// match this node's sockets (it lost the node's entries, or a write
-    /// failed) and [`Presence::restore`] must rewrite them.
+    /// match this node's sockets (it lost the node's entries, a write failed,
+    /// or this process just took over the node id from an earlier one) and
+    /// [`Presence::restore`] must rewrite them.
     async fn heartbeat(&self) -> ClusterResult<bool>;
 
-    /// Replaces this node's entries with `contributions`, adjusting the
-    /// cluster-wide views accordingly, without presence events.
-    async fn restore(&self, contributions: &Contributions) -> ClusterResult<()>;
+    /// Rewrites this node's entries from what its connections amount to now
+    /// (an earlier process's under the same id are removed), adjusting the
+    /// cluster-wide views, and returns the users whose presence in a room
+    /// changed, for the caller to announce.
+    async fn restore(&self) -> ClusterResult<Vec<RoomChange>>;
 
     /// Finds nodes whose heartbeat expired, removes their entries, and returns
     /// the departures that follow. Each dead node's entries are returned to

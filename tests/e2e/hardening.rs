@@ -142,9 +142,15 @@ async fn every_dm_and_room_message_accepted_across_a_redis_restart_reaches_open_
         frames.push(frame);
     }
     let mut stored = BTreeSet::new();
-    for (kind, target) in [("dm", json!({"with": "bob"})), ("message", json!({"room": room}))] {
+    for (kind, target) in [
+        ("dm", json!({"with": "bob"})),
+        ("message", json!({"room": room})),
+    ] {
         for message in full_history(&mut alice, target).await {
-            if let Some(n) = message["content"].as_str().and_then(|c| c.strip_prefix('n')) {
+            if let Some(n) = message["content"]
+                .as_str()
+                .and_then(|c| c.strip_prefix('n'))
+            {
                 stored.insert((kind.to_owned(), n.parse::<u64>().unwrap()));
             }
         }
@@ -297,8 +303,7 @@ async fn presence_restores_under_churn_count_every_connection_exactly_once() {
                     .query_async(&mut admin)
                     .await
                     .ok()?;
-                let want: BTreeMap<String, i64> =
-                    expected.iter().map(|u| (u.clone(), 1)).collect();
+                let want: BTreeMap<String, i64> = expected.iter().map(|u| (u.clone(), 1)).collect();
                 (online == want && members == want).then_some(())
             }
         },

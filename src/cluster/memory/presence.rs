@@ -6,9 +6,7 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::cluster::{
-    ClusterError, ClusterResult, Contributions, Departure, Presence, RoomSummary,
-};
+use crate::cluster::{ClusterError, ClusterResult, Departure, Presence, RoomChange, RoomSummary};
 use crate::domain::{NodeId, RoomName, UserName};
 
 /// The presence of an embedded node: it is the whole cluster.
@@ -141,8 +139,8 @@ impl Presence for MemoryPresence {
         Ok(false)
     }
 
-    async fn restore(&self, _: &Contributions) -> ClusterResult<()> {
-        Ok(())
+    async fn restore(&self) -> ClusterResult<Vec<RoomChange>> {
+        Ok(Vec::new())
     }
 
     async fn reap(&self) -> ClusterResult<Vec<Departure>> {

@@ -2,9 +2,9 @@
 //! contributions kept apart so that a dead node's share can be taken out
 //! exactly once, and a heartbeat index that says which nodes are alive.
 
-use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,14 +12,10 @@ use redis::Script;
 
 use super::Redis;
 use super::keys::{room_entry, user_entry};
-use crate::cluster::{
-    ClusterError, ClusterResult, Contributions, Departure, Presence, RoomSummary,
-};
+use crate::cluster::{ClusterError, ClusterResult, Departure, Presence, RoomChange, RoomSummary};
 use crate::domain::{NodeId, RoomName, UserName};
 
-static ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/presence_add.lua")));
-static REMOVE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/presence_remove.lua")));
+static SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/presence_set.lua")));
 static HEARTBEAT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
 static LIVE_NODES: LazyLock<Script> =
@@ -34,9 +30,64 @@ pub struct RedisPresence {
     redis: Redis,
     node: NodeId,
     ttl: Duration,
-    /// Set when a write failed: Redis may no longer match this node's sockets,
-    /// so the next heartbeat asks for a restore.
+    /// Tells this process's entries from those an earlier process with the
+    /// same node id left behind (a node restarted by compose, a StatefulSet
+    /// or systemd keeps its id).
+    incarnation: String,
+    /// What this node's connections amount to: the truth Redis is rewritten
+    /// from.
+    ledger: Mutex<Ledger>,
+    /// Set when Redis may not match the ledger (a write failed or was
+    /// abandoned, or this process has not taken over its id yet), so the next
+    /// heartbeat asks for a restore.
     dirty: AtomicBool,
+}
+
+/// This node's own counts, and the sequence numbers that let Redis apply
+/// writes racing each other and restores in any order.
+#[derive(Default)]
+struct Ledger {
+    /// Entry (see `keys::room_entry`, `keys::user_entry`) → connections, only
+    /// entries above zero.
+    counts: HashMap<String, usize>,
+    /// The last sequence number handed out.
+    seq: u64,
+    /// Writes sent and not yet answered.
+    in_flight: BTreeSet<u64>,
+    /// Entries written as zero, which Redis keeps (as a guard against older
+    /// writes still on their way) until a heartbeat compacts them.
+    zeroed: Vec<String>,
+}
+
+impl Ledger {
+    /// Every write up to this number has finished one way or the other.
+    fn settled(&self) -> u64 {
+        self.in_flight
+            .first()
+            .map_or(self.seq, |oldest| oldest.saturating_sub(1))
+    }
+}
+
+/// A write on its way to Redis; dropping it unanswered (its caller gave up)
+/// leaves Redis in doubt, so the node restores at its next heartbeat.
+struct InFlight<'a> {
+    presence: &'a RedisPresence,
+    seq: u64,
+    entry: String,
+    count: usize,
+    answered: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut ledger = self.presence.ledger();
+        ledger.in_flight.remove(&self.seq);
+        if !self.answered {
+            self.presence.dirty.store(true, Ordering::Relaxed);
+        } else if self.count == 0 {
+            ledger.zeroed.push(std::mem::take(&mut self.entry));
+        }
+    }
 }
 
 fn names<T>(raw: Vec<String>, parse: impl Fn(&str) -> Option<T>) -> Vec<T>
@@ -54,37 +105,88 @@ impl RedisPresence {
             redis,
             node,
             ttl,
-            dirty: AtomicBool::new(false),
+            incarnation: uuid::Uuid::new_v4().simple().to_string(),
+            ledger: Mutex::default(),
+            // A new process first takes its node id over.
+            dirty: AtomicBool::new(true),
         }
     }
 
-    /// Runs a tally script; a failure marks this node's entries dirty.
-    async fn tally(
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves this node's count for `entry` by one and writes the new count;
+    /// returns 1 when the user's cluster-wide tally rose from zero, -1 when
+    /// it fell to zero, else 0.
+    async fn count(
         &self,
-        script: &Script,
         tally: String,
         entry: String,
         user: &UserName,
         room: Option<&RoomName>,
-    ) -> ClusterResult<bool> {
+        up: bool,
+    ) -> ClusterResult<i64> {
+        let (seq, count) = {
+            let mut ledger = self.ledger();
+            let count = ledger.counts.get(&entry).copied().unwrap_or(0);
+            let count = if up {
+                count + 1
+            } else {
+                count.saturating_sub(1)
+            };
+            if count == 0 {
+                ledger.counts.remove(&entry);
+            } else {
+                ledger.counts.insert(entry.clone(), count);
+            }
+            ledger.seq += 1;
+            let seq = ledger.seq;
+            ledger.in_flight.insert(seq);
+            (seq, count)
+        };
+        let mut flight = InFlight {
+            presence: self,
+            seq,
+            entry,
+            count,
+            answered: false,
+        };
         let keys = self.redis.keys();
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = SET.prepare_invoke();
         invocation
             .key(keys.node(&self.node))
             .key(tally)
-            .arg(entry)
-            .arg(user.as_str());
+            .arg(&flight.entry)
+            .arg(user.as_str())
+            .arg(&self.incarnation)
+            .arg(seq)
+            .arg(count);
         if let Some(room) = room {
             invocation.key(keys.active_rooms()).arg(room.as_str());
         }
-        let changed: i64 = self
-            .redis
-            .invoke("presence", &invocation)
-            .await
-            .inspect_err(|_| {
-                self.dirty.store(true, Ordering::Relaxed);
-            })?;
-        Ok(changed == 1)
+        match self.redis.invoke("presence", &invocation).await {
+            Ok(crossed) => {
+                flight.answered = true;
+                Ok(crossed)
+            }
+            Err(error) => {
+                // A failed connect or join is undone by its caller, so the
+                // ledger drops it too; a leave stands, since the connection
+                // is gone whatever Redis says. Redis is rewritten from the
+                // ledger at the next heartbeat either way.
+                if up {
+                    let mut ledger = self.ledger();
+                    if let Some(n) = ledger.counts.get_mut(&flight.entry) {
+                        *n -= 1;
+                        if *n == 0 {
+                            ledger.counts.remove(&flight.entry);
+                        }
+                    }
+                }
+                Err(error)
+            }
+        }
     }
 
     async fn reap_node(&self, node: &str, mode: &str) -> ClusterResult<Vec<Departure>> {
@@ -115,37 +217,33 @@ impl RedisPresence {
 #[async_trait]
 impl Presence for RedisPresence {
     async fn connect(&self, user: &UserName) -> ClusterResult<bool> {
-        self.tally(
-            &ADD,
-            self.redis.keys().online(),
-            user_entry(user),
-            user,
-            None,
-        )
-        .await
+        let tally = self.redis.keys().online();
+        let crossed = self
+            .count(tally, user_entry(user), user, None, true)
+            .await?;
+        Ok(crossed == 1)
     }
 
     async fn disconnect(&self, user: &UserName) -> ClusterResult<bool> {
-        self.tally(
-            &REMOVE,
-            self.redis.keys().online(),
-            user_entry(user),
-            user,
-            None,
-        )
-        .await
+        let tally = self.redis.keys().online();
+        let crossed = self
+            .count(tally, user_entry(user), user, None, false)
+            .await?;
+        Ok(crossed == -1)
     }
 
     async fn join(&self, room: &RoomName, user: &UserName) -> ClusterResult<bool> {
         let tally = self.redis.keys().members(room);
-        self.tally(&ADD, tally, room_entry(room, user), user, Some(room))
-            .await
+        let entry = room_entry(room, user);
+        let crossed = self.count(tally, entry, user, Some(room), true).await?;
+        Ok(crossed == 1)
     }
 
     async fn leave(&self, room: &RoomName, user: &UserName) -> ClusterResult<bool> {
         let tally = self.redis.keys().members(room);
-        self.tally(&REMOVE, tally, room_entry(room, user), user, Some(room))
-            .await
+        let entry = room_entry(room, user);
+        let crossed = self.count(tally, entry, user, Some(room), false).await?;
+        Ok(crossed == -1)
     }
 
     async fn members(&self, room: &RoomName) -> ClusterResult<Vec<UserName>> {
@@ -213,38 +311,70 @@ impl Presence for RedisPresence {
     }
 
     async fn heartbeat(&self) -> ClusterResult<bool> {
+        let keys = self.redis.keys();
+        let (settled, zeroed) = {
+            let mut ledger = self.ledger();
+            (ledger.settled(), std::mem::take(&mut ledger.zeroed))
+        };
         let mut invocation = HEARTBEAT.prepare_invoke();
         // Dead after half the TTL without a beat: with beats and reaps every
         // quarter TTL (see `upkeep::interval`), a dead node's users are gone
         // within three quarters of the TTL, and one late beat is tolerated.
         let ttl_ms = u64::try_from((self.ttl / 2).as_millis()).unwrap_or(u64::MAX);
         invocation
-            .key(self.redis.keys().nodes())
+            .key(keys.nodes())
+            .key(keys.node(&self.node))
             .arg(self.node.as_str())
-            .arg(ttl_ms);
-        let added: i64 = self.redis.invoke("heartbeat", &invocation).await?;
+            .arg(ttl_ms)
+            .arg(&self.incarnation)
+            .arg(settled);
+        for entry in &zeroed {
+            invocation.arg(entry);
+        }
+        let added: i64 = match self.redis.invoke("heartbeat", &invocation).await {
+            Ok(added) => added,
+            Err(error) => {
+                self.ledger().zeroed.extend(zeroed);
+                return Err(error);
+            }
+        };
         let dirty = self.dirty.swap(false, Ordering::Relaxed);
         Ok(added == 1 || dirty)
     }
 
-    async fn restore(&self, contributions: &Contributions) -> ClusterResult<()> {
+    async fn restore(&self) -> ClusterResult<Vec<RoomChange>> {
         let keys = self.redis.keys();
         let mut invocation = RESTORE.prepare_invoke();
-        invocation.key(keys.node(&self.node)).arg(keys.prefix());
-        for (user, connections) in &contributions.users {
-            invocation.arg(user_entry(user)).arg(*connections);
+        invocation
+            .key(keys.node(&self.node))
+            .arg(keys.prefix())
+            .arg(&self.incarnation);
+        {
+            // The snapshot and its number are taken together: every write
+            // numbered up to it is in the snapshot, every later one is not.
+            let ledger = self.ledger();
+            invocation.arg(ledger.seq);
+            for (entry, count) in &ledger.counts {
+                invocation.arg(entry).arg(*count);
+            }
         }
-        for (room, user, connections) in &contributions.rooms {
-            invocation.arg(room_entry(room, user)).arg(*connections);
-        }
-        let _: i64 = self
+        let flat: Vec<String> = self
             .redis
             .invoke("restore", &invocation)
             .await
             .inspect_err(|_| {
                 self.dirty.store(true, Ordering::Relaxed);
             })?;
-        Ok(())
+        Ok(flat
+            .chunks_exact(3)
+            .filter_map(|change| {
+                Some(RoomChange {
+                    joined: change[0] == "+",
+                    room: RoomName::parse(&change[1]).ok()?,
+                    user: UserName::parse(&change[2]).ok()?,
+                })
+            })
+            .collect())
     }
 
     async fn reap(&self) -> ClusterResult<Vec<Departure>> {

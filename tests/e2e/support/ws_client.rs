@@ -132,7 +132,9 @@ impl WsClient {
         loop {
             let message = tokio::time::timeout(wait, self.stream.next()).await.ok()?;
             match message.expect("stream open").expect("frame") {
-                Message::Text(text) => return Some(serde_json::from_str(&text).expect("JSON frame")),
+                Message::Text(text) => {
+                    return Some(serde_json::from_str(&text).expect("JSON frame"));
+                }
                 Message::Close(frame) => panic!("closed while waiting for a frame: {frame:?}"),
                 _ => continue,
             }

@@ -2,7 +2,8 @@
 -- Only the caller that takes the node out of the live index does the work, so
 -- each dead node is reaped exactly once however many nodes try.
 -- KEYS[1]  the live-node index
--- KEYS[2]  the node's contributions (hash: "r:<room>:<user>" or "u:<user>" -> n)
+-- KEYS[2]  the node's contributions (hash: "r:<room>:<user>" or "u:<user>" ->
+--          "n/incarnation/seq", see presence_set.lua)
 -- ARGV[1]  the node id
 -- ARGV[2]  the key prefix (tallies are <prefix>room:<room>:members, <prefix>online)
 -- ARGV[3]  "dead": only if its deadline passed; "self": unconditionally
@@ -21,9 +22,12 @@ local prefix = ARGV[2]
 local departures = {}
 local entries = redis.call('HGETALL', KEYS[2])
 for i = 1, #entries, 2 do
-  local entry, n = entries[i], tonumber(entries[i + 1])
+  local entry = entries[i]
+  local n = tonumber(string.match(entries[i + 1], '^(%d+)/') or '0')
   local kind, rest = string.sub(entry, 1, 1), string.sub(entry, 3)
-  if kind == 'u' then
+  if entry == '_floor' or n == 0 then
+    -- nothing counted
+  elseif kind == 'u' then
     if redis.call('HINCRBY', prefix .. 'online', rest, -n) <= 0 then
       redis.call('HDEL', prefix .. 'online', rest)
     end

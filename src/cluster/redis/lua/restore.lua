@@ -1,11 +1,24 @@
--- Rewrites this node's contributions from its own truth (its open sockets),
--- after Redis lost them or a write failed: first takes out whatever Redis
--- holds for the node, then adds the given entries.
+-- Rewrites this node's contributions from its own ledger (what its open
+-- sockets amount to), after Redis lost them, a write failed, or the node
+-- started under an id an earlier process used: entries of another
+-- incarnation go, entries no newer than the snapshot take its count, newer
+-- ones stay. Tallies move by the differences, and every user whose room
+-- tally crosses zero is returned, so the caller announces joins and leaves.
 -- KEYS[1]  the node's contributions
--- ARGV[1]  the key prefix
--- ARGV[2…] pairs: entry ("r:<room>:<user>" or "u:<user>"), connections
-local prefix = ARGV[1]
+-- ARGV[1]  the key prefix (tallies are <prefix>room:<room>:members, <prefix>online)
+-- ARGV[2]  the incarnation, ARGV[3] the snapshot's sequence number
+-- ARGV[4…] pairs: entry ("r:<room>:<user>" or "u:<user>"), connections
+-- Returns a flat list: sign ("+" joined, "-" left), room, user, …
+local prefix, inc, snap = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local changes = {}
+local function parse(v)
+  if not v then return 0, '', -1 end
+  local n, i, seq = string.match(v, '^(%d+)/([^/]*)/(%d+)$')
+  if not n then return 0, '', -1 end
+  return tonumber(n), i, tonumber(seq)
+end
 local function tally(entry, delta)
+  if delta == 0 then return end
   local kind, rest = string.sub(entry, 1, 1), string.sub(entry, 3)
   if kind == 'u' then
     local n = redis.call('HINCRBY', prefix .. 'online', rest, delta)
@@ -22,20 +35,41 @@ local function tally(entry, delta)
   end
   if before <= 0 and after > 0 then
     redis.call('HINCRBY', prefix .. 'rooms:active', room, 1)
+    table.insert(changes, '+'); table.insert(changes, room); table.insert(changes, user)
   elseif before > 0 and after <= 0 then
     if redis.call('HINCRBY', prefix .. 'rooms:active', room, -1) <= 0 then
       redis.call('HDEL', prefix .. 'rooms:active', room)
     end
+    table.insert(changes, '-'); table.insert(changes, room); table.insert(changes, user)
   end
+end
+local wanted = {}
+for i = 4, #ARGV, 2 do
+  wanted[ARGV[i]] = tonumber(ARGV[i + 1])
 end
 local old = redis.call('HGETALL', KEYS[1])
 for i = 1, #old, 2 do
-  tally(old[i], -tonumber(old[i + 1]))
+  local entry = old[i]
+  if entry ~= '_floor' then
+    local n, i_inc, seq = parse(old[i + 1])
+    if i_inc == inc and seq > snap then
+      -- Written after the snapshot: already the truth.
+      wanted[entry] = nil
+    else
+      local target = wanted[entry] or 0
+      wanted[entry] = nil
+      tally(entry, target - n)
+      if target > 0 then
+        redis.call('HSET', KEYS[1], entry, target .. '/' .. inc .. '/' .. snap)
+      else
+        redis.call('HDEL', KEYS[1], entry)
+      end
+    end
+  end
 end
-redis.call('DEL', KEYS[1])
-for i = 2, #ARGV, 2 do
-  local n = tonumber(ARGV[i + 1])
-  redis.call('HSET', KEYS[1], ARGV[i], n)
-  tally(ARGV[i], n)
+for entry, n in pairs(wanted) do
+  tally(entry, n)
+  redis.call('HSET', KEYS[1], entry, n .. '/' .. inc .. '/' .. snap)
 end
-return 1
+redis.call('HSET', KEYS[1], '_floor', '0/' .. inc .. '/' .. snap)
+return changes
