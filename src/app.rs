@@ -112,13 +112,19 @@ impl App {
         let history_limit = usize::try_from(settings.history_limit).unwrap_or(usize::MAX);
         let shutdown = Shutdown::default();
         let backend = match &settings.redis_url {
-            None => Backend::memory(node.clone(), hub.clone(), history_limit),
+            None => Backend::memory(
+                node.clone(),
+                hub.clone(),
+                history_limit,
+                settings.history_ttl(),
+            ),
             Some(url) => {
                 let redis = RedisSettings {
                     url: url.clone(),
                     prefix: settings.redis_prefix.clone(),
                     node: node.clone(),
                     history_limit,
+                    history_ttl: settings.history_ttl(),
                     presence_ttl: settings.presence_ttl(),
                 };
                 Backend::redis(

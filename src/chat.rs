@@ -8,8 +8,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use metrics::Histogram;
 
-use crate::cluster::{Backend, ClusterResult, Draft, Log, Publication, RoomSummary, Stored, Topic};
-use crate::domain::{Content, MessageId, NodeId, RoomName, UserName};
+use crate::cluster::{
+    Appended, Backend, ClusterResult, Draft, Idempotency, Log, Publication, RoomSummary, Stored,
+    Topic,
+};
+use crate::domain::{Content, IdempotencyKey, MessageId, NodeId, RoomName, UserName};
 use crate::hub::{Hub, Recipient};
 use crate::protocol::{self, DEFAULT_HISTORY_LIMIT, PresenceEvent};
 use crate::telemetry;
@@ -66,17 +69,20 @@ impl Chat {
         &self.hub
     }
 
-    /// Stores and delivers a room message.
+    /// Stores and delivers a room message, unless `key` names a send of
+    /// `user` to `room` already stored (then that one is returned, replayed).
     pub async fn send_message(
         &self,
         room: &RoomName,
         user: &UserName,
         content: &Content,
         reference: Option<&str>,
-    ) -> ClusterResult<Stored> {
+        key: Option<&IdempotencyKey>,
+    ) -> ClusterResult<Appended> {
         let draft = protocol::message(room, user, content, reference);
         let log = Log::Room(room.clone());
-        self.append(&log, draft, &[Topic::Room(room.clone())], "message")
+        let topics = [Topic::Room(room.clone())];
+        self.append(&log, draft, &topics, user, key, "message")
             .await
     }
 
@@ -86,31 +92,43 @@ impl Chat {
         log: &Log,
         draft: Draft,
         topics: &[Topic],
+        user: &UserName,
+        key: Option<&IdempotencyKey>,
         kind: &'static str,
-    ) -> ClusterResult<Stored> {
+    ) -> ClusterResult<Appended> {
         let started = Instant::now();
-        let stored = self.backend.history.append(log, draft, topics).await?;
-        self.send_latency.record(started.elapsed());
-        metrics::counter!(telemetry::MESSAGES_ACCEPTED, "kind" => kind).increment(1);
-        Ok(stored)
+        let idempotency = key.map(|key| Idempotency { user, key });
+        let appended = self
+            .backend
+            .history
+            .append(log, draft, topics, idempotency)
+            .await?;
+        if appended.replayed {
+            metrics::counter!(telemetry::IDEMPOTENT_REPLAYS, "kind" => kind).increment(1);
+        } else {
+            self.send_latency.record(started.elapsed());
+            metrics::counter!(telemetry::MESSAGES_ACCEPTED, "kind" => kind).increment(1);
+        }
+        Ok(appended)
     }
 
     /// Stores a DM in the pair's history and delivers it to every connection
-    /// of both users.
+    /// of both users; with `key`, at most once per key (see `send_message`).
     pub async fn send_dm(
         &self,
         from: &UserName,
         to: &UserName,
         content: &Content,
         reference: Option<&str>,
-    ) -> ClusterResult<Stored> {
+        key: Option<&IdempotencyKey>,
+    ) -> ClusterResult<Appended> {
         let draft = protocol::dm(from, to, content, reference);
         let log = Log::direct(from.clone(), to.clone());
         let mut topics = vec![Topic::User(to.clone())];
         if from != to {
             topics.push(Topic::User(from.clone()));
         }
-        self.append(&log, draft, &topics, "dm").await
+        self.append(&log, draft, &topics, from, key, "dm").await
     }
 
     /// Tells the other members of `room` that `user` is typing.

@@ -15,6 +15,11 @@ use crate::origins::AllowedOrigins;
 /// Default port for HTTP and WebSocket.
 pub const DEFAULT_PORT: u16 = 8080;
 
+/// A week: a conversation picked up after a holiday still has its history,
+/// and Redis holds at most a week of every room and pair ever written to
+/// instead of all of them forever.
+pub const DEFAULT_HISTORY_TTL_SECS: u64 = 7 * 24 * 3600;
+
 /// Everything an operator can set. `chorus --help` lists each with its
 /// variable and default.
 #[derive(Debug, Clone, Parser)]
@@ -49,6 +54,12 @@ pub struct Settings {
     /// Messages kept per room and per DM pair.
     #[arg(long, env = "CHORUS_HISTORY_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub history_limit: u64,
+
+    /// Seconds a room's or DM pair's hot history (Redis or memory) lives after
+    /// its last message; 0 = forever. The default keeps a week of quiet; what
+    /// is older is gone unless an archive keeps it.
+    #[arg(long, env = "CHORUS_HISTORY_TTL_SECS", default_value_t = DEFAULT_HISTORY_TTL_SECS, value_parser = clap::value_parser!(u64).range(0..=315_360_000))]
+    pub history_ttl_secs: u64,
 
     /// Messages (room messages, DMs, typing) per second per connection; 0 = no limit.
     #[arg(long, env = "CHORUS_RATE_LIMIT", default_value_t = 20)]
@@ -282,6 +293,11 @@ impl Settings {
                         .unwrap_or_else(|| unreachable!("hex digits make a valid id"))
                 })
             })
+    }
+
+    /// How long a quiet history lives; `None`: forever.
+    pub fn history_ttl(&self) -> Option<Duration> {
+        (self.history_ttl_secs > 0).then(|| Duration::from_secs(self.history_ttl_secs))
     }
 
     /// How long a dead node's users stay visible.

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Draft, Stored};
-use crate::domain::{Content, ContentError, MessageId, NameError, NodeId, RoomName, UserName};
+use crate::domain::{
+    Content, ContentError, IdempotencyKey, MessageId, NameError, NodeId, RoomName, UserName,
+};
 
 /// Longest `ref` a client may attach to a command, in characters (not
 /// bytes), from the contract.
@@ -102,6 +104,8 @@ pub enum Command {
         room: RoomName,
         /// The text.
         content: Content,
+        /// Makes a retry of this send harmless.
+        key: Option<IdempotencyKey>,
     },
     /// Send a direct message.
     Dm {
@@ -109,6 +113,8 @@ pub enum Command {
         to: UserName,
         /// The text.
         content: Content,
+        /// Makes a retry of this send harmless.
+        key: Option<IdempotencyKey>,
     },
     /// Tell the room this user is typing.
     Typing {
@@ -171,6 +177,8 @@ struct RawFrame<'a> {
     limit: Option<u64>,
     #[serde(borrow, default)]
     with: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    idempotency_key: Option<Cow<'a, str>>,
 }
 
 /// Only the `ref`, to echo it on a frame that failed to decode as a whole.
@@ -276,6 +284,15 @@ fn message_id(field: Option<Cow<'_, str>>, name: &str) -> Result<Option<MessageI
         .transpose()
 }
 
+/// An optional `idempotency_key`, for REST bodies and headers as well.
+pub fn idempotency_key(
+    field: Option<Cow<'_, str>>,
+) -> Result<Option<IdempotencyKey>, (ErrorCode, String)> {
+    field
+        .map(|k| IdempotencyKey::parse(&k).map_err(|e| (ErrorCode::BadRequest, e.to_string())))
+        .transpose()
+}
+
 impl RawFrame<'_> {
     fn command(self) -> Result<Command, FieldError> {
         Ok(match &*self.kind {
@@ -293,10 +310,12 @@ impl RawFrame<'_> {
             "message" => Command::Message {
                 room: room(self.room, "room")?,
                 content: content(self.content)?,
+                key: idempotency_key(self.idempotency_key)?,
             },
             "dm" => Command::Dm {
                 to: user(self.to, "to")?,
                 content: content(self.content)?,
+                key: idempotency_key(self.idempotency_key)?,
             },
             "typing" => Command::Typing {
                 room: room(self.room, "room")?,
@@ -565,6 +584,19 @@ pub fn message(
     )
 }
 
+/// A stored message or DM sent again to the connection that repeated its
+/// idempotency key: the original, with this command's `ref` in place of the
+/// original's. Rare, so it may decode and encode.
+pub fn replay(stored: &Stored, reference: Option<&str>) -> String {
+    let mut frame: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&stored.payload).unwrap_or_default();
+    match reference {
+        Some(reference) => frame.insert("ref".to_owned(), reference.into()),
+        None => frame.remove("ref"),
+    };
+    encode(&frame)
+}
+
 /// A `dm`, encoded once for both users' connections and the pair's history.
 pub fn dm(from: &UserName, to: &UserName, content: &Content, reference: Option<&str>) -> Draft {
     #[derive(Serialize)]
@@ -641,14 +673,20 @@ mod tests {
             Ok(Command::Message {
                 room: room("r"),
                 content: Content::parse("hé").unwrap(),
+                key: None,
             }),
         );
         check(
-            r#"{"type":"dm","to":"bob","content":"hi"}"#,
+            r#"{"type":"dm","to":"bob","content":"hi","idempotency_key":"k1"}"#,
             Ok(Command::Dm {
                 to: UserName::parse("bob").unwrap(),
                 content: Content::parse("hi").unwrap(),
+                key: Some(IdempotencyKey::parse("k1").unwrap()),
             }),
+        );
+        check(
+            r#"{"type":"dm","to":"bob","content":"hi","idempotency_key":"","ref":"x"}"#,
+            Err((ErrorCode::BadRequest, Some("x"))),
         );
         check(
             r#"{"type":"typing","room":"r"}"#,

@@ -21,6 +21,9 @@ pub const CONNECTIONS_CLOSED: &str = "chorus_connections_closed_total";
 pub const CONNECTIONS_REFUSED: &str = "chorus_connections_refused_total";
 /// Room messages and DMs accepted and stored, by `kind` (counter).
 pub const MESSAGES_ACCEPTED: &str = "chorus_messages_accepted_total";
+/// Sends answered with the message an earlier send under the same
+/// idempotency key stored, by `kind` (counter).
+pub const IDEMPOTENT_REPLAYS: &str = "chorus_idempotent_replays_total";
 /// Frames written to sockets from fan-out, messages and events alike (counter).
 pub const FRAMES_DELIVERED: &str = "chorus_frames_delivered_total";
 /// Error frames and HTTP errors sent, by `code` (counter).
@@ -115,6 +118,7 @@ pub fn register_at_zero() {
     }
     for (counter, label, values) in [
         (MESSAGES_ACCEPTED, "kind", &["message", "dm"][..]),
+        (IDEMPOTENT_REPLAYS, "kind", &["message", "dm"][..]),
         (PRESENCE_EVENTS, "event", &["join", "leave"][..]),
         (RATE_LIMITED, "kind", &["message", "join", "dm"][..]),
     ] {

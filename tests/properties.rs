@@ -138,11 +138,11 @@ fn agrees(object: &Map<String, Value>, frame: &ClientFrame) -> Result<(), TestCa
             prop_assert_eq!(text("from"), Some(from.as_str()));
             prop_assert_eq!(text("to"), Some(to.as_str()));
         }
-        Command::Message { room, content } => {
+        Command::Message { room, content, .. } => {
             prop_assert_eq!(text("room"), Some(room.as_str()));
             prop_assert_eq!(text("content"), Some(content.as_str()));
         }
-        Command::Dm { to, content } => {
+        Command::Dm { to, content, .. } => {
             prop_assert_eq!(text("to"), Some(to.as_str()));
             prop_assert_eq!(text("content"), Some(content.as_str()));
         }
@@ -353,6 +353,7 @@ fn valid_command() -> impl Strategy<Value = (Fields, Command)> {
             let command = Command::Message {
                 room: room(&r),
                 content: content(&text),
+                key: None,
             };
             (fields, command)
         }),
@@ -365,6 +366,7 @@ fn valid_command() -> impl Strategy<Value = (Fields, Command)> {
             let command = Command::Dm {
                 to: user(&to),
                 content: content(&text),
+                key: None,
             };
             (fields, command)
         }),

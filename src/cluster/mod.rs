@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::domain::{MessageId, NodeId, RoomName, UserName};
+use crate::domain::{IdempotencyKey, MessageId, NodeId, RoomName, UserName};
 
 /// Where a publication goes: every connection in a room, or every connection
 /// of one user.
@@ -86,6 +86,27 @@ pub struct Stored {
     pub id: MessageId,
     /// The encoded message, exactly as it was delivered.
     pub payload: Bytes,
+}
+
+/// A send that a client may retry: the sender and its key for the send.
+/// Within [`crate::domain::IDEMPOTENCY_WINDOW`], a repeat of the same key by
+/// the same user in the same log is not stored again.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a> {
+    /// The sender.
+    pub user: &'a UserName,
+    /// The sender's key for this send.
+    pub key: &'a IdempotencyKey,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The message, as stored now or, for a repeat, as stored the first time.
+    pub stored: Stored,
+    /// True when the idempotency key was used already: nothing was stored or
+    /// published this time.
+    pub replayed: bool,
 }
 
 /// The messages after a given id.
@@ -230,9 +251,16 @@ pub trait Presence: Send + Sync {
 #[async_trait]
 pub trait History: Send + Sync {
     /// Stores `draft` at the end of `log` and publishes it to `topics` in one
-    /// atomic step, so that every subscriber sees messages in history order.
-    /// Returns the stored message with its id.
-    async fn append(&self, log: &Log, draft: Draft, topics: &[Topic]) -> ClusterResult<Stored>;
+    /// atomic step, so that every subscriber sees messages in history order,
+    /// unless `idempotency` names a send already stored. The log's hot
+    /// history lives on for the backend's history TTL after this append.
+    async fn append(
+        &self,
+        log: &Log,
+        draft: Draft,
+        topics: &[Topic],
+        idempotency: Option<Idempotency<'_>>,
+    ) -> ClusterResult<Appended>;
 
     /// Every kept message after `since`, oldest first.
     async fn since(&self, log: &Log, since: MessageId) -> ClusterResult<Since>;

@@ -23,6 +23,11 @@ impl MessageId {
         Self { ms, seq }
     }
 
+    /// The milliseconds part: when the message was stored.
+    pub const fn ms(self) -> u64 {
+        self.ms
+    }
+
     /// Reads `<ms>-<seq>`.
     pub fn parse(s: &str) -> Result<Self, MessageIdError> {
         let (ms, seq) = s.split_once('-').ok_or(MessageIdError)?;

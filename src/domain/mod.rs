@@ -2,9 +2,13 @@
 //! and nothing can fail except `parse`.
 
 mod content;
+mod idempotency;
 mod message_id;
 mod name;
 
 pub use content::{Content, ContentError, MAX_CONTENT_BYTES};
+pub use idempotency::{
+    IDEMPOTENCY_WINDOW, IdempotencyKey, IdempotencyKeyError, MAX_IDEMPOTENCY_KEY_CHARS,
+};
 pub use message_id::{MessageId, MessageIdError};
 pub use name::{MAX_ROOM_LEN, MAX_USER_LEN, NameError, NodeId, RoomName, UserName};

@@ -1,10 +1,11 @@
 //! The room directory, a room's users, and its messages over REST.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -13,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppJson};
 use crate::app::AppState;
 use crate::auth::Identity;
-use crate::cluster::Log;
-use crate::domain::{Content, MessageId, RoomName, UserName};
+use crate::cluster::{Appended, Log};
+use crate::domain::{Content, IdempotencyKey, MessageId, RoomName, UserName};
 use crate::protocol;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
@@ -101,12 +102,47 @@ async fn messages(
 struct NewMessage {
     user: Option<String>,
     content: String,
+    idempotency_key: Option<String>,
+}
+
+/// The send's idempotency key: the body's `idempotency_key`, else the
+/// `Idempotency-Key` header.
+fn idempotency_key(
+    body: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let header = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("Idempotency-Key must be text".to_owned()))
+        })
+        .transpose()?;
+    protocol::idempotency_key(body.or(header).map(Cow::Borrowed))
+        .map_err(|(_, message)| ApiError::BadRequest(message))
+}
+
+/// 201 and the new message, or 200 and the original one for a repeated
+/// idempotency key, marked `Idempotent-Replayed: true`.
+fn sent(appended: &Appended) -> Response {
+    let body = String::from_utf8_lossy(&appended.stored.payload).into_owned();
+    if appended.replayed {
+        let mut response = raw_json(StatusCode::OK, body);
+        response.headers_mut().insert(
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        );
+        response
+    } else {
+        raw_json(StatusCode::CREATED, body)
+    }
 }
 
 async fn post_message(
     State(state): State<Arc<AppState>>,
     identity: Option<Extension<Identity>>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     AppJson(body): AppJson<NewMessage>,
 ) -> Result<Response, ApiError> {
     let room = room(path)?;
@@ -115,13 +151,11 @@ async fn post_message(
         Some(Extension(identity)) => identity.user,
         None => UserName::parse(body.user.as_deref().unwrap_or_default())?,
     };
+    let key = idempotency_key(body.idempotency_key.as_deref(), &headers)?;
     let content = Content::parse(body.content)?;
-    let stored = state
+    let appended = state
         .chat
-        .send_message(&room, &user, &content, None)
+        .send_message(&room, &user, &content, None, key.as_ref())
         .await?;
-    Ok(raw_json(
-        StatusCode::CREATED,
-        String::from_utf8_lossy(&stored.payload).into_owned(),
-    ))
+    Ok(sent(&appended))
 }

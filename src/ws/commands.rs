@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::rate::TokenBucket;
 use super::session::{End, Session};
-use crate::cluster::{ClusterError, Log};
+use crate::cluster::{Appended, ClusterError, Log};
 use crate::domain::{MessageId, RoomName};
 use crate::protocol::{self, ClientFrame, Command, ErrorCode, HistoryTarget};
 
@@ -84,23 +84,25 @@ impl Session {
                 let joined = self.join(to, None, reference).await?;
                 vec![left, joined]
             }
-            Command::Message { room, content } => {
+            Command::Message { room, content, key } => {
                 self.member(&room)?;
                 self.take_token()?;
-                self.state
+                let appended = self
+                    .state
                     .chat
-                    .send_message(&room, &self.user, &content, reference)
+                    .send_message(&room, &self.user, &content, reference, key.as_ref())
                     .await?;
-                Vec::new()
+                replay(&appended, reference)
             }
-            Command::Dm { to, content } => {
+            Command::Dm { to, content, key } => {
                 self.take_dm()?;
                 self.take_token()?;
-                self.state
+                let appended = self
+                    .state
                     .chat
-                    .send_dm(&self.user, &to, &content, reference)
+                    .send_dm(&self.user, &to, &content, reference, key.as_ref())
                     .await?;
-                Vec::new()
+                replay(&appended, reference)
             }
             Command::Typing { room } => {
                 self.member(&room)?;
@@ -186,6 +188,16 @@ impl Session {
 
     fn take_dm(&mut self) -> Result<(), CommandError> {
         take(&mut self.dms, "dm").map_err(CommandError::DmRateLimited)
+    }
+}
+
+/// Nothing for a new message (its echo arrives like everyone's copy); the
+/// original, to this connection alone, for a repeated idempotency key.
+fn replay(appended: &Appended, reference: Option<&str>) -> Vec<String> {
+    if appended.replayed {
+        vec![protocol::replay(&appended.stored, reference)]
+    } else {
+        Vec::new()
     }
 }
 

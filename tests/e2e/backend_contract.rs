@@ -8,12 +8,14 @@
 //! whole directory (`rooms`, `online`, `nodes`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chorus::cluster::{
-    Backend, ClusterError, Deliver, Draft, Log, Publication, RoomSummary, Stored, Topic,
+    Backend, ClusterError, Deliver, Draft, Idempotency, Log, Publication, RoomSummary, Stored,
+    Topic,
 };
-use chorus::domain::{MessageId, NodeId, RoomName, UserName};
+use chorus::domain::{IdempotencyKey, MessageId, NodeId, RoomName, UserName};
 use tokio::sync::mpsc;
 
 use crate::support::{TIMEOUT, unique};
@@ -26,6 +28,8 @@ pub(crate) struct Parts {
     pub(crate) deliver: Arc<dyn Deliver>,
     /// Messages kept per log.
     pub(crate) history_limit: usize,
+    /// How long a log lives after its last message.
+    pub(crate) history_ttl: Option<Duration>,
 }
 
 /// History limit for checks that do not test trimming.
@@ -54,6 +58,8 @@ macro_rules! contract_suite {
             history_since_is_truncated_only_when_messages_after_the_id_were_trimmed,
             history_before_pages_backwards_oldest_first_with_a_limit,
             history_direct_log_is_the_same_for_both_orders,
+            history_a_repeated_idempotency_key_replays_the_original_and_publishes_nothing,
+            history_a_quiet_log_expires_after_its_ttl,
         );
     };
     (@tests $make:path; $($check:ident),* $(,)?) => {
@@ -73,7 +79,12 @@ mod memory {
     use chorus::cluster::Backend;
 
     async fn memory(parts: Parts) -> Backend {
-        Backend::memory(parts.node, parts.deliver, parts.history_limit)
+        Backend::memory(
+            parts.node,
+            parts.deliver,
+            parts.history_limit,
+            parts.history_ttl,
+        )
     }
 
     super::contract_suite!(memory);
@@ -96,6 +107,7 @@ mod redis {
             prefix: format!("{}:", unique("contract")),
             node: parts.node,
             history_limit: parts.history_limit,
+            history_ttl: parts.history_ttl,
             presence_ttl: Duration::from_secs(30),
         };
         server.keep_for_this_test();
@@ -139,12 +151,21 @@ struct Subject {
 
 impl Subject {
     async fn build(make: &impl AsyncFn(Parts) -> Backend, history_limit: usize) -> Self {
+        Self::build_with_ttl(make, history_limit, None).await
+    }
+
+    async fn build_with_ttl(
+        make: &impl AsyncFn(Parts) -> Backend,
+        history_limit: usize,
+        history_ttl: Option<Duration>,
+    ) -> Self {
         let (tx, received) = mpsc::unbounded_channel();
         let node = NodeId::parse(&unique("node")).expect("node id");
         let backend = make(Parts {
             node: node.clone(),
             deliver: Arc::new(Recorder(tx)),
             history_limit,
+            history_ttl,
         })
         .await;
         Self {
@@ -183,9 +204,10 @@ impl Subject {
     async fn append(&self, log: &Log, n: usize, topics: &[Topic]) -> Stored {
         self.backend
             .history
-            .append(log, draft(n), topics)
+            .append(log, draft(n), topics, None)
             .await
             .expect("append")
+            .stored
     }
 
     async fn append_many(&self, log: &Log, count: usize) -> Vec<MessageId> {
@@ -724,7 +746,7 @@ pub(crate) async fn history_concurrent_appends_are_delivered_in_history_order(
         writers.push(tokio::spawn(async move {
             for n in 0..25 {
                 history
-                    .append(&log, draft(w * 100 + n), std::slice::from_ref(&topic))
+                    .append(&log, draft(w * 100 + n), std::slice::from_ref(&topic), None)
                     .await
                     .expect("append");
             }
@@ -854,4 +876,97 @@ pub(crate) async fn history_direct_log_is_the_same_for_both_orders(
         .await
         .expect("before");
     assert_eq!(other, [], "another pair has its own log");
+}
+
+pub(crate) async fn history_a_repeated_idempotency_key_replays_the_original_and_publishes_nothing(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let mut subject = Subject::build(&make, ROOMY).await;
+    let room = Topic::Room(RoomName::parse(&unique("room")).expect("room"));
+    let Topic::Room(name) = &room else {
+        unreachable!()
+    };
+    let log = Log::Room(name.clone());
+    subject
+        .backend
+        .bus
+        .subscribe(&room)
+        .await
+        .expect("subscribe");
+    let (alice, bob) = (
+        UserName::parse("alice").expect("user"),
+        UserName::parse("bob").expect("user"),
+    );
+    let key = IdempotencyKey::parse("k-1").expect("key");
+    let once = |user| Some(Idempotency { user, key: &key });
+    let history = subject.backend.history.clone();
+
+    let first = history
+        .append(&log, draft(1), std::slice::from_ref(&room), once(&alice))
+        .await
+        .expect("append");
+    assert!(!first.replayed);
+    assert_eq!(subject.next().await.1.id, Some(first.stored.id));
+
+    let again = history
+        .append(&log, draft(2), std::slice::from_ref(&room), once(&alice))
+        .await
+        .expect("append again");
+    assert!(again.replayed, "the repeat is a replay");
+    assert_eq!(again.stored, first.stored, "the original, id and bytes");
+    subject
+        .assert_next_is_marker(&room, "a replay publishes nothing")
+        .await;
+
+    let other_user = history
+        .append(&log, draft(3), std::slice::from_ref(&room), once(&bob))
+        .await
+        .expect("another user's key");
+    assert!(!other_user.replayed, "keys are per user");
+    let other_log = Log::Room(RoomName::parse(&unique("room")).expect("room"));
+    let elsewhere = history
+        .append(&other_log, draft(4), &[], once(&alice))
+        .await
+        .expect("another log");
+    assert!(!elsewhere.replayed, "keys are per log");
+    assert_eq!(
+        ids(&history.before(&log, None, 10).await.expect("read")),
+        [first.stored.id, other_user.stored.id],
+        "stored once"
+    );
+}
+
+pub(crate) async fn history_a_quiet_log_expires_after_its_ttl(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build_with_ttl(&make, ROOMY, Some(Duration::from_millis(800))).await;
+    let log = Log::Room(RoomName::parse(&unique("room")).expect("room"));
+    let first = subject.append(&log, 1, &[]).await;
+    let history = subject.backend.history.clone();
+    assert_eq!(
+        ids(&history.before(&log, None, 10).await.expect("read")),
+        [first.id]
+    );
+
+    crate::support::eventually("the quiet log expires", || {
+        let (history, log) = (history.clone(), log.clone());
+        async move {
+            history
+                .before(&log, None, 10)
+                .await
+                .expect("read")
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+    let since = history.since(&log, MessageId::MIN).await.expect("since");
+    assert!(since.messages.is_empty());
+
+    let later = subject.append(&log, 2, &[]).await;
+    assert!(later.id > first.id, "ids still grow after an expiry");
+    assert_eq!(
+        ids(&history.before(&log, None, 10).await.expect("read")),
+        [later.id]
+    );
 }

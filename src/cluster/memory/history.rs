@@ -1,19 +1,35 @@
 //! Capped in-memory histories, one lock per log so rooms do not contend.
+//! A log no one wrote to for the history TTL is dropped, and idempotency keys
+//! are forgotten after their window, so memory stays bounded.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
 use super::MemoryBus;
-use crate::cluster::{ClusterResult, Draft, History, Log, Publication, Since, Stored, Topic};
-use crate::domain::MessageId;
+use crate::cluster::{
+    Appended, ClusterResult, Draft, History, Idempotency, Log, Publication, Since, Stored, Topic,
+};
+use crate::domain::{IDEMPOTENCY_WINDOW, IdempotencyKey, MessageId, UserName};
+
+/// How often appends look for expired logs: often enough that an idle log
+/// goes soon after its TTL, rarely enough that the scan costs nothing.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// The histories of an embedded node.
 pub struct MemoryHistory {
     bus: Arc<MemoryBus>,
     limit: usize,
-    logs: Mutex<HashMap<Log, Arc<Mutex<LogState>>>>,
+    /// How long a log lives after its last message; `None`: forever.
+    ttl: Option<Duration>,
+    logs: Mutex<Logs>,
+}
+
+struct Logs {
+    by_log: HashMap<Log, Arc<Mutex<LogState>>>,
+    next_sweep: Instant,
 }
 
 #[derive(Default)]
@@ -22,25 +38,64 @@ struct LogState {
     last: Option<MessageId>,
     /// The newest id trimmed away; a `since` older than it may miss messages.
     trimmed: Option<MessageId>,
+    /// When the log expires; pushed back by every append.
+    expires: Option<Instant>,
+    /// Sends under an idempotency key, and the order they expire in.
+    keys: HashMap<(UserName, IdempotencyKey), Stored>,
+    key_expiry: VecDeque<(Instant, (UserName, IdempotencyKey))>,
+}
+
+impl LogState {
+    fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|at| at <= now)
+    }
 }
 
 impl MemoryHistory {
-    /// Histories that keep `limit` messages each and publish through `bus`.
-    pub fn new(bus: Arc<MemoryBus>, limit: usize) -> Self {
+    /// Histories that keep `limit` messages each, live `ttl` after their last
+    /// message (`None`: forever), and publish through `bus`.
+    pub fn new(bus: Arc<MemoryBus>, limit: usize, ttl: Option<Duration>) -> Self {
         Self {
             bus,
             limit,
-            logs: Mutex::new(HashMap::new()),
+            ttl,
+            logs: Mutex::new(Logs {
+                by_log: HashMap::new(),
+                next_sweep: Instant::now() + SWEEP_EVERY,
+            }),
         }
     }
 
-    fn log(&self, log: &Log) -> Option<Arc<Mutex<LogState>>> {
-        self.logs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(log)
-            .cloned()
+    fn logs(&self) -> std::sync::MutexGuard<'_, Logs> {
+        self.logs.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// A live log, if there is one.
+    fn log(&self, log: &Log) -> Option<Arc<Mutex<LogState>>> {
+        let state = self.logs().by_log.get(log).cloned()?;
+        let expired = lock(&state).expired(Instant::now());
+        (!expired).then_some(state)
+    }
+
+    /// The log to append to, a fresh one if it is missing or expired; drops
+    /// every expired log now and then.
+    fn log_for_append(&self, log: &Log) -> Arc<Mutex<LogState>> {
+        let now = Instant::now();
+        let mut logs = self.logs();
+        if now >= logs.next_sweep {
+            logs.by_log.retain(|_, state| !lock(state).expired(now));
+            logs.next_sweep = now + SWEEP_EVERY;
+        }
+        let state = logs.by_log.entry(log.clone()).or_default();
+        if lock(state).expired(now) {
+            *state = Arc::default();
+        }
+        state.clone()
+    }
+}
+
+fn lock(state: &Mutex<LogState>) -> std::sync::MutexGuard<'_, LogState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn now_ms() -> u64 {
@@ -49,15 +104,30 @@ fn now_ms() -> u64 {
 
 #[async_trait]
 impl History for MemoryHistory {
-    async fn append(&self, log: &Log, draft: Draft, topics: &[Topic]) -> ClusterResult<Stored> {
-        let state = self
-            .logs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(log.clone())
-            .or_default()
-            .clone();
-        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    async fn append(
+        &self,
+        log: &Log,
+        draft: Draft,
+        topics: &[Topic],
+        idempotency: Option<Idempotency<'_>>,
+    ) -> ClusterResult<Appended> {
+        let state = self.log_for_append(log);
+        let mut state = lock(&state);
+        let now = Instant::now();
+        while let Some((at, _)) = state.key_expiry.front()
+            && *at <= now
+        {
+            if let Some((_, key)) = state.key_expiry.pop_front() {
+                state.keys.remove(&key);
+            }
+        }
+        let key = idempotency.map(|i| (i.user.clone(), i.key.clone()));
+        if let Some(seen) = key.as_ref().and_then(|k| state.keys.get(k)) {
+            return Ok(Appended {
+                stored: seen.clone(),
+                replayed: true,
+            });
+        }
         let id = state.last.unwrap_or(MessageId::MIN).next_after(now_ms());
         let stored = Stored {
             id,
@@ -67,6 +137,11 @@ impl History for MemoryHistory {
         state.entries.push_back(stored.clone());
         while state.entries.len() > self.limit {
             state.trimmed = state.entries.pop_front().map(|s| s.id);
+        }
+        state.expires = self.ttl.map(|ttl| now + ttl);
+        if let Some(key) = key {
+            state.keys.insert(key.clone(), stored.clone());
+            state.key_expiry.push_back((now + IDEMPOTENCY_WINDOW, key));
         }
         // Published while the log is locked, so delivery order is history order.
         for topic in topics {
@@ -79,14 +154,17 @@ impl History for MemoryHistory {
                 },
             );
         }
-        Ok(stored)
+        Ok(Appended {
+            stored,
+            replayed: false,
+        })
     }
 
     async fn since(&self, log: &Log, since: MessageId) -> ClusterResult<Since> {
         let Some(state) = self.log(log) else {
             return Ok(Since::default());
         };
-        let state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = lock(&state);
         let start = state.entries.partition_point(|s| s.id <= since);
         Ok(Since {
             messages: state.entries.range(start..).cloned().collect(),
@@ -103,7 +181,7 @@ impl History for MemoryHistory {
         let Some(state) = self.log(log) else {
             return Ok(Vec::new());
         };
-        let state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = lock(&state);
         let end = match before {
             Some(before) => state.entries.partition_point(|s| s.id < before),
             None => state.entries.len(),

@@ -7,6 +7,7 @@ mod history;
 mod presence;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use bus::MemoryBus;
 pub use history::MemoryHistory;
@@ -17,11 +18,17 @@ use crate::domain::NodeId;
 
 impl Backend {
     /// The in-memory backend of a single node: publications go straight to
-    /// `deliver`, histories keep `history_limit` messages each.
-    pub fn memory(node: NodeId, deliver: Arc<dyn Deliver>, history_limit: usize) -> Self {
+    /// `deliver`, histories keep `history_limit` messages each and live
+    /// `history_ttl` after their last message (`None`: forever).
+    pub fn memory(
+        node: NodeId,
+        deliver: Arc<dyn Deliver>,
+        history_limit: usize,
+        history_ttl: Option<Duration>,
+    ) -> Self {
         let bus = Arc::new(MemoryBus::new(deliver));
         Self {
-            history: Arc::new(MemoryHistory::new(bus.clone(), history_limit)),
+            history: Arc::new(MemoryHistory::new(bus.clone(), history_limit, history_ttl)),
             presence: Arc::new(MemoryPresence::new(node)),
             bus,
         }

@@ -4,8 +4,10 @@
 //! it, and to a user's channel only while that user is connected here. A
 //! background loop owns the connection: it reconnects with backoff,
 //! resubscribes every live channel, and gap-fills each subscribed room from
-//! its history stream after the newest id this node delivered, so a dropped
-//! subscription loses nothing.
+//! its history stream, and each user channel from the streams of the DM pairs
+//! active since (found through the user's partner index), after the newest
+//! id this node delivered, so a dropped subscription loses nothing. No lock
+//! is held across a round trip: concurrent joins subscribe independently.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,12 +17,14 @@ use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::history::entries;
 use super::{COMMAND_TIMEOUT, Redis, unavailable};
 use crate::cluster::{Bus, ClusterError, ClusterResult, Deliver, Log, Publication, Topic};
-use crate::domain::{MessageId, RoomName, UserName};
+use crate::domain::{MessageId, UserName};
 use crate::telemetry;
 
 /// First wait before reconnecting the subscriber; doubles up to the maximum.
@@ -32,6 +36,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// answering without closing the socket is noticed within this plus the
 /// command timeout.
 const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a subscribe may wait, its own round trips and another caller's
+/// subscription of the same channel included.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long the gap fill after a reconnect may keep retrying before the
+/// connection is dropped and the whole cycle starts again; live
+/// publications wait (in the connection's buffer) until the fill is done, so
+/// none overtakes a missed one.
+const FILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between gap-fill attempts of a channel whose read failed.
+const FILL_RETRY: Duration = Duration::from_millis(200);
 
 /// The bus of one node of a cluster. Cloning shares it.
 #[derive(Clone)]
@@ -42,46 +56,85 @@ pub struct RedisBus {
 struct Inner {
     redis: Redis,
     deliver: Arc<dyn Deliver>,
-    /// Channel interest and the live subscriber; a tokio lock because
-    /// subscribing waits for Redis to confirm, and joins must wait for that.
-    subscriptions: tokio::sync::Mutex<Subscriptions>,
-    /// Per subscribed room, the newest message id handed to the hub: drops
-    /// the overlap of a gap-fill with the live stream, and says where the
-    /// next gap-fill starts.
-    newest: Mutex<HashMap<RoomName, MessageId>>,
+    /// Channel interest and the live subscriber. A std lock, never held
+    /// across a round trip to Redis: subscribing waits for Redis without it.
+    state: Mutex<State>,
+    /// Woken whenever a channel's subscription settles or the subscriber
+    /// connection comes or goes.
+    changed: Notify,
 }
 
 #[derive(Default)]
-struct Subscriptions {
-    counts: HashMap<Topic, usize>,
+struct State {
+    channels: HashMap<Topic, Channel>,
     /// `None` while the subscriber connection is down.
     sink: Option<PubSubSink>,
+    /// Counts subscriber connections, so a subscription confirmed on one
+    /// that has since been replaced is not taken for a live one.
+    generation: u64,
+}
+
+/// One channel this node wants or has.
+#[derive(Default)]
+struct Channel {
+    /// Subscribe calls not yet matched by an unsubscribe.
+    interest: usize,
+    /// Redis confirmed the subscription on the current connection.
+    subscribed: bool,
+    /// Someone is sending SUBSCRIBE or UNSUBSCRIBE for it now; others wait.
+    busy: bool,
+    /// Where delivery stands; set before the first SUBSCRIBE is sent.
+    position: Option<Position>,
+}
+
+/// How far a channel's stored messages were handed to the hub: drops the
+/// overlap of a gap fill with the live stream, and says where the next gap
+/// fill starts.
+enum Position {
+    /// A room: the newest message id delivered.
+    Room(MessageId),
+    /// A user: the subscription's start, and per DM pair (`a:b`) the newest
+    /// id delivered.
+    User {
+        floor: MessageId,
+        pairs: HashMap<String, MessageId>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("the subscriber connection to redis is down")]
 struct SubscriberDown;
 
-/// `<id>\n<except>\n<payload>`: the only framing on the channels, read
-/// without decoding the payload. `append.lua` writes the same shape.
+#[derive(Debug, thiserror::Error)]
+#[error("redis did not confirm the subscription in time")]
+struct SubscribeTimedOut;
+
+/// `<id>\n<except>\n<pair>\n<payload>`: the only framing on the channels,
+/// read without decoding the payload (`pair` is the DM pair a DM belongs to).
+/// `append.lua` writes the same shape.
 fn envelope(publication: &Publication) -> Bytes {
     let id = publication.id.map(|id| id.to_string()).unwrap_or_default();
     let except = publication.except.as_ref().map_or("", UserName::as_str);
-    let mut out = BytesMut::with_capacity(id.len() + except.len() + 2 + publication.payload.len());
+    let mut out = BytesMut::with_capacity(id.len() + except.len() + 3 + publication.payload.len());
     out.put_slice(id.as_bytes());
     out.put_u8(b'\n');
     out.put_slice(except.as_bytes());
-    out.put_u8(b'\n');
+    out.put_slice(b"\n\n");
     out.put_slice(&publication.payload);
     out.freeze()
 }
 
-fn open_envelope(raw: Bytes) -> Option<Publication> {
-    let first = raw.iter().position(|&b| b == b'\n')?;
-    let second = first + 1 + raw[first + 1..].iter().position(|&b| b == b'\n')?;
-    let id = std::str::from_utf8(&raw[..first]).ok()?;
-    let except = std::str::from_utf8(&raw[first + 1..second]).ok()?;
-    Some(Publication {
+/// The publication and its DM pair tag.
+fn open_envelope(raw: Bytes) -> Option<(Publication, String)> {
+    let mut lines = raw.splitn(4, |&b| b == b'\n');
+    let id = std::str::from_utf8(lines.next()?).ok()?;
+    let except = std::str::from_utf8(lines.next()?).ok()?;
+    let pair = std::str::from_utf8(lines.next()?).ok()?.to_owned();
+    let header = id.len() + except.len() + pair.len() + 3;
+    if raw.len() < header {
+        return None;
+    }
+    let publication = Publication {
         id: if id.is_empty() {
             None
         } else {
@@ -92,8 +145,19 @@ fn open_envelope(raw: Bytes) -> Option<Publication> {
         } else {
             Some(UserName::parse(except).ok()?)
         },
-        payload: raw.slice(second + 1..),
-    })
+        payload: raw.slice(header..),
+    };
+    Some((publication, pair))
+}
+
+/// The DM pair tag of `a` and `b`, as `append.lua` writes it.
+fn pair_tag(a: &UserName, b: &UserName) -> (Log, String) {
+    let log = Log::direct(a.clone(), b.clone());
+    let tag = match &log {
+        Log::Direct(a, b) => format!("{a}:{b}"),
+        Log::Room(room) => room.to_string(),
+    };
+    (log, tag)
 }
 
 impl RedisBus {
@@ -102,48 +166,196 @@ impl RedisBus {
             inner: Arc::new(Inner {
                 redis,
                 deliver,
-                subscriptions: tokio::sync::Mutex::default(),
-                newest: Mutex::default(),
+                state: Mutex::default(),
+                changed: Notify::new(),
             }),
         }
     }
 
-    fn newest(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, MessageId>> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner
-            .newest
+            .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Hands a publication to the hub unless it is a room message this node
-    /// already delivered.
-    fn dispatch(&self, topic: &Topic, publication: Publication) {
-        if let (Topic::Room(room), Some(id)) = (topic, publication.id) {
-            let mut newest = self.newest();
-            match newest.get_mut(room) {
-                Some(seen) if id <= *seen => return,
-                Some(seen) => *seen = id,
+    /// Hands a publication to the hub unless it is a stored message this
+    /// node already delivered (or one from before the channel's start).
+    fn dispatch(&self, topic: &Topic, pair: &str, publication: Publication) {
+        if let Some(id) = publication.id {
+            let mut state = self.state();
+            let Some(position) = state
+                .channels
+                .get_mut(topic)
+                .and_then(|c| c.position.as_mut())
+            else {
                 // Not subscribed (any more): nobody here listens.
-                None => return,
+                return;
+            };
+            let seen = match position {
+                Position::Room(newest) => newest,
+                Position::User { floor, pairs } => pairs.entry(pair.to_owned()).or_insert(*floor),
+            };
+            if id <= *seen {
+                return;
             }
+            *seen = id;
         }
         self.inner.deliver.deliver(topic, publication);
     }
 
-    /// The newest id in a room's history now: where a later gap-fill starts.
-    async fn stream_tip(&self, room: &RoomName) -> ClusterResult<MessageId> {
+    /// Where a new subscription of `topic` starts: a room's newest stored
+    /// id, read before subscribing so nothing live can be older; for a user,
+    /// now on the Redis clock.
+    async fn start_position(&self, topic: &Topic) -> ClusterResult<Position> {
         let redis = &self.inner.redis;
-        let found = redis
-            .query(
-                redis::cmd("XREVRANGE")
-                    .arg(redis.keys().history(&Log::Room(room.clone())))
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1),
-            )
-            .await?;
-        Ok(entries(found)?.first().map_or(MessageId::MIN, |m| m.id))
+        Ok(match topic {
+            Topic::Room(room) => {
+                let found = redis
+                    .query(
+                        redis::cmd("XREVRANGE")
+                            .arg(redis.keys().history(&Log::Room(room.clone())))
+                            .arg("+")
+                            .arg("-")
+                            .arg("COUNT")
+                            .arg(1),
+                    )
+                    .await?;
+                Position::Room(entries(found)?.first().map_or(MessageId::MIN, |m| m.id))
+            }
+            Topic::User(_) => {
+                let (secs, micros): (u64, u64) = redis.query(&redis::cmd("TIME")).await?;
+                Position::User {
+                    floor: MessageId::new(secs * 1000 + micros / 1000, 0),
+                    pairs: HashMap::new(),
+                }
+            }
+        })
+    }
+
+    /// Sends SUBSCRIBE or UNSUBSCRIBE for `topic` until Redis matches the
+    /// interest in it. The caller set the channel busy; this clears it.
+    async fn drive(&self, topic: &Topic) -> ClusterResult<()> {
+        let channel = self.inner.redis.keys().channel(topic);
+        let result = loop {
+            let (want, have, positioned, sink, generation) = {
+                let state = self.state();
+                let Some(c) = state.channels.get(topic) else {
+                    break Ok(());
+                };
+                (
+                    c.interest > 0,
+                    c.subscribed,
+                    c.position.is_some(),
+                    state.sink.clone(),
+                    state.generation,
+                )
+            };
+            if want == have {
+                break Ok(());
+            }
+            let Some(mut sink) = sink else {
+                break Err(unavailable(SubscriberDown));
+            };
+            if !want {
+                // A failure only leaves extra traffic until the next
+                // reconnect, which subscribes to wanted channels alone.
+                let _ = tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&channel)).await;
+                if let Some(c) = self.state().channels.get_mut(topic) {
+                    c.subscribed = false;
+                }
+                continue;
+            }
+            if !positioned {
+                let position = match self.start_position(topic).await {
+                    Ok(position) => position,
+                    Err(error) => break Err(error),
+                };
+                if let Some(c) = self.state().channels.get_mut(topic) {
+                    c.position.get_or_insert(position);
+                }
+            }
+            let confirmed = tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await;
+            if !matches!(confirmed, Ok(Ok(()))) {
+                break Err(unavailable(SubscriberDown));
+            }
+            let mut state = self.state();
+            // Confirmed on a connection since replaced: go round again.
+            if state.generation == generation
+                && let Some(c) = state.channels.get_mut(topic)
+            {
+                c.subscribed = true;
+            }
+        };
+        {
+            let mut state = self.state();
+            if let Some(c) = state.channels.get_mut(topic) {
+                c.busy = false;
+                if c.interest == 0 && !c.subscribed {
+                    state.channels.remove(topic);
+                    metrics::gauge!(telemetry::SUBSCRIBED_CHANNELS).decrement(1);
+                }
+            }
+        }
+        self.inner.changed.notify_waiters();
+        result
+    }
+
+    /// Waits until `topic` is subscribed, driving the subscription when
+    /// nobody else is.
+    async fn settle(&self, topic: &Topic, deadline: Instant) -> ClusterResult<()> {
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let drive = {
+                let mut state = self.state();
+                if state.sink.is_none() {
+                    return Err(unavailable(SubscriberDown));
+                }
+                let Some(c) = state.channels.get_mut(topic) else {
+                    return Err(unavailable(SubscriberDown));
+                };
+                if c.subscribed {
+                    return Ok(());
+                }
+                // Drive it unless someone else already does.
+                !std::mem::replace(&mut c.busy, true)
+            };
+            if drive {
+                tokio::time::timeout_at(deadline, self.drive(topic))
+                    .await
+                    .unwrap_or_else(|_| Err(unavailable(SubscribeTimedOut)))?;
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(unavailable(SubscribeTimedOut));
+            }
+        }
+    }
+
+    /// Drops one count of interest in `topic`, unsubscribing after the last.
+    async fn lose_interest(&self, topic: &Topic) {
+        let drive = {
+            let mut state = self.state();
+            let Some(c) = state.channels.get_mut(topic) else {
+                return;
+            };
+            c.interest = c.interest.saturating_sub(1);
+            if c.interest > 0 || c.busy {
+                false
+            } else if c.subscribed {
+                c.busy = true;
+                true
+            } else {
+                state.channels.remove(topic);
+                metrics::gauge!(telemetry::SUBSCRIBED_CHANNELS).decrement(1);
+                false
+            }
+        };
+        if drive {
+            let _ = self.drive(topic).await;
+        }
     }
 
     /// Owns the subscriber connection until `stop`: connect, resubscribe,
@@ -157,7 +369,14 @@ impl RedisBus {
                 served = self.serve(&client, first) => served,
             };
             first = false;
-            self.inner.subscriptions.lock().await.sink = None;
+            {
+                let mut state = self.state();
+                state.sink = None;
+                for c in state.channels.values_mut() {
+                    c.subscribed = false;
+                }
+            }
+            self.inner.changed.notify_waiters();
             if served {
                 backoff = MIN_BACKOFF;
             }
@@ -171,7 +390,7 @@ impl RedisBus {
     }
 
     /// One life of the subscriber connection. Returns true if it got as far
-    /// as delivering (so the next attempt starts with a short backoff).
+    /// as resubscribing (so the next attempt starts with a short backoff).
     async fn serve(&self, client: &redis::Client, first: bool) -> bool {
         let pubsub = match tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => pubsub,
@@ -185,29 +404,53 @@ impl RedisBus {
             }
         };
         let (mut sink, mut stream) = pubsub.split();
-        {
-            let mut subscriptions = self.inner.subscriptions.lock().await;
+        let wanted: Vec<Topic> = self
+            .state()
+            .channels
+            .iter()
+            .filter(|(_, c)| c.interest > 0)
+            .map(|(t, _)| t.clone())
+            .collect();
+        if !wanted.is_empty() {
             let keys = self.inner.redis.keys();
-            let channels: Vec<String> = subscriptions
-                .counts
-                .keys()
-                .map(|t| keys.channel(t))
-                .collect();
-            if !channels.is_empty() {
-                match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await {
-                    Ok(Ok(())) => {}
-                    _ => {
-                        tracing::warn!("redis subscriber could not resubscribe");
-                        return false;
-                    }
+            let channels: Vec<String> = wanted.iter().map(|t| keys.channel(t)).collect();
+            if !matches!(
+                tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await,
+                Ok(Ok(()))
+            ) {
+                tracing::warn!("redis subscriber could not resubscribe");
+                return false;
+            }
+        }
+        {
+            let mut state = self.state();
+            state.generation += 1;
+            state.sink = Some(sink.clone());
+            for topic in &wanted {
+                if let Some(c) = state.channels.get_mut(topic) {
+                    c.subscribed = true;
                 }
             }
-            subscriptions.sink = Some(sink.clone());
         }
+        self.inner.changed.notify_waiters();
         if !first {
             tracing::info!("redis subscriber reconnected");
         }
-        self.gap_fill().await;
+        // Channels nobody wants any more since the list was taken.
+        for topic in wanted {
+            let idle = self
+                .state()
+                .channels
+                .get_mut(&topic)
+                .is_some_and(|c| c.interest == 0 && !std::mem::replace(&mut c.busy, true));
+            if idle {
+                let _ = self.drive(&topic).await;
+            }
+        }
+        if !self.gap_fill().await {
+            tracing::warn!("gap fill did not complete; reconnecting to try again");
+            return true;
+        }
         let mut ping = tokio::time::interval(PING_INTERVAL);
         loop {
             tokio::select! {
@@ -237,7 +480,8 @@ impl RedisBus {
         let Some(topic) = keys.topic(message.get_channel_name()) else {
             return;
         };
-        let Some(publication) = open_envelope(Bytes::copy_from_slice(message.get_payload_bytes()))
+        let Some((publication, pair)) =
+            open_envelope(Bytes::copy_from_slice(message.get_payload_bytes()))
         else {
             tracing::warn!(
                 channel = message.get_channel_name(),
@@ -245,40 +489,94 @@ impl RedisBus {
             );
             return;
         };
-        self.dispatch(&topic, publication);
+        self.dispatch(&topic, &pair, publication);
     }
 
-    /// Delivers every message each subscribed room received after the newest
-    /// one this node delivered: those published while the subscriber was down.
-    async fn gap_fill(&self) {
-        let rooms: Vec<(RoomName, MessageId)> = self
-            .newest()
+    /// Delivers every stored message published on a subscribed channel
+    /// after the newest one this node delivered there: those published while
+    /// the subscriber was down, rooms and DMs alike. A channel whose read
+    /// fails is retried; returns false if some could not be filled in time.
+    async fn gap_fill(&self) -> bool {
+        let deadline = Instant::now() + FILL_TIMEOUT;
+        let mut pending: Vec<Topic> = self
+            .state()
+            .channels
             .iter()
-            .map(|(r, id)| (r.clone(), *id))
+            .filter(|(_, c)| c.position.is_some())
+            .map(|(t, _)| t.clone())
             .collect();
+        loop {
+            let mut failed = Vec::new();
+            for topic in pending {
+                if let Err(error) = self.fill(&topic).await {
+                    tracing::warn!(%error, ?topic, "gap fill failed; retrying");
+                    failed.push(topic);
+                }
+            }
+            if failed.is_empty() {
+                return true;
+            }
+            if Instant::now() + FILL_RETRY >= deadline {
+                return false;
+            }
+            tokio::time::sleep(FILL_RETRY).await;
+            pending = failed;
+        }
+    }
+
+    /// Gap-fills one channel.
+    async fn fill(&self, topic: &Topic) -> ClusterResult<()> {
         let redis = &self.inner.redis;
-        for (room, after) in rooms {
+        // What to read: (log, its tag, read after this id).
+        let reads: Vec<(Log, String, MessageId)> = match topic {
+            Topic::Room(room) => {
+                let after = match self.position(topic) {
+                    Some(Position::Room(after)) => after,
+                    _ => return Ok(()),
+                };
+                vec![(Log::Room(room.clone()), String::new(), after)]
+            }
+            Topic::User(user) => {
+                let Some(Position::User { floor, pairs }) = self.position(topic) else {
+                    return Ok(());
+                };
+                let partners: Vec<String> = redis
+                    .query(
+                        redis::cmd("ZRANGEBYSCORE")
+                            .arg(redis.keys().partners(user))
+                            .arg(floor.ms())
+                            .arg("+inf"),
+                    )
+                    .await?;
+                partners
+                    .iter()
+                    .filter_map(|p| UserName::parse(p).ok())
+                    .map(|partner| {
+                        let (log, tag) = pair_tag(user, &partner);
+                        let after = pairs.get(&tag).copied().unwrap_or(floor).max(floor);
+                        (log, tag, after)
+                    })
+                    .collect()
+            }
+        };
+        for (log, tag, after) in reads {
+            if after == MessageId::MAX {
+                continue;
+            }
             let found = redis
                 .query(
                     redis::cmd("XRANGE")
-                        .arg(redis.keys().history(&Log::Room(room.clone())))
+                        .arg(redis.keys().history(&log))
                         .arg(format!("({after}"))
                         .arg("+"),
                 )
                 .await
-                .and_then(entries);
-            let missed = match found {
-                Ok(missed) => missed,
-                Err(error) => {
-                    tracing::warn!(%error, room = %room, "gap-fill failed");
-                    continue;
-                }
-            };
-            metrics::counter!(telemetry::GAP_FILL_MESSAGES).increment(missed.len() as u64);
-            let topic = Topic::Room(room);
-            for message in missed {
+                .and_then(entries)?;
+            metrics::counter!(telemetry::GAP_FILL_MESSAGES).increment(found.len() as u64);
+            for message in found {
                 self.dispatch(
-                    &topic,
+                    topic,
+                    &tag,
                     Publication {
                         id: Some(message.id),
                         except: None,
@@ -287,6 +585,19 @@ impl RedisBus {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// A copy of where `topic` stands.
+    fn position(&self, topic: &Topic) -> Option<Position> {
+        let state = self.state();
+        Some(match state.channels.get(topic)?.position.as_ref()? {
+            Position::Room(id) => Position::Room(*id),
+            Position::User { floor, pairs } => Position::User {
+                floor: *floor,
+                pairs: pairs.clone(),
+            },
+        })
     }
 }
 
@@ -305,57 +616,30 @@ impl Bus for RedisBus {
     }
 
     async fn subscribe(&self, topic: &Topic) -> ClusterResult<()> {
-        let mut subscriptions = self.inner.subscriptions.lock().await;
-        if let Some(count) = subscriptions.counts.get_mut(topic) {
-            *count += 1;
-            return Ok(());
-        }
-        let Some(mut sink) = subscriptions.sink.clone() else {
-            return Err(unavailable(SubscriberDown));
-        };
-        if let Topic::Room(room) = topic {
-            // Read before subscribing: nothing that arrives live can be
-            // older, so the overlap check never drops a live message.
-            let tip = self.stream_tip(room).await?;
-            self.newest().insert(room.clone(), tip);
-        }
-        let channel = self.inner.redis.keys().channel(topic);
-        let confirmed = tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await;
-        if !matches!(confirmed, Ok(Ok(()))) {
-            if let Topic::Room(room) = topic {
-                self.newest().remove(room);
+        {
+            let mut state = self.state();
+            if state.sink.is_none() {
+                return Err(unavailable(SubscriberDown));
             }
-            return Err(unavailable(SubscriberDown));
+            let c = state.channels.entry(topic.clone()).or_insert_with(|| {
+                metrics::gauge!(telemetry::SUBSCRIBED_CHANNELS).increment(1);
+                Channel::default()
+            });
+            c.interest += 1;
         }
-        subscriptions.counts.insert(topic.clone(), 1);
-        metrics::gauge!(telemetry::SUBSCRIBED_CHANNELS).increment(1);
-        Ok(())
+        let settled = self.settle(topic, Instant::now() + SUBSCRIBE_TIMEOUT).await;
+        if settled.is_err() {
+            self.lose_interest(topic).await;
+        }
+        settled
     }
 
     async fn unsubscribe(&self, topic: &Topic) {
-        let mut subscriptions = self.inner.subscriptions.lock().await;
-        let Some(count) = subscriptions.counts.get_mut(topic) else {
-            return;
-        };
-        *count -= 1;
-        if *count > 0 {
-            return;
-        }
-        subscriptions.counts.remove(topic);
-        metrics::gauge!(telemetry::SUBSCRIBED_CHANNELS).decrement(1);
-        if let Topic::Room(room) = topic {
-            self.newest().remove(room);
-        }
-        if let Some(mut sink) = subscriptions.sink.clone() {
-            let channel = self.inner.redis.keys().channel(topic);
-            // A failure here only leaves extra traffic until the next
-            // reconnect, which subscribes to live channels alone.
-            let _ = tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&channel)).await;
-        }
+        self.lose_interest(topic).await;
     }
 
     async fn ping(&self) -> ClusterResult<()> {
-        if self.inner.subscriptions.lock().await.sink.is_none() {
+        if self.state().sink.is_none() {
             return Err(ClusterError::Unavailable(Box::new(SubscriberDown)));
         }
         let _: String = self.inner.redis.query(&redis::cmd("PING")).await?;
@@ -374,17 +658,25 @@ mod tests {
             except: Some(UserName::parse("bob").unwrap()),
             payload: Bytes::from_static(b"{\"a\":\"x\\ny\"}\n"),
         };
-        let opened = open_envelope(envelope(&publication)).unwrap();
+        let (opened, pair) = open_envelope(envelope(&publication)).unwrap();
         assert_eq!(opened.id, publication.id);
         assert_eq!(opened.except, publication.except);
         assert_eq!(opened.payload, publication.payload);
+        assert_eq!(pair, "");
 
-        let bare = open_envelope(Bytes::from_static(b"\n\n{}")).unwrap();
+        let (dm, pair) = open_envelope(Bytes::from_static(b"1-0\n\nalice:bob\n{\"a\":1}")).unwrap();
+        assert_eq!(
+            (dm.id, pair.as_str()),
+            (Some(MessageId::new(1, 0)), "alice:bob")
+        );
+        assert_eq!(dm.payload.as_ref(), b"{\"a\":1}");
+
+        let (bare, _) = open_envelope(Bytes::from_static(b"\n\n\n{}")).unwrap();
         assert_eq!(
             (bare.id, bare.except, bare.payload.as_ref()),
             (None, None, &b"{}"[..])
         );
         assert!(open_envelope(Bytes::from_static(b"no newline")).is_none());
-        assert!(open_envelope(Bytes::from_static(b"garbage\n\n{}")).is_none());
+        assert!(open_envelope(Bytes::from_static(b"garbage\n\n\n{}")).is_none());
     }
 }

@@ -7,8 +7,10 @@ use bytes::Bytes;
 use redis::{Script, Value};
 
 use super::Redis;
-use crate::cluster::{ClusterError, ClusterResult, Draft, History, Log, Since, Stored, Topic};
-use crate::domain::MessageId;
+use crate::cluster::{
+    Appended, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Since, Stored, Topic,
+};
+use crate::domain::{IDEMPOTENCY_WINDOW, MessageId, UserName};
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/append.lua")));
 static SINCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/since.lua")));
@@ -17,6 +19,8 @@ static SINCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/
 pub struct RedisHistory {
     redis: Redis,
     limit: usize,
+    /// How long a history lives after its last message, ms; 0: forever.
+    ttl_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,30 +71,86 @@ pub(super) fn entries(value: Value) -> ClusterResult<Vec<Stored>> {
 }
 
 impl RedisHistory {
-    pub(super) fn new(redis: Redis, limit: usize) -> Self {
-        Self { redis, limit }
+    pub(super) fn new(redis: Redis, limit: usize, ttl: Option<std::time::Duration>) -> Self {
+        let ttl_ms = ttl.map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        Self {
+            redis,
+            limit,
+            ttl_ms,
+        }
     }
 }
 
 #[async_trait]
 impl History for RedisHistory {
-    async fn append(&self, log: &Log, draft: Draft, topics: &[Topic]) -> ClusterResult<Stored> {
+    async fn append(
+        &self,
+        log: &Log,
+        draft: Draft,
+        topics: &[Topic],
+        idempotency: Option<Idempotency<'_>>,
+    ) -> ClusterResult<Appended> {
         let keys = self.redis.keys();
         let mut invocation = APPEND.prepare_invoke();
+        // Without a key the script never reads its record; any key of the
+        // log stands in.
+        let record = idempotency.map_or_else(
+            || keys.trimmed(log),
+            |i| keys.idempotency(log, i.user, i.key.as_str()),
+        );
         invocation
             .key(keys.history(log))
             .key(keys.trimmed(log))
+            .key(record)
             .arg(self.limit)
             .arg(draft.prefix.as_ref())
-            .arg(draft.suffix.as_ref());
+            .arg(draft.suffix.as_ref())
+            .arg(self.ttl_ms);
+        let partners: Vec<(&UserName, &UserName)> = match log {
+            Log::Room(_) => {
+                invocation.arg("");
+                Vec::new()
+            }
+            Log::Direct(a, b) => {
+                invocation.arg(format!("{a}:{b}"));
+                if a == b {
+                    vec![(a, b)]
+                } else {
+                    vec![(a, b), (b, a)]
+                }
+            }
+        };
+        invocation
+            .arg(if idempotency.is_some() { "1" } else { "0" })
+            .arg(u64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(u64::MAX))
+            .arg(partners.len());
+        for (user, partner) in &partners {
+            invocation.key(keys.partners(user)).arg(partner.as_str());
+        }
         for topic in topics {
             invocation.arg(keys.channel(topic));
         }
-        let id: String = self.redis.invoke("append", &invocation).await?;
-        let id = MessageId::parse(&id).map_err(|_| malformed("message id"))?;
-        Ok(Stored {
-            id,
-            payload: draft.complete(id),
+        let reply: Vec<Vec<u8>> = self.redis.invoke("append", &invocation).await?;
+        let mut reply = reply.into_iter();
+        let id = reply
+            .next()
+            .and_then(|id| MessageId::parse(std::str::from_utf8(&id).ok()?).ok())
+            .ok_or_else(|| malformed("message id"))?;
+        Ok(match reply.next() {
+            Some(frame) => Appended {
+                stored: Stored {
+                    id,
+                    payload: Bytes::from(frame),
+                },
+                replayed: true,
+            },
+            None => Appended {
+                stored: Stored {
+                    id,
+                    payload: draft.complete(id),
+                },
+                replayed: false,
+            },
         })
     }
 

@@ -7,6 +7,8 @@
 //! | `{p}history:room:{room}` | stream | a room's messages (fields `p`, `s`: the encoding around the id) |
 //! | `{p}history:dm:{a}:{b}` | stream | a DM pair's messages, `a` < `b` |
 //! | `<history key>:trimmed` | string | the newest id trimmed from that history |
+//! | `<history key>:idem:{user}:{key}` | string | `<id>\n<frame>` of a send under an idempotency key (10 min) |
+//! | `{p}partners:{user}` | zset | DM partner → ms of the last DM, for the subscriber's gap fill |
 //! | `{p}room:{room}:members` | hash | user → connections in the room, cluster-wide |
 //! | `{p}online` | hash | user → open connections, cluster-wide |
 //! | `{p}rooms:active` | hash | room → distinct members |
@@ -47,6 +49,16 @@ impl Keys {
     /// Where the newest id trimmed from `log` is kept.
     pub(crate) fn trimmed(&self, log: &Log) -> String {
         format!("{}:trimmed", self.history(log))
+    }
+
+    /// Where a send under an idempotency key is remembered.
+    pub(crate) fn idempotency(&self, log: &Log, user: &UserName, key: &str) -> String {
+        format!("{}:idem:{user}:{key}", self.history(log))
+    }
+
+    /// The DM partners of `user`, by the time of their last DM.
+    pub(crate) fn partners(&self, user: &UserName) -> String {
+        format!("{}partners:{user}", self.prefix)
     }
 
     pub(crate) fn channel(&self, topic: &Topic) -> String {

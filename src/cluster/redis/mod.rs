@@ -47,6 +47,8 @@ pub struct RedisSettings {
     pub node: NodeId,
     /// Messages kept per history.
     pub history_limit: usize,
+    /// How long a quiet history lives; `None`: forever.
+    pub history_ttl: Option<Duration>,
     /// How long a dead node's users stay visible.
     pub presence_ttl: Duration,
 }
@@ -180,7 +182,11 @@ impl Backend {
                 settings.node.clone(),
                 settings.presence_ttl,
             )),
-            history: Arc::new(RedisHistory::new(redis, settings.history_limit)),
+            history: Arc::new(RedisHistory::new(
+                redis,
+                settings.history_limit,
+                settings.history_ttl,
+            )),
         })
     }
 }
