@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use super::rate::TokenBucket;
 use super::session::{End, Session};
 use crate::cluster::{ClusterError, Log};
 use crate::domain::{MessageId, RoomName};
 use crate::protocol::{self, ClientFrame, Command, ErrorCode, HistoryTarget};
+use crate::rate::TokenBucket;
 
 /// Why a command was refused. Mapped to the wire only in [`Session::execute`].
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,6 @@
 
 mod admission;
 mod commands;
-mod rate;
 mod session;
 
 pub(crate) use admission::PerIp;

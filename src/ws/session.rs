@@ -14,7 +14,6 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
 
-use super::rate::TokenBucket;
 use crate::app::AppState;
 use crate::cluster::Topic;
 use crate::domain::{MessageId, RoomName, UserName};
@@ -23,6 +22,7 @@ use crate::protocol::{
     self, CLOSE_GOING_AWAY, CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION,
     CLOSE_PROTOCOL_ERROR, CLOSE_TRY_AGAIN_LATER,
 };
+use crate::rate::TokenBucket;
 use crate::telemetry;
 
 /// Queued frames written per flush; bounds the time one session spends

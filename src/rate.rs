@@ -1,7 +1,6 @@
-//! The per-connection token bucket for messages, DMs and typing.
-//!
-//! Owned by the session task, so it needs no atomics or locks: 24 bytes of
-//! state per connection.
+//! Token buckets, shared by both front ends. A WebSocket session owns its
+//! buckets (messages, joins, DMs), so they need no atomics or locks: 24
+//! bytes of state each.
 
 use std::time::{Duration, Instant};
 
