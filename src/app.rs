@@ -51,6 +51,8 @@ pub struct Limits {
     pub join_rate: u32,
     /// DMs per second per connection; 0 = unlimited.
     pub dm_rate: u32,
+    /// Rooms `POST /api/rooms` may list, cluster-wide.
+    pub max_created_rooms: usize,
 }
 
 /// What every handler and session shares.
@@ -158,6 +160,8 @@ impl App {
                 idle_timeout: settings.idle_timeout(),
                 join_rate: settings.join_rate,
                 dm_rate: settings.dm_rate,
+                max_created_rooms: usize::try_from(settings.max_created_rooms)
+                    .unwrap_or(usize::MAX),
             },
             static_dir: settings.static_dir.clone(),
             connections: Arc::new(Semaphore::new(max_connections)),

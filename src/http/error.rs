@@ -45,6 +45,11 @@ pub enum ApiError {
     /// The room exists already.
     #[error("room exists")]
     RoomExists,
+    /// The directory holds as many created rooms as allowed.
+    #[error(
+        "{0} rooms were created already, the most allowed (CHORUS_MAX_CREATED_ROOMS); join a room to use it without creating it"
+    )]
+    TooManyRooms(usize),
     /// A browser page from an origin that is not allowed.
     #[error("requests from this origin are not allowed (CHORUS_ALLOWED_ORIGINS)")]
     ForbiddenOrigin,
@@ -69,6 +74,12 @@ impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
         match e {
             ClusterError::Conflict => Self::RoomExists,
+            // Only room creation has a bound; it maps `Full` itself, with
+            // the limit in the message. Anything else is a backend fault.
+            ClusterError::Full => {
+                tracing::warn!("backend refused a write as over a bound");
+                Self::Unavailable
+            }
             ClusterError::Unavailable(source) => {
                 tracing::warn!(error = %source, "backend unavailable");
                 Self::Unavailable
@@ -98,6 +109,10 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::RoomExists => (StatusCode::CONFLICT, "room_exists"),
+            // 409 like `room_exists`: the request conflicts with the state
+            // of the directory, and repeating it will not help until rooms
+            // are gone (unlike 429/503, which say "later").
+            Self::TooManyRooms(_) => (StatusCode::CONFLICT, "too_many_rooms"),
             Self::ForbiddenOrigin => (StatusCode::FORBIDDEN, "forbidden_origin"),
             Self::TooManyFromAddress(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),

@@ -27,6 +27,9 @@ pub(super) enum CommandError {
     /// Over the DM rate.
     #[error("too many direct messages; the message was not sent (retry in {0} ms)")]
     DmRateLimited(u128),
+    /// Over the history rate (CHORUS_JOIN_RATE).
+    #[error("too many history requests (retry in {0} ms)")]
+    HistoryRateLimited(u128),
     /// The backend did not take it.
     #[error("the backend is unavailable; it was not sent")]
     Unavailable(#[from] ClusterError),
@@ -37,9 +40,10 @@ impl CommandError {
         match self {
             Self::NotMember(_) => ErrorCode::NotMember,
             Self::TooManyRooms(_) => ErrorCode::BadRequest,
-            Self::RateLimited(_) | Self::JoinRateLimited(_) | Self::DmRateLimited(_) => {
-                ErrorCode::RateLimited
-            }
+            Self::RateLimited(_)
+            | Self::JoinRateLimited(_)
+            | Self::DmRateLimited(_)
+            | Self::HistoryRateLimited(_) => ErrorCode::RateLimited,
             Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
@@ -113,6 +117,7 @@ impl Session {
                 before,
                 limit,
             } => {
+                self.take_history()?;
                 let log = match &target {
                     HistoryTarget::Room(room) => Log::Room(room.clone()),
                     HistoryTarget::With(other) => Log::direct(self.user.clone(), other.clone()),
@@ -186,6 +191,10 @@ impl Session {
 
     fn take_dm(&mut self) -> Result<(), CommandError> {
         take(&mut self.dms, "dm").map_err(CommandError::DmRateLimited)
+    }
+
+    fn take_history(&mut self) -> Result<(), CommandError> {
+        take(&mut self.histories, "history").map_err(CommandError::HistoryRateLimited)
     }
 }
 

@@ -21,6 +21,7 @@ mod limits;
 mod malformed;
 mod metrics;
 mod redis_outage;
+mod rest_limits;
 mod rooms;
 mod shutdown;
 mod trust;
