@@ -18,6 +18,7 @@ use crate::chat::Chat;
 use crate::cluster::Backend;
 use crate::cluster::redis::RedisSettings;
 use crate::config::Settings;
+use crate::http::PostLimiter;
 use crate::hub::Hub;
 use crate::origins::AllowedOrigins;
 use crate::shutdown::Shutdown;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub max_buffered_bytes: usize,
     /// Drain token and task tracker.
     pub shutdown: Shutdown,
+    /// Buckets of the `POST` rate limit, per user or client address.
+    pub(crate) posts: PostLimiter,
     max_connections: usize,
     presence_ttl: Duration,
     draining: AtomicBool,
@@ -173,6 +176,7 @@ impl App {
             max_buffered_bytes: usize::try_from(settings.max_buffered_bytes).unwrap_or(usize::MAX),
             max_connections,
             shutdown,
+            posts: PostLimiter::new(settings.rate_limit, settings.rate_burst),
             presence_ttl: settings.presence_ttl(),
             draining: AtomicBool::new(false),
         });

@@ -6,7 +6,7 @@ mod admission;
 mod commands;
 mod session;
 
-pub(crate) use admission::PerIp;
+pub(crate) use admission::{PerIp, client_ip};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
