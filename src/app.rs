@@ -18,6 +18,7 @@ use crate::chat::Chat;
 use crate::cluster::Backend;
 use crate::cluster::redis::RedisSettings;
 use crate::config::Settings;
+use crate::http::PostLimiter;
 use crate::hub::Hub;
 use crate::origins::AllowedOrigins;
 use crate::shutdown::Shutdown;
@@ -51,6 +52,8 @@ pub struct Limits {
     pub join_rate: u32,
     /// DMs per second per connection; 0 = unlimited.
     pub dm_rate: u32,
+    /// Rooms `POST /api/rooms` may list, cluster-wide.
+    pub max_created_rooms: usize,
 }
 
 /// What every handler and session shares.
@@ -75,6 +78,8 @@ pub struct AppState {
     pub max_buffered_bytes: usize,
     /// Drain token and task tracker.
     pub shutdown: Shutdown,
+    /// Buckets of the `POST` rate limit, per user or client address.
+    pub(crate) posts: PostLimiter,
     max_connections: usize,
     presence_ttl: Duration,
     draining: AtomicBool,
@@ -164,6 +169,8 @@ impl App {
                 idle_timeout: settings.idle_timeout(),
                 join_rate: settings.join_rate,
                 dm_rate: settings.dm_rate,
+                max_created_rooms: usize::try_from(settings.max_created_rooms)
+                    .unwrap_or(usize::MAX),
             },
             static_dir: settings.static_dir.clone(),
             connections: Arc::new(Semaphore::new(max_connections)),
@@ -175,6 +182,7 @@ impl App {
             max_buffered_bytes: usize::try_from(settings.max_buffered_bytes).unwrap_or(usize::MAX),
             max_connections,
             shutdown,
+            posts: PostLimiter::new(settings.rate_limit, settings.rate_burst),
             presence_ttl: settings.presence_ttl(),
             draining: AtomicBool::new(false),
         });

@@ -307,8 +307,8 @@ impl Chat {
     }
 
     /// Creates an empty listed room.
-    pub async fn create_room(&self, room: &RoomName) -> ClusterResult<()> {
-        self.backend.presence.create_room(room).await
+    pub async fn create_room(&self, room: &RoomName, max: usize) -> ClusterResult<()> {
+        self.backend.presence.create_room(room, max).await
     }
 
     /// Cluster-wide counts.

@@ -127,6 +127,14 @@ pub struct Settings {
     #[arg(long, env = "CHORUS_DM_RATE", default_value_t = 5)]
     pub dm_rate: u32,
 
+    /// Rooms `POST /api/rooms` may list in the directory, cluster-wide; over
+    /// it creation answers 409 `too_many_rooms`. Rooms with members are
+    /// listed whether or not they were created and do not count. The bound
+    /// keeps `GET /api/rooms` and `/api/stats`, which read the whole
+    /// directory, a bounded read (about 0.5 MB of JSON at the default).
+    #[arg(long, env = "CHORUS_MAX_CREATED_ROOMS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_created_rooms: u32,
+
     /// Bytes of fan-out frames queued for this node's connections, all
     /// together, above which new connections are refused with 503.
     #[arg(long, env = "CHORUS_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]

@@ -19,6 +19,7 @@ pub mod http;
 pub mod hub;
 pub mod origins;
 pub mod protocol;
+mod rate;
 mod server;
 pub mod shutdown;
 pub mod telemetry;

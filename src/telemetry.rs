@@ -42,7 +42,8 @@ pub const REDIS_COMMAND_LATENCY: &str = "chorus_redis_command_seconds";
 /// Redis commands that failed or timed out, by `op` (counter).
 pub const REDIS_ERRORS: &str = "chorus_redis_errors_total";
 /// Commands refused by a rate limit, by `kind`: `message` (room messages,
-/// DMs and typing), `join`, `dm` (counter).
+/// DMs and typing), `join`, `dm`, `history` (WebSocket history pages),
+/// `rest` (REST `POST`s) (counter).
 pub const RATE_LIMITED: &str = "chorus_rate_limited_total";
 /// Connections closed because their outbound queue filled (counter).
 pub const SLOW_CONSUMER_DISCONNECTS: &str = "chorus_slow_consumer_disconnects_total";
@@ -120,7 +121,11 @@ pub fn register_at_zero() {
         (MESSAGES_ACCEPTED, "kind", &["message", "dm"][..]),
         (IDEMPOTENT_REPLAYS, "kind", &["message", "dm"][..]),
         (PRESENCE_EVENTS, "event", &["join", "leave"][..]),
-        (RATE_LIMITED, "kind", &["message", "join", "dm"][..]),
+        (
+            RATE_LIMITED,
+            "kind",
+            &["message", "join", "dm", "history", "rest"][..],
+        ),
     ] {
         for value in values {
             metrics::counter!(counter, label => *value).increment(0);

@@ -166,6 +166,9 @@ pub enum ClusterError {
     /// The thing to create exists already.
     #[error("already exists")]
     Conflict,
+    /// The thing to create would go over its bound.
+    #[error("at its limit")]
+    Full,
 }
 
 /// Shorthand for backend results.
@@ -220,8 +223,9 @@ pub trait Presence: Send + Sync {
     async fn rooms(&self) -> ClusterResult<Vec<RoomSummary>>;
 
     /// Adds `room` to the directory; [`ClusterError::Conflict`] if it is
-    /// listed already.
-    async fn create_room(&self, room: &RoomName) -> ClusterResult<()>;
+    /// listed already, [`ClusterError::Full`] if `max` rooms were created
+    /// already (rooms with members do not count).
+    async fn create_room(&self, room: &RoomName, max: usize) -> ClusterResult<()>;
 
     /// The nodes that are alive, sorted.
     async fn nodes(&self) -> ClusterResult<Vec<NodeId>>;

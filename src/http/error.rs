@@ -4,13 +4,17 @@
 use axum::Json;
 use axum::extract::FromRequest;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::cluster::ClusterError;
 use crate::domain::{ContentError, MessageIdError, NameError};
+use crate::protocol::ErrorCode;
 use crate::telemetry;
 use crate::ws::MAX_FRAME_BYTES;
 
@@ -45,6 +49,11 @@ pub enum ApiError {
     /// The room exists already.
     #[error("room exists")]
     RoomExists,
+    /// The directory holds as many created rooms as allowed.
+    #[error(
+        "{0} rooms were created already, the most allowed (CHORUS_MAX_CREATED_ROOMS); join a room to use it without creating it"
+    )]
+    TooManyRooms(usize),
     /// A browser page from an origin that is not allowed.
     #[error("requests from this origin are not allowed (CHORUS_ALLOWED_ORIGINS)")]
     ForbiddenOrigin,
@@ -60,6 +69,10 @@ pub enum ApiError {
     /// The node is draining.
     #[error("this node is draining; try another node")]
     Draining,
+    /// Over the `POST` rate; the request did nothing. Carries the wait
+    /// until the next token, sent as `Retry-After`.
+    #[error("too many requests; this one was not carried out (retry in {} s)", retry_after_secs(*.0))]
+    RateLimited(Duration),
     /// The backend did not answer.
     #[error("the backend is unavailable; try again")]
     Unavailable,
@@ -69,6 +82,12 @@ impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
         match e {
             ClusterError::Conflict => Self::RoomExists,
+            // Only room creation has a bound; it maps `Full` itself, with
+            // the limit in the message. Anything else is a backend fault.
+            ClusterError::Full => {
+                tracing::warn!("backend refused a write as over a bound");
+                Self::Unavailable
+            }
             ClusterError::Unavailable(source) => {
                 tracing::warn!(error = %source, "backend unavailable");
                 Self::Unavailable
@@ -98,11 +117,19 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::RoomExists => (StatusCode::CONFLICT, "room_exists"),
+            // 409 like `room_exists`: the request conflicts with the state
+            // of the directory, and repeating it will not help until rooms
+            // are gone (unlike 429/503, which say "later").
+            Self::TooManyRooms(_) => (StatusCode::CONFLICT, "too_many_rooms"),
             Self::ForbiddenOrigin => (StatusCode::FORBIDDEN, "forbidden_origin"),
             Self::TooManyFromAddress(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
             Self::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            Self::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited.as_str(),
+            ),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
@@ -129,8 +156,21 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Self::RateLimited(wait) = self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+        }
+        response
     }
+}
+
+/// `Retry-After` takes whole seconds: the wait rounded up, and at least 1,
+/// since 0 would invite an immediate retry that is refused again.
+fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 /// `Json` whose rejections answer in the contract's error shape.
@@ -151,5 +191,18 @@ impl From<JsonRejection> for ApiError {
 impl<T: Serialize> IntoResponse for AppJson<T> {
     fn into_response(self) -> Response {
         Json(self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_never_zero() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
     }
 }

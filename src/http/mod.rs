@@ -1,8 +1,10 @@
-//! REST front end: one `router()` per resource, merged here with the token
-//! check for `/api/*` and the static web client as the fallback.
+//! REST front end: one `router()` per resource, merged here with the origin
+//! and token checks and the `POST` rate limit for `/api/*`, and the static
+//! web client as the fallback.
 
 mod error;
 mod health;
+mod limit;
 mod rooms;
 mod stats;
 mod users;
@@ -19,6 +21,7 @@ use axum::response::Response;
 use tower_http::services::ServeDir;
 
 pub use error::{ApiError, AppJson};
+pub(crate) use limit::PostLimiter;
 
 use crate::app::AppState;
 
@@ -29,6 +32,12 @@ pub(crate) fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
         .merge(rooms::router())
         .merge(users::router())
         .merge(stats::router())
+        // Innermost: route layers run last-added first, and the limit
+        // needs the identity the token check finds.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit::limit_posts,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(middleware::from_fn_with_state(state.clone(), check_origin));
     let web = ServeDir::new(&state.static_dir)

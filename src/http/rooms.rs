@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppJson};
 use crate::app::AppState;
 use crate::auth::Identity;
-use crate::cluster::{Appended, Log};
+use crate::cluster::{Appended, ClusterError, Log};
 use crate::domain::{Content, IdempotencyKey, MessageId, RoomName, UserName};
 use crate::protocol;
 
@@ -62,7 +62,15 @@ async fn create(
     AppJson(body): AppJson<NewRoom>,
 ) -> Result<(StatusCode, AppJson<Room>), ApiError> {
     let name = RoomName::parse(&body.name)?;
-    state.chat.create_room(&name).await?;
+    let max = state.limits.max_created_rooms;
+    state
+        .chat
+        .create_room(&name, max)
+        .await
+        .map_err(|e| match e {
+            ClusterError::Full => ApiError::TooManyRooms(max),
+            e => e.into(),
+        })?;
     Ok((StatusCode::CREATED, AppJson(Room { name, members: 0 })))
 }
 

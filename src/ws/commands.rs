@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use super::rate::TokenBucket;
 use super::session::{End, Session};
 use crate::cluster::{Appended, ClusterError, Log};
 use crate::domain::{MessageId, RoomName};
 use crate::protocol::{self, ClientFrame, Command, ErrorCode, HistoryTarget};
+use crate::rate::TokenBucket;
 
 /// Why a command was refused. Mapped to the wire only in [`Session::execute`].
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,9 @@ pub(super) enum CommandError {
     /// Over the DM rate.
     #[error("too many direct messages; the message was not sent (retry in {0} ms)")]
     DmRateLimited(u128),
+    /// Over the history rate (CHORUS_JOIN_RATE).
+    #[error("too many history requests (retry in {0} ms)")]
+    HistoryRateLimited(u128),
     /// The backend did not take it.
     #[error("the backend is unavailable; it was not sent")]
     Unavailable(#[from] ClusterError),
@@ -37,9 +40,10 @@ impl CommandError {
         match self {
             Self::NotMember(_) => ErrorCode::NotMember,
             Self::TooManyRooms(_) => ErrorCode::BadRequest,
-            Self::RateLimited(_) | Self::JoinRateLimited(_) | Self::DmRateLimited(_) => {
-                ErrorCode::RateLimited
-            }
+            Self::RateLimited(_)
+            | Self::JoinRateLimited(_)
+            | Self::DmRateLimited(_)
+            | Self::HistoryRateLimited(_) => ErrorCode::RateLimited,
             Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
@@ -115,6 +119,7 @@ impl Session {
                 before,
                 limit,
             } => {
+                self.take_history()?;
                 let log = match &target {
                     HistoryTarget::Room(room) => Log::Room(room.clone()),
                     HistoryTarget::With(other) => Log::direct(self.user.clone(), other.clone()),
@@ -188,6 +193,10 @@ impl Session {
 
     fn take_dm(&mut self) -> Result<(), CommandError> {
         take(&mut self.dms, "dm").map_err(CommandError::DmRateLimited)
+    }
+
+    fn take_history(&mut self) -> Result<(), CommandError> {
+        take(&mut self.histories, "history").map_err(CommandError::HistoryRateLimited)
     }
 }
 

@@ -4,10 +4,9 @@
 
 mod admission;
 mod commands;
-mod rate;
 mod session;
 
-pub(crate) use admission::PerIp;
+pub(crate) use admission::{PerIp, client_ip};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -14,7 +14,6 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
 
-use super::rate::TokenBucket;
 use crate::app::AppState;
 use crate::cluster::Topic;
 use crate::domain::{MessageId, RoomName, UserName};
@@ -23,6 +22,7 @@ use crate::protocol::{
     self, CLOSE_GOING_AWAY, CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION,
     CLOSE_PROTOCOL_ERROR, CLOSE_TRY_AGAIN_LATER,
 };
+use crate::rate::TokenBucket;
 use crate::telemetry;
 
 /// Queued frames written per flush; bounds the time one session spends
@@ -77,6 +77,9 @@ pub(super) struct Session {
     pub(super) joins: TokenBucket,
     /// DMs, on top of `bucket`.
     pub(super) dms: TokenBucket,
+    /// History pages: each is a backend read of up to 100 messages, as
+    /// costly as a join's, so it gets a bucket like the join bucket.
+    pub(super) histories: TokenBucket,
     queue: mpsc::Receiver<Arc<Delivery>>,
     stops: Stops,
     delivered: Counter,
@@ -140,6 +143,9 @@ pub(super) async fn run(
         let mut session = Session {
             bucket: TokenBucket::new(limits.rate_limit, limits.rate_burst, now),
             joins: TokenBucket::new(limits.join_rate, join_burst, now),
+            // As many pages at once as joins: a reconnecting client may
+            // page back in every room it rejoined.
+            histories: TokenBucket::new(limits.join_rate, join_burst, now),
             dms: TokenBucket::new(limits.dm_rate, limits.dm_rate.saturating_mul(2), now),
             stops,
             delivered: metrics::counter!(telemetry::FRAMES_DELIVERED),

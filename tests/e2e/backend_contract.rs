@@ -34,6 +34,8 @@ pub(crate) struct Parts {
 
 /// History limit for checks that do not test trimming.
 const ROOMY: usize = 1000;
+/// Created-room bound for checks that do not test it.
+const NO_BOUND: usize = usize::MAX;
 
 /// Generates one `#[tokio::test]` per contract check, each calling the check
 /// with `$make`, an `async fn(Parts) -> Backend` (or any `AsyncFn` path).
@@ -49,6 +51,7 @@ macro_rules! contract_suite {
             presence_members_and_online_are_sorted,
             presence_rooms_lists_member_counts_and_created_rooms_by_name,
             presence_create_room_conflicts_with_an_existing_room,
+            presence_create_room_stops_at_the_bound_but_rooms_with_members_are_listed,
             presence_nodes_lists_this_node,
             presence_remove_node_clears_this_nodes_users_but_keeps_created_rooms,
             history_append_assigns_strictly_increasing_ids,
@@ -550,8 +553,14 @@ pub(crate) async fn presence_rooms_lists_member_counts_and_created_rooms_by_name
         user(&format!("{tag}-carol")),
     );
 
-    presence.create_room(&d).await.expect("create_room");
-    presence.create_room(&c).await.expect("create_room");
+    presence
+        .create_room(&d, NO_BOUND)
+        .await
+        .expect("create_room");
+    presence
+        .create_room(&c, NO_BOUND)
+        .await
+        .expect("create_room");
     presence.join(&b, &carol).await.expect("join");
     presence.join(&a, &alice).await.expect("join");
     presence.join(&a, &alice).await.expect("join");
@@ -590,9 +599,12 @@ pub(crate) async fn presence_create_room_conflicts_with_an_existing_room(
         .await
         .expect("join");
 
-    presence.create_room(&created).await.expect("first create");
-    let again = presence.create_room(&created).await;
-    let busy = presence.create_room(&occupied).await;
+    presence
+        .create_room(&created, NO_BOUND)
+        .await
+        .expect("first create");
+    let again = presence.create_room(&created, NO_BOUND).await;
+    let busy = presence.create_room(&occupied, NO_BOUND).await;
 
     assert!(matches!(again, Err(ClusterError::Conflict)), "{again:?}");
     assert!(
@@ -602,6 +614,39 @@ pub(crate) async fn presence_create_room_conflicts_with_an_existing_room(
     assert_eq!(
         presence.rooms().await.expect("rooms"),
         [summary(&occupied, 1), summary(&created, 0)]
+    );
+}
+
+pub(crate) async fn presence_create_room_stops_at_the_bound_but_rooms_with_members_are_listed(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let presence = &subject.backend.presence;
+    let tag = unique("t");
+    let (a, b, c, busy) = (
+        room(&format!("{tag}-a")),
+        room(&format!("{tag}-b")),
+        room(&format!("{tag}-c")),
+        room(&format!("{tag}-busy")),
+    );
+
+    presence.create_room(&a, 2).await.expect("first");
+    presence.create_room(&b, 2).await.expect("second");
+    let over = presence.create_room(&c, 2).await;
+    let again = presence.create_room(&a, 2).await;
+    presence
+        .join(&busy, &user(&format!("{tag}-alice")))
+        .await
+        .expect("a room with members needs no place in the bound");
+
+    assert!(matches!(over, Err(ClusterError::Full)), "{over:?}");
+    assert!(
+        matches!(again, Err(ClusterError::Conflict)),
+        "an existing room is a conflict even at the bound: {again:?}"
+    );
+    assert_eq!(
+        presence.rooms().await.expect("rooms"),
+        [summary(&a, 0), summary(&b, 0), summary(&busy, 1)]
     );
 }
 
@@ -631,7 +676,10 @@ pub(crate) async fn presence_remove_node_clears_this_nodes_users_but_keeps_creat
     let alice = user(&format!("{tag}-alice"));
     presence.connect(&alice).await.expect("connect");
     presence.join(&lobby, &alice).await.expect("join");
-    presence.create_room(&created).await.expect("create_room");
+    presence
+        .create_room(&created, NO_BOUND)
+        .await
+        .expect("create_room");
 
     presence.remove_node().await.expect("remove");
 

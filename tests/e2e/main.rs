@@ -22,6 +22,7 @@ mod limits;
 mod malformed;
 mod metrics;
 mod redis_outage;
+mod rest_limits;
 mod rooms;
 mod shutdown;
 mod trust;

@@ -123,11 +123,15 @@ impl Presence for MemoryPresence {
             .collect())
     }
 
-    async fn create_room(&self, room: &RoomName) -> ClusterResult<()> {
+    async fn create_room(&self, room: &RoomName, max: usize) -> ClusterResult<()> {
         let mut state = self.state();
-        if state.rooms.contains_key(room) || !state.created.insert(room.clone()) {
+        if state.rooms.contains_key(room) || state.created.contains(room) {
             return Err(ClusterError::Conflict);
         }
+        if state.created.len() >= max {
+            return Err(ClusterError::Full);
+        }
+        state.created.insert(room.clone());
         Ok(())
     }
 

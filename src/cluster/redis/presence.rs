@@ -288,18 +288,19 @@ impl Presence for RedisPresence {
             .collect())
     }
 
-    async fn create_room(&self, room: &RoomName) -> ClusterResult<()> {
+    async fn create_room(&self, room: &RoomName, max: usize) -> ClusterResult<()> {
         let keys = self.redis.keys();
         let mut invocation = CREATE_ROOM.prepare_invoke();
         invocation
             .key(keys.created_rooms())
             .key(keys.active_rooms())
-            .arg(room.as_str());
+            .arg(room.as_str())
+            .arg(max);
         let created: i64 = self.redis.invoke("create_room", &invocation).await?;
-        if created == 1 {
-            Ok(())
-        } else {
-            Err(ClusterError::Conflict)
+        match created {
+            1 => Ok(()),
+            -1 => Err(ClusterError::Full),
+            _ => Err(ClusterError::Conflict),
         }
     }
 
