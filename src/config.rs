@@ -15,6 +15,11 @@ use crate::origins::AllowedOrigins;
 /// Default port for HTTP and WebSocket.
 pub const DEFAULT_PORT: u16 = 8080;
 
+/// Shortest `CHORUS_JWT_SECRET`, in bytes, from the contract: an HS256 key
+/// shorter than the hash's 32-byte output can be guessed offline from any
+/// one token.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
 /// Everything an operator can set. `chorus --help` lists each with its
 /// variable and default.
 #[derive(Debug, Clone, Parser)]
@@ -238,10 +243,17 @@ impl Settings {
                 problem: format!("expected redis://host:port/db, got {url:?}"),
             });
         }
-        if matches!(&self.jwt_secret, Some(s) if s.is_empty()) {
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < MIN_JWT_SECRET_BYTES
+        {
+            // The length only: the value is a secret and never printed.
             return Err(ConfigError::Value {
                 setting: "CHORUS_JWT_SECRET",
-                problem: "must not be empty (unset it for anonymous mode)".to_owned(),
+                problem: format!(
+                    "must be at least {MIN_JWT_SECRET_BYTES} bytes, got {} (generate one with \
+                     `openssl rand -hex 32`; unset it for anonymous mode)",
+                    secret.len()
+                ),
             });
         }
         if self.redis_prefix.is_empty() {

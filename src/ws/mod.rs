@@ -102,7 +102,9 @@ async fn upgrade(
         .map_err(|_| refuse(ApiError::TooManyConnections, "limit"))?;
     // Counts as a running task from now on, so the drain waits for the session.
     let task = state.shutdown.tracker.token();
-    let expires = expires.map(|at| {
+    // A deadline too far away for an `Instant` (a token "valid until the end
+    // of time") means no expiry timer rather than a panic on overflow.
+    let expires = expires.and_then(|at| {
         let left = at
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
