@@ -158,7 +158,8 @@ done
 
 # The load balancer: deploy/nginx/chorus.conf rendered for these nodes.
 "$ROOT/deploy/nginx/render.sh" "$RUN_DIR/nginx" "$LB_HOST:$LB_PORT" "${nodes[@]}"
-spawn nginx "$RUN_DIR/nginx/error.log" \
+# Its stdout is the access log (chorus.conf), without query strings.
+spawn nginx "$RUN_DIR/nginx/access.log" \
   nginx -p "$RUN_DIR/nginx" -c "$RUN_DIR/nginx/nginx.conf" -e "$RUN_DIR/nginx/error.log" -g 'daemon off;'
 wait_ready nginx "http://127.0.0.1:$LB_PORT/health" 10 "$RUN_DIR/nginx/error.log"
 
