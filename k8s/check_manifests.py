@@ -294,7 +294,7 @@ def check_base(docs: list[dict]) -> None:
         "CHORUS_NODE_ID from the pod name (fieldRef metadata.name)",
     )
     check(value("CHORUS_LOG_FORMAT") == "json", "CHORUS_LOG_FORMAT=json")
-    check(value("CHORUS_STATIC_DIR") == "/app/static", "CHORUS_STATIC_DIR=/app/static (the image's web client)")
+    check(value("CHORUS_STATIC_DIR") is None, "no CHORUS_STATIC_DIR (the web client is built into the binary)")
     prefix = value("CHORUS_REDIS_PREFIX")
     check(prefix is None or prefix != "", "CHORUS_REDIS_PREFIX not empty")
     ttl = value("CHORUS_PRESENCE_TTL_SECS")
