@@ -150,7 +150,7 @@ for i in $(seq 1 "$NODES"); do
   port=$((BASE_PORT + i - 1))
   nodes+=("127.0.0.1:$port")
   spawn "node$i" "$RUN_DIR/node$i.log" env PORT="$port" HOST=127.0.0.1 CHORUS_NODE_ID="node$i" \
-    REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" CHORUS_STATIC_DIR="$ROOT/static" "$BIN"
+    REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" "$BIN"
 done
 for i in $(seq 1 "$NODES"); do
   wait_ready "node$i" "http://127.0.0.1:$((BASE_PORT + i - 1))/ready" 10 "$RUN_DIR/node$i.log"
@@ -158,7 +158,8 @@ done
 
 # The load balancer: deploy/nginx/chorus.conf rendered for these nodes.
 "$ROOT/deploy/nginx/render.sh" "$RUN_DIR/nginx" "$LB_HOST:$LB_PORT" "${nodes[@]}"
-spawn nginx "$RUN_DIR/nginx/error.log" \
+# Its stdout is the access log (chorus.conf), without query strings.
+spawn nginx "$RUN_DIR/nginx/access.log" \
   nginx -p "$RUN_DIR/nginx" -c "$RUN_DIR/nginx/nginx.conf" -e "$RUN_DIR/nginx/error.log" -g 'daemon off;'
 wait_ready nginx "http://127.0.0.1:$LB_PORT/health" 10 "$RUN_DIR/nginx/error.log"
 

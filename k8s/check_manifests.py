@@ -186,6 +186,25 @@ def matches(selector: dict, labels: dict) -> bool:
     return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
 
 
+def check_jwt_secret(docs: list[dict], env: dict) -> None:
+    """CHORUS_JWT_SECRET comes from a Secret the operator creates: required
+    (not optional) and never rendered, so no example value ships and the
+    pods do not start without a real one."""
+    ref = env.get("CHORUS_JWT_SECRET", {}).get("valueFrom", {}).get("secretKeyRef")
+    if not check(ref is not None, "CHORUS_JWT_SECRET from a Secret"):
+        return
+    check(ref.get("optional") is not True, "CHORUS_JWT_SECRET: the Secret is required (not optional)")
+    check(
+        named(docs, "Secret", ref["name"]) is None,
+        f"CHORUS_JWT_SECRET: Secret {ref['name']} is not rendered (the operator creates it)",
+    )
+    for secret in (d for d in docs if d["kind"] == "Secret"):
+        check(
+            "CHORUS_JWT_SECRET" not in secret_data(secret),
+            f"no rendered Secret ({secret['metadata']['name']}) carries a CHORUS_JWT_SECRET",
+        )
+
+
 def secret_data(secret: dict) -> dict[str, str]:
     out = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
     out.update(secret.get("stringData") or {})
@@ -294,22 +313,20 @@ def check_base(docs: list[dict]) -> None:
         "CHORUS_NODE_ID from the pod name (fieldRef metadata.name)",
     )
     check(value("CHORUS_LOG_FORMAT") == "json", "CHORUS_LOG_FORMAT=json")
-    check(value("CHORUS_STATIC_DIR") == "/app/static", "CHORUS_STATIC_DIR=/app/static (the image's web client)")
+    check(value("CHORUS_STATIC_DIR") is None, "no CHORUS_STATIC_DIR (the web client is built into the binary)")
     prefix = value("CHORUS_REDIS_PREFIX")
     check(prefix is None or prefix != "", "CHORUS_REDIS_PREFIX not empty")
     ttl = value("CHORUS_PRESENCE_TTL_SECS")
     check(ttl is None or (ttl.isdigit() and 1 <= int(ttl) <= 86400), "CHORUS_PRESENCE_TTL_SECS in 1..86400")
     secrets: dict[str, str] = {}
-    for var in ("REDIS_URL", "CHORUS_JWT_SECRET"):
-        ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef")
-        if not check(ref is not None, f"{var} from a Secret"):
-            continue
+    ref = env.get("REDIS_URL", {}).get("valueFrom", {}).get("secretKeyRef")
+    if check(ref is not None, "REDIS_URL from a Secret"):
         secret = named(docs, "Secret", ref["name"])
-        if not check(secret is not None, f"{var}: Secret {ref['name']} is rendered"):
-            continue
-        data = secret_data(secret)
-        if check(ref["key"] in data and data[ref["key"]] != "", f"{var}: key {ref['key']} present and not empty"):
-            secrets[var] = data[ref["key"]]
+        if check(secret is not None, f"REDIS_URL: Secret {ref['name']} is rendered"):
+            data = secret_data(secret)
+            if check(data.get(ref["key"], "") != "", f"REDIS_URL: key {ref['key']} present and not empty"):
+                secrets["REDIS_URL"] = data[ref["key"]]
+    check_jwt_secret(docs, env)
     url = secrets.get("REDIS_URL", "")
     check(url.startswith(("redis://", "rediss://")), "REDIS_URL is redis:// or rediss:// (chorus refuses others)")
 
@@ -583,11 +600,7 @@ def check_managed_redis(base: list[dict], mr: list[dict]) -> None:
             "REDIS_URL points outside the cluster",
             url,
         )
-        jwt_ref = env["CHORUS_JWT_SECRET"]["valueFrom"]["secretKeyRef"]
-        check(
-            jwt_ref["name"] == ref["name"] and data.get(jwt_ref["key"]),
-            "CHORUS_JWT_SECRET kept (Secret merged, not replaced)",
-        )
+    check_jwt_secret(mr, env)
 
 
 def main() -> int:

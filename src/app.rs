@@ -64,11 +64,13 @@ pub struct AppState {
     pub auth: Option<Auth>,
     /// Connection limits.
     pub limits: Limits,
-    /// Where the web client is served from.
-    pub static_dir: PathBuf,
+    /// A folder to serve the web client from instead of the built-in copy.
+    pub static_dir: Option<PathBuf>,
+    /// How long a request's head, and then its body, may take to arrive.
+    pub handshake_timeout: Duration,
     /// One permit per open WebSocket.
     pub connections: Arc<Semaphore>,
-    /// Open WebSockets per client address; `None` when unlimited.
+    /// Connections per client address; `None` when unlimited.
     pub(crate) per_ip: Option<Arc<PerIp>>,
     /// The header a trusted proxy names the client in.
     pub proxy_header: Option<HeaderName>,
@@ -173,6 +175,7 @@ impl App {
                     .unwrap_or(usize::MAX),
             },
             static_dir: settings.static_dir.clone(),
+            handshake_timeout: settings.handshake_timeout(),
             connections: Arc::new(Semaphore::new(max_connections)),
             per_ip: (settings.max_connections_per_ip > 0).then(|| {
                 PerIp::new(usize::try_from(settings.max_connections_per_ip).unwrap_or(usize::MAX))
@@ -215,10 +218,17 @@ impl App {
         let token = state.shutdown.token.clone();
         let addr = self.listener.local_addr()?;
         let router = crate::http::router(state.clone(), self.metrics_listener.is_none());
+        // Behind a trusted proxy every connection comes from the proxy: the
+        // count then waits for the proxy's header, at the WebSocket upgrade.
+        let tcp_per_ip = match state.proxy_header {
+            Some(_) => None,
+            None => state.per_ip.clone(),
+        };
         let mut server = tokio::spawn(server::serve(
             self.listener,
             router,
             self.handshake_timeout,
+            tcp_per_ip,
             token.clone(),
         ));
         if let Some(listener) = self.metrics_listener {
@@ -227,6 +237,7 @@ impl App {
                 listener,
                 crate::http::metrics_router(state.clone()),
                 self.handshake_timeout,
+                None,
                 token.clone(),
             ));
         }

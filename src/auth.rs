@@ -66,9 +66,11 @@ impl Auth {
         let user = UserName::parse(&claims.sub).map_err(|_| AuthError::Subject)?;
         Ok(Identity {
             user,
-            expires: claims
-                .exp
-                .map(|exp| UNIX_EPOCH + Duration::from_secs(exp.saturating_add(LEEWAY_SECS))),
+            // An `exp` past what `SystemTime` can hold (e.g. u64::MAX) is a
+            // token that never expires in practice: no deadline, not a panic.
+            expires: claims.exp.and_then(|exp| {
+                UNIX_EPOCH.checked_add(Duration::from_secs(exp.saturating_add(LEEWAY_SECS)))
+            }),
         })
     }
 }

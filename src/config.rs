@@ -20,6 +20,11 @@ pub const DEFAULT_PORT: u16 = 8080;
 /// instead of all of them forever.
 pub const DEFAULT_HISTORY_TTL_SECS: u64 = 7 * 24 * 3600;
 
+/// Shortest `CHORUS_JWT_SECRET`, in bytes, from the contract: an HS256 key
+/// shorter than the hash's 32-byte output can be guessed offline from any
+/// one token.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
 /// Everything an operator can set. `chorus --help` lists each with its
 /// variable and default.
 #[derive(Debug, Clone, Parser)]
@@ -100,12 +105,15 @@ pub struct Settings {
     pub idle_timeout_secs: u64,
 
     /// Seconds a new TCP connection has to send its complete HTTP request
-    /// head (the WebSocket upgrade included) before it is closed.
+    /// head (the WebSocket upgrade included) before it is closed; a request
+    /// body then has as long again to arrive whole, else 408 and close.
     #[arg(long, env = "CHORUS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub handshake_timeout_secs: u64,
 
-    /// WebSocket connections one client address may hold on this node; over
-    /// it the upgrade answers 429. 0 = no limit.
+    /// Connections one client address (IPv6: its /64) may hold on this node,
+    /// plain HTTP and WebSocket together; over it: 429. Behind
+    /// CHORUS_TRUSTED_PROXY_HEADER only WebSockets, by the proxy's address
+    /// header (the proxy caps the rest). 0 = no limit.
     #[arg(long, env = "CHORUS_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
     pub max_connections_per_ip: u32,
 
@@ -156,9 +164,10 @@ pub struct Settings {
     #[arg(long, env = "CHORUS_REDIS_PREFIX", default_value = "chorus:")]
     pub redis_prefix: String,
 
-    /// Folder the web client is served from.
-    #[arg(long, env = "CHORUS_STATIC_DIR", default_value = "static")]
-    pub static_dir: PathBuf,
+    /// Folder to serve the web client from instead of the copy built into
+    /// the binary [default: the built-in copy of the repository's static/].
+    #[arg(long, env = "CHORUS_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
 
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
@@ -257,10 +266,17 @@ impl Settings {
                 problem: format!("expected redis://host:port/db, got {url:?}"),
             });
         }
-        if matches!(&self.jwt_secret, Some(s) if s.is_empty()) {
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < MIN_JWT_SECRET_BYTES
+        {
+            // The length only: the value is a secret and never printed.
             return Err(ConfigError::Value {
                 setting: "CHORUS_JWT_SECRET",
-                problem: "must not be empty (unset it for anonymous mode)".to_owned(),
+                problem: format!(
+                    "must be at least {MIN_JWT_SECRET_BYTES} bytes, got {} (generate one with \
+                     `openssl rand -hex 32`; unset it for anonymous mode)",
+                    secret.len()
+                ),
             });
         }
         if self.redis_prefix.is_empty() {

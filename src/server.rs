@@ -1,11 +1,13 @@
 //! The HTTP accept loop. `axum::serve` has no read timer, so a client that
 //! opens TCP connections and never finishes a request would hold them
 //! forever; here each connection is served by hyper with a timeout on its
-//! request head (the handshake timeout), the peer address is handed to
-//! handlers as `ConnectInfo`, and a stop lets connections finish their
-//! current request.
+//! request head (the handshake timeout; `http` times the body), the peer
+//! address is handed to handlers as `ConnectInfo`, connections are counted
+//! per client address from the moment they are accepted, and a stop lets
+//! connections finish their current request.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,24 +17,34 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::http::ApiError;
 use crate::telemetry;
+use crate::ws::{HeldPermit, PerIp};
 
 /// Pause after a failed accept (out of file descriptors, say), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// How long a connection refused at accept time is kept to read what its
+/// client sends: closing a socket with unread input sends a reset, which may
+/// destroy the 429 before the client reads it.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
 /// Serves `router` on `listener` until `stop` is cancelled, then waits for
 /// the open HTTP exchanges to end (upgraded WebSockets are not among them:
-/// their sessions have their own drain).
+/// their sessions have their own drain). With `per_ip`, a connection from a
+/// peer address over its limit is answered 429 and closed at once.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     handshake_timeout: Duration,
+    per_ip: Option<Arc<PerIp>>,
     stop: CancellationToken,
 ) {
     let connections = TaskTracker::new();
@@ -43,9 +55,20 @@ pub(crate) async fn serve(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let permit = match &per_ip {
+                    None => None,
+                    Some(per_ip) => match per_ip.try_acquire(peer.ip()) {
+                        Some(permit) => Some(HeldPermit::new(permit)),
+                        None => {
+                            connections.spawn(refuse(tcp, per_ip.limit()));
+                            continue;
+                        }
+                    },
+                };
                 connections.spawn(connection(
                     tcp,
                     peer,
+                    permit,
                     router.clone(),
                     handshake_timeout,
                     stop.clone(),
@@ -61,9 +84,31 @@ pub(crate) async fn serve(
     connections.wait().await;
 }
 
+/// Answers 429 `too_many_connections` on a connection whose address holds
+/// `limit` already, without waiting for (or parsing) its request.
+async fn refuse(mut tcp: TcpStream, limit: usize) {
+    metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "per_ip").increment(1);
+    let response = ApiError::TooManyFromAddress(limit).to_http1_bytes();
+    let answer = async {
+        tcp.write_all(&response).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0_u8; 1024];
+        while tcp.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    // Bounded: a client that never reads nor closes is dropped all the same.
+    if let Ok(Err(error)) = tokio::time::timeout(REFUSAL_LINGER, answer).await {
+        tracing::debug!(%error, "refused a connection over the per-address limit");
+    }
+}
+
+/// Serves one connection. `permit`, its count against the per-address limit,
+/// is offered to every request: a WebSocket upgrade takes it into its
+/// session; otherwise it is given back when the connection ends.
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
+    permit: Option<HeldPermit>,
     router: Router,
     handshake_timeout: Duration,
     stop: CancellationToken,
@@ -75,6 +120,9 @@ async fn connection(
     let service = router.map_request(move |request: axum::http::Request<Incoming>| {
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(permit) = &permit {
+            request.extensions_mut().insert(permit.clone());
+        }
         request
     });
     let mut builder = http1::Builder::new();

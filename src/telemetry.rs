@@ -16,8 +16,9 @@ pub const CONNECTIONS_OPENED: &str = "chorus_connections_opened_total";
 /// server closed; 1000 when the client did; 1006 when the peer vanished or
 /// stopped answering pings (counter).
 pub const CONNECTIONS_CLOSED: &str = "chorus_connections_closed_total";
-/// Upgrades refused, by `reason`: `name`, `auth`, `origin`, `per_ip`,
-/// `limit`, `overloaded`, `draining` (counter).
+/// Upgrades refused, by `reason`: `name`, `auth`, `origin`, `per_ip` (also
+/// TCP connections refused at accept over the per-address limit), `limit`,
+/// `overloaded`, `draining` (counter).
 pub const CONNECTIONS_REFUSED: &str = "chorus_connections_refused_total";
 /// Room messages and DMs accepted and stored, by `kind` (counter).
 pub const MESSAGES_ACCEPTED: &str = "chorus_messages_accepted_total";
@@ -54,7 +55,8 @@ pub const ROOM_LIMIT_REFUSALS: &str = "chorus_room_limit_refusals_total";
 /// pong (counter).
 pub const IDLE_DISCONNECTS: &str = "chorus_idle_disconnects_total";
 /// TCP connections closed because they sent no complete request head within
-/// CHORUS_HANDSHAKE_TIMEOUT_SECS (counter).
+/// CHORUS_HANDSHAKE_TIMEOUT_SECS, or no complete request body within as long
+/// again after it (counter).
 pub const HANDSHAKE_TIMEOUTS: &str = "chorus_handshake_timeouts_total";
 /// Bytes of fan-out frames waiting in this node's outbound queues (gauge,
 /// read at scrape time).

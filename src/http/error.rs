@@ -46,6 +46,9 @@ pub enum ApiError {
     /// A request body over the limit.
     #[error("the request body is over {} KiB", MAX_BODY_BYTES / 1024)]
     BodyTooLarge,
+    /// The request body did not arrive within the handshake timeout.
+    #[error("the request body did not arrive in time (CHORUS_HANDSHAKE_TIMEOUT_SECS)")]
+    RequestTimeout,
     /// The room exists already.
     #[error("room exists")]
     RoomExists,
@@ -116,6 +119,7 @@ impl ApiError {
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::RoomExists => (StatusCode::CONFLICT, "room_exists"),
             // 409 like `room_exists`: the request conflicts with the state
             // of the directory, and repeating it will not help until rooms
@@ -144,6 +148,30 @@ struct Body<'a> {
 struct Detail<'a> {
     code: &'a str,
     message: String,
+}
+
+impl ApiError {
+    /// The whole HTTP/1.1 response, `Connection: close` included, as bytes:
+    /// for the accept loop, which refuses a connection before hyper (or any
+    /// request) is involved.
+    pub(crate) fn to_http1_bytes(&self) -> Vec<u8> {
+        let (status, code) = self.status_and_code();
+        metrics::counter!(telemetry::ERRORS, "code" => code).increment(1);
+        let body = serde_json::to_vec(&Body {
+            error: Detail {
+                code,
+                message: self.to_string(),
+            },
+        })
+        .unwrap_or_default();
+        let mut bytes = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(&body);
+        bytes
+    }
 }
 
 impl IntoResponse for ApiError {

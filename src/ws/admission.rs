@@ -3,7 +3,7 @@
 //! whole connection budget.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::{HeaderMap, HeaderName};
@@ -21,7 +21,30 @@ pub(crate) fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: Option<&Head
         .unwrap_or(peer)
 }
 
-/// Open WebSocket connections per client address on this node.
+/// What the per-address limit counts by: an IPv4 address (an IPv4-mapped
+/// IPv6 one included) whole, an IPv6 address by its /64. One host is handed
+/// a whole /64 (SLAAC, privacy addresses), so counting IPv6 addresses one by
+/// one would let it open practically unlimited connections.
+pub(crate) fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(
+                v6.to_bits() & (u128::MAX << IPV6_HOST_BITS),
+            )),
+        },
+    }
+}
+
+/// The host part of an IPv6 address that one client may pick freely: the
+/// low 64 bits (RFC 4291 interface identifiers).
+const IPV6_HOST_BITS: u32 = 64;
+
+/// Open connections per client address group ([`address_group`]) on this
+/// node: TCP connections counted at accept time when there is no trusted
+/// proxy (a WebSocket keeps its connection's permit, so both kinds together
+/// stay within the limit), else WebSockets by the address the proxy names.
 #[derive(Debug)]
 pub(crate) struct PerIp {
     limit: usize,
@@ -44,8 +67,10 @@ impl PerIp {
         })
     }
 
-    /// A permit for one more connection from `ip`, unless it is at the limit.
+    /// A permit for one more connection from `ip`, unless its group is at
+    /// the limit.
     pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpPermit> {
+        let ip = address_group(ip);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(ip).or_default();
         if *count >= self.limit {
@@ -61,6 +86,32 @@ impl PerIp {
     /// The most connections one address may hold.
     pub(crate) fn limit(&self) -> usize {
         self.limit
+    }
+}
+
+/// The permit a TCP connection took at accept time, offered to each of its
+/// requests: a WebSocket upgrade takes it along into its session, so the
+/// socket is counted once for as long as it stays open.
+#[derive(Debug, Clone)]
+pub(crate) struct HeldPermit(Arc<Mutex<Option<IpPermit>>>);
+
+impl HeldPermit {
+    /// Holds `permit` for the connection.
+    pub(crate) fn new(permit: IpPermit) -> Self {
+        Self(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    /// True while nobody took the permit.
+    pub(crate) fn is_held(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The permit, moved out: its new owner gives it back on drop.
+    pub(crate) fn take(&self) -> Option<IpPermit> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -123,6 +174,55 @@ mod tests {
             "other addresses unaffected"
         );
         drop(first);
+        assert!(per_ip.try_acquire(a).is_some());
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        for (address, group) in [
+            ("192.0.2.1", "192.0.2.1"),
+            ("::ffff:192.0.2.1", "192.0.2.1"),
+            ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::"),
+            ("2001:db8:1:2::1", "2001:db8:1:2::"),
+            ("2001:db8:1:3::1", "2001:db8:1:3::"),
+            ("::1", "::"),
+        ] {
+            assert_eq!(address_group(ip(address)), ip(group), "{address}");
+        }
+
+        let per_ip = PerIp::new(2);
+        let _a = per_ip.try_acquire(ip("2001:db8:1:2::1")).unwrap();
+        let _b = per_ip.try_acquire(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(
+            per_ip.try_acquire(ip("2001:db8:1:2::77")).is_none(),
+            "a third address of the same /64 is over the limit"
+        );
+        assert!(
+            per_ip.try_acquire(ip("2001:db8:1:3::1")).is_some(),
+            "the next /64 is someone else"
+        );
+
+        let _v4 = per_ip.try_acquire(ip("198.51.100.4")).unwrap();
+        let _mapped = per_ip.try_acquire(ip("::ffff:198.51.100.4")).unwrap();
+        assert!(
+            per_ip.try_acquire(ip("198.51.100.4")).is_none(),
+            "an IPv4-mapped address is the IPv4 address"
+        );
+    }
+
+    #[test]
+    fn a_held_permit_is_taken_once_and_counts_until_its_owner_drops_it() {
+        let per_ip = PerIp::new(1);
+        let a = ip("192.0.2.5");
+        let held = HeldPermit::new(per_ip.try_acquire(a).unwrap());
+        let seen_by_a_request = held.clone();
+        assert!(seen_by_a_request.is_held());
+        let session = seen_by_a_request.take().unwrap();
+        assert!(!held.is_held() && held.take().is_none());
+        drop(held);
+        drop(seen_by_a_request);
+        assert!(per_ip.try_acquire(a).is_none(), "the session still counts");
+        drop(session);
         assert!(per_ip.try_acquire(a).is_some());
     }
 

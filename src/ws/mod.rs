@@ -6,12 +6,13 @@ mod admission;
 mod commands;
 mod session;
 
-pub(crate) use admission::{PerIp, client_ip};
+pub(crate) use admission::{HeldPermit, PerIp, client_ip};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, Query, State, rejection::QueryRejection};
@@ -54,6 +55,7 @@ async fn upgrade(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    held: Option<Extension<HeldPermit>>,
     params: Result<Query<Params>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -82,15 +84,20 @@ async fn upgrade(
         }
     };
     let upgrade = upgrade.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let ip = admission::client_ip(&headers, peer.ip(), state.proxy_header.as_ref());
-    let ip_permit = match &state.per_ip {
-        Some(per_ip) => Some(
-            per_ip
-                .try_acquire(ip)
-                .ok_or_else(|| refuse(ApiError::TooManyFromAddress(per_ip.limit()), "per_ip"))?,
-        ),
-        None => None,
-    };
+    // Without a trusted proxy the connection was counted when accepted, and
+    // the session takes that count over (below); behind one, the client is
+    // known only now, from the proxy's header.
+    let held = held.map(|Extension(held)| held).filter(HeldPermit::is_held);
+    let ip_permit =
+        match (&state.per_ip, &held) {
+            (Some(per_ip), None) => {
+                let ip = admission::client_ip(&headers, peer.ip(), state.proxy_header.as_ref());
+                Some(per_ip.try_acquire(ip).ok_or_else(|| {
+                    refuse(ApiError::TooManyFromAddress(per_ip.limit()), "per_ip")
+                })?)
+            }
+            _ => None,
+        };
     if state.chat.hub().buffered_bytes() > state.max_buffered_bytes {
         return Err(refuse(ApiError::Overloaded, "overloaded"));
     }
@@ -99,13 +106,18 @@ async fn upgrade(
         .clone()
         .try_acquire_owned()
         .map_err(|_| refuse(ApiError::TooManyConnections, "limit"))?;
+    // Taken only now that nothing can refuse the upgrade: a refused request
+    // leaves the count with its connection, which stays open.
+    let ip_permit = ip_permit.or_else(|| held.and_then(|held| held.take()));
     // Counts as a running task from now on, so the drain waits for the session.
     let task = state.shutdown.tracker.token();
-    let expires = expires.map(|at| {
+    // A deadline too far away for an `Instant` (a token "valid until the end
+    // of time") means no expiry timer rather than a panic on overflow.
+    let expires = expires.and_then(|at| {
         let left = at
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        tokio::time::Instant::now() + left
+        tokio::time::Instant::now().checked_add(left)
     });
     Ok(upgrade
         .read_buffer_size(READ_BUFFER_BYTES)

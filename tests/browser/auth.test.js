@@ -6,7 +6,8 @@ import crypto from 'node:crypto';
 import { startNode } from './lib/cluster.js';
 import { launchBrowser, openClient, waitConnected, send, waitMessage, messageTexts } from './lib/browser.js';
 
-const SECRET = 'browser-test-secret';
+// At least 32 bytes, as the node requires.
+const SECRET = 'browser-test-secret-of-at-least-32-bytes';
 let node;
 let browser;
 

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use crate::support::node::Endpoint;
 use crate::support::{TestNode, WsClient, unique};
 
-const SECRET: &str = "e2e-test-secret";
+/// At least 32 bytes, as the node requires.
+const SECRET: &str = "e2e-test-secret-of-at-least-32-bytes";
 
 fn now() -> i64 {
     let secs = SystemTime::now()
@@ -324,4 +325,22 @@ async fn a_connection_closes_with_1008_when_its_token_expires() {
     let code = alice.expect_close().await;
 
     assert_eq!(code, 1008);
+}
+
+#[tokio::test]
+async fn a_token_expiring_at_the_end_of_time_connects_and_chats() {
+    let node = auth_node().await;
+    // Neither an `Instant` nor a `SystemTime` reaches that far: the session
+    // must simply have no expiry timer, not panic.
+    for exp in [json!(i64::MAX), json!(u64::MAX)] {
+        let user = unique("forever");
+        let token = sign(&json!({"sub": user, "exp": exp}), SECRET, Algorithm::HS256);
+        let mut client = WsClient::connect(&ws_with_token(&node, &token)).await;
+        assert_eq!(client.welcome["user"], user.as_str(), "exp {exp}");
+        let room = unique("room");
+        client.join(&room).await;
+        let message = client.say(&room, "still here").await;
+        assert_eq!(message["user"], user.as_str(), "exp {exp}");
+        assert_eq!(message["content"], "still here", "exp {exp}");
+    }
 }

@@ -152,6 +152,31 @@ fn an_empty_jwt_secret_stops_start_up_with_one_line_naming_it() {
 }
 
 #[test]
+fn a_jwt_secret_shorter_than_32_bytes_stops_start_up_with_one_line_and_exit_code_2() {
+    let short = "x".repeat(31);
+    assert_refused(&[("CHORUS_JWT_SECRET", &short)], "CHORUS_JWT_SECRET");
+    let run = run(
+        &[],
+        &[
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("CHORUS_JWT_SECRET", &short),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(2), "a bad setting exits 2");
+    assert!(
+        run.stderr.starts_with("error: CHORUS_JWT_SECRET: "),
+        "{:?}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains(&short),
+        "the secret itself is never printed: {:?}",
+        run.stderr
+    );
+}
+
+#[test]
 fn an_idle_timeout_not_longer_than_the_ping_interval_stops_start_up_with_one_line_naming_it() {
     assert_refused(
         &[

@@ -229,6 +229,33 @@ async fn nginx_serves_the_api_and_health_but_never_metrics() {
     assert!(lb.config().contains("proxy_read_timeout 1h"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nginx_access_log_has_the_paths_but_never_a_token_from_a_query() {
+    let (_cluster, nodes) = process_cluster(1).await;
+    let lb = Nginx::start(&addrs(&nodes));
+    let token = unique("tokenvalue");
+    // Anonymous nodes ignore `token`: what matters is what nginx writes down.
+    let ws =
+        WsClient::connect(&lb.ws_url_query(&format!("username={}&token={token}", unique("u"))))
+            .await;
+    ws.close().await;
+    let stats = format!("/api/stats?token={token}");
+    assert_eq!(get_status(&lb.url(&stats)).await, Some(200));
+
+    // nginx writes a line when a request ends: the WebSocket's at its close.
+    let log = eventually("both requests in the access log", || async {
+        let log = lb.access_log();
+        (log.contains("GET /ws") && log.contains("GET /api/stats")).then_some(log)
+    })
+    .await;
+    assert!(!log.contains(&token), "the token leaked:\n{log}");
+    assert!(!log.contains("token="), "a query was logged:\n{log}");
+    assert!(
+        log.contains("GET /ws HTTP/1.1") && log.contains("GET /api/stats HTTP/1.1"),
+        "the paths are logged:\n{log}"
+    );
+}
+
 /// The alert names declared in deploy/prometheus/alerts.yml.
 fn declared_alerts() -> BTreeSet<String> {
     std::fs::read_to_string(ALERT_RULES)

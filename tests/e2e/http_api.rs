@@ -596,3 +596,83 @@ async fn an_unknown_path_answers_404_in_the_json_error_shape() {
         assert_error(&body, "not_found");
     }
 }
+
+/// A fresh empty directory under the system's temporary one, removed on drop.
+struct EmptyDir(std::path::PathBuf);
+
+impl EmptyDir {
+    fn create() -> Self {
+        let path = std::env::temp_dir().join(crate::support::unique("chorus-cwd"));
+        std::fs::create_dir(&path).expect("create a temporary directory");
+        Self(path)
+    }
+}
+
+impl Drop for EmptyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_whole_web_client_from_any_working_directory() {
+    let elsewhere = EmptyDir::create();
+    let node = crate::support::ProcessNode::spawn_in(&elsewhere.0, &[]);
+    let client = reqwest::Client::new();
+    let files = [
+        ("/", "index.html", "text/html"),
+        ("/app.js", "app.js", "text/javascript"),
+        ("/style.css", "style.css", "text/css"),
+        ("/js/api.js", "js/api.js", "text/javascript"),
+        ("/js/connection.js", "js/connection.js", "text/javascript"),
+        ("/js/dom.js", "js/dom.js", "text/javascript"),
+        ("/js/store.js", "js/store.js", "text/javascript"),
+    ];
+    // Every module the page loads is among them, so the list stays whole.
+    let modules = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/static/js"))
+        .expect("static/js")
+        .count();
+    assert_eq!(modules, 4, "static/js/ changed: list its files here");
+
+    for (path, file, expected_type) in files {
+        let expected =
+            std::fs::read_to_string(format!("{}/static/{file}", env!("CARGO_MANIFEST_DIR")))
+                .expect("the file in static/");
+        let response = client.get(node.url(path)).send().await.expect("answers");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        assert!(
+            content_type.starts_with(expected_type),
+            "{path}: {content_type}"
+        );
+        let etag = header("etag").unwrap_or_else(|| panic!("{path} has an ETag"));
+        assert_eq!(response.text().await.expect("text"), expected, "{path}");
+
+        // A browser revalidating its copy gets 304 and no body.
+        let again = client
+            .get(node.url(path))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+    }
+
+    // What the folder lacks is still the JSON 404, and other methods 405.
+    let (status, body) = get(&node.url("/no/such/file.js")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error(&body, "not_found");
+    let response = client
+        .post(node.url("/app.js"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -18,7 +18,10 @@ use tokio::task::JoinSet;
 use crate::limits::{connect_with_small_window, raw_recv, raw_send};
 use crate::support::node::Endpoint;
 use crate::support::tools::free_port;
-use crate::support::{TIMEOUT, TestNode, WsClient, eventually, get_status, sample, scrape, unique};
+use crate::support::{
+    TIMEOUT, TestNode, WsClient, eventually, get_status, metric, read_until_closed, sample, scrape,
+    unique,
+};
 
 const FOREIGN: &str = "https://evil.example";
 const APP: &str = "https://app.example";
@@ -156,13 +159,18 @@ async fn a_connection_flood_over_the_per_address_limit_is_refused_while_existing
  {
     const LIMIT: usize = 10;
     const FLOOD: usize = 200;
+    // Metrics on a listener of their own: every connection to the public
+    // port from this address counts, and a scrape must not take a slot.
+    let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let metrics_url = format!("http://{metrics_addr}/metrics");
     let node = TestNode::spawn_with(|s| {
         s.max_connections_per_ip = LIMIT as u32;
         s.rate_limit = 0;
+        s.metrics_addr = Some(metrics_addr);
     })
     .await;
     let refused_before = sample(
-        &scrape(&node.url("/metrics")).await,
+        &scrape(&metrics_url).await,
         "chorus_connections_refused_total",
         r#"reason="per_ip""#,
     );
@@ -247,7 +255,7 @@ async fn a_connection_flood_over_the_per_address_limit_is_refused_while_existing
         "bob got every message alice sent during the flood, in order"
     );
     let refused_after = sample(
-        &scrape(&node.url("/metrics")).await,
+        &scrape(&metrics_url).await,
         "chorus_connections_refused_total",
         r#"reason="per_ip""#,
     );
@@ -494,4 +502,138 @@ async fn connections_that_send_no_complete_request_in_time_are_closed() {
         sample(&page, "chorus_handshake_timeouts_total", "") >= 2.0,
         "counted"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Request bodies: one deadline for the whole body
+
+/// A request head announcing a `length`-byte JSON body.
+fn post_head(length: usize) -> String {
+    format!(
+        "POST /api/rooms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_request_body_that_does_not_arrive_within_the_handshake_timeout_closes_the_connection() {
+    let node = TestNode::spawn_with(|s| s.handshake_timeout_secs = 1).await;
+    let before = metric(&node.url("/metrics"), "chorus_handshake_timeouts_total").await;
+
+    // One announces 64 KiB and sends nothing; one drips a byte every 100 ms,
+    // which a per-read idle timer would never stop.
+    let mut silent = TcpStream::connect(node.addr).await.expect("connect");
+    silent
+        .write_all(post_head(65_536).as_bytes())
+        .await
+        .expect("write head");
+    let dripping = TcpStream::connect(node.addr).await.expect("connect");
+    let (mut drip_read, mut drip_write) = dripping.into_split();
+    drip_write
+        .write_all(post_head(65_536).as_bytes())
+        .await
+        .expect("write head");
+    let started = Instant::now();
+    let dripper = tokio::spawn(async move {
+        let mut pace = tokio::time::interval(Duration::from_millis(100));
+        // Stops at the first write the closed connection refuses.
+        while drip_write.write_all(b" ").await.is_ok() {
+            pace.tick().await;
+        }
+    });
+
+    // Meanwhile a prompt client is served.
+    assert_eq!(get_status(&node.url("/health")).await, Some(200));
+    let answer = read_until_closed(&mut silent).await;
+    let mut dripped = String::new();
+    let _ = tokio::time::timeout(TIMEOUT, drip_read.read_to_string(&mut dripped))
+        .await
+        .expect("the dripping connection is closed in time");
+    let elapsed = started.elapsed();
+    let _ = tokio::time::timeout(TIMEOUT, dripper).await;
+
+    for answer in [&answer, &dripped] {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer:?}"
+        );
+        assert!(answer.contains(r#""code":"request_timeout""#), "{answer:?}");
+    }
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "closed about 1 s after the head, took {elapsed:?}"
+    );
+    let after = metric(&node.url("/metrics"), "chorus_handshake_timeouts_total").await;
+    assert!(after - before >= 2.0, "counted: {before} -> {after}");
+    eprintln!("body deadline 1 s: silent and dripping bodies closed after {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_request_body_that_arrives_in_time_in_pieces_is_served() {
+    let node = TestNode::spawn_with(|s| s.handshake_timeout_secs = 2).await;
+    let body = json!({"name": unique("room")}).to_string();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(node.addr).await.expect("connect");
+    stream
+        .write_all(format!("{}{first}", post_head(body.len())).as_bytes())
+        .await
+        .expect("write");
+    stream.flush().await.expect("flush");
+    stream.write_all(rest.as_bytes()).await.expect("write");
+    let mut buf = [0_u8; 1024];
+    let n = tokio::time::timeout(TIMEOUT, stream.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer:?}");
+}
+
+// ---------------------------------------------------------------------------
+// TCP connections per client address
+
+#[tokio::test]
+async fn plain_tcp_connections_over_the_per_address_limit_get_429_until_one_closes() {
+    const LIMIT: usize = 3;
+    let node = TestNode::spawn_with(|s| s.max_connections_per_ip = LIMIT as u32).await;
+    let mut idle = Vec::new();
+    for _ in 0..LIMIT {
+        idle.push(TcpStream::connect(node.addr).await.expect("connect"));
+    }
+
+    let mut over = TcpStream::connect(node.addr).await.expect("connect");
+    let answer = read_until_closed(&mut over).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer:?}");
+    assert!(
+        answer.contains(r#""code":"too_many_connections""#),
+        "{answer:?}"
+    );
+    // A WebSocket rides a TCP connection: it is refused the same way.
+    assert_refused_as(
+        WsClient::try_connect(&node.ws_url(&unique("ws"))).await,
+        429,
+        "too_many_connections",
+    );
+
+    drop(idle.pop());
+    eventually("a freed slot serves again", || async {
+        (get_status(&node.url("/health")).await == Some(200)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_tcp_connections_from_the_proxy_are_not_capped() {
+    const LIMIT: usize = 2;
+    let node = TestNode::spawn_with(|s| {
+        s.max_connections_per_ip = LIMIT as u32;
+        s.trusted_proxy_header = Some("X-Real-IP".into());
+    })
+    .await;
+    // Every connection comes from the proxy's address: the proxy caps them.
+    let mut idle = Vec::new();
+    for _ in 0..LIMIT * 2 {
+        idle.push(TcpStream::connect(node.addr).await.expect("connect"));
+    }
+    assert_eq!(get_status(&node.url("/health")).await, Some(200));
 }

@@ -120,7 +120,6 @@ export async function startNode({ redisUrl, prefix, id, env = {}, port: chosen }
       REDIS_URL: redisUrl, // undefined: embedded mode
       CHORUS_REDIS_PREFIX: redisUrl ? prefix : undefined,
       CHORUS_NODE_ID: id,
-      CHORUS_STATIC_DIR: path.join(ROOT, 'static'),
       RUST_LOG: process.env.RUST_LOG || 'warn',
       ...env,
     },

@@ -144,3 +144,22 @@ pub fn sample(text: &str, name: &str, label: &str) -> f64 {
 pub async fn metric(metrics_url: &str, name: &str) -> f64 {
     sample(&scrape(metrics_url).await, name, "")
 }
+
+/// Everything the server sends on a raw TCP `stream` until it closes it;
+/// fails if it is still open after [`TIMEOUT`]. A reset counts as closed.
+pub async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0_u8; 4096];
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return String::from_utf8_lossy(&seen).into_owned(),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "the server kept the connection open for {TIMEOUT:?}; it sent {:?}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+}

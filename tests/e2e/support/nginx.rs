@@ -69,7 +69,11 @@ impl Nginx {
                 .arg(dir.path().join("error.log"))
                 .args(["-g", "daemon off;"])
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                // chorus.conf logs requests to stdout.
+                .stdout(Stdio::from(
+                    std::fs::File::create(dir.path().join("access.log"))
+                        .expect("create access.log"),
+                ))
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("nginx starts");
@@ -86,6 +90,11 @@ impl Nginx {
             }
         }
         panic!("nginx found no free port in 5 tries")
+    }
+
+    /// What nginx wrote to its access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
     /// The rendered configuration this nginx runs.

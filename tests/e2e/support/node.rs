@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -50,12 +51,11 @@ impl Endpoint for TestNode {
     }
 }
 
-/// Settings for a test node: loopback, port 0, the repo's static folder.
+/// Settings for a test node: loopback, port 0, the embedded web client.
 pub fn test_settings() -> Settings {
     let mut settings = Settings::defaults();
     settings.host = [127, 0, 0, 1].into();
     settings.port = 0;
-    settings.static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static").into();
     settings
 }
 
@@ -125,18 +125,20 @@ impl Endpoint for ProcessNode {
 impl ProcessNode {
     /// Starts the binary with `env` on a free port and waits for it to listen.
     pub fn spawn(env: &[(&str, &str)]) -> Self {
+        Self::spawn_in(Path::new(env!("CARGO_MANIFEST_DIR")), env)
+    }
+
+    /// Like [`ProcessNode::spawn`], with `dir` as the working directory.
+    pub fn spawn_in(dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chorus"));
         command
+            .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("CHORUS_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
-            .env(
-                "CHORUS_STATIC_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/static"),
-            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
