@@ -125,7 +125,17 @@ impl Endpoint for ProcessNode {
 impl ProcessNode {
     /// Starts the binary with `env` on a free port and waits for it to listen.
     pub fn spawn(env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chorus"));
+        Self::launch(Command::new(env!("CARGO_BIN_EXE_chorus")), env)
+    }
+
+    /// Starts the binary inside network namespace `ns` of `hosts`
+    /// (`ip netns exec`, which execs: the child is the node itself). `env`
+    /// should set `HOST` to an address of that namespace.
+    pub fn spawn_in(hosts: &super::netns::Hosts, ns: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(hosts.command_in(ns, env!("CARGO_BIN_EXE_chorus")), env)
+    }
+
+    fn launch(mut command: Command, env: &[(&str, &str)]) -> Self {
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
