@@ -20,6 +20,7 @@ mod http_api;
 mod limits;
 mod malformed;
 mod metrics;
+mod partition;
 mod redis_outage;
 mod rooms;
 mod shutdown;
