@@ -588,17 +588,17 @@ async fn a_node_cut_off_from_redis_for_twice_the_ttl_under_load_recovers_presenc
             3,
         )
         .await;
+    let listed_again = within(TTL + SLACK, || async {
+        listed(&other, &room).await == (all_users.clone(), all_users.clone())
+            && listed(&cut, &room).await == (all_users.clone(), all_users.clone())
+    })
+    .await
+    .map(|_| heal_at.elapsed());
     let joins_again = within(TTL + PHASE / 3, || async {
         let seen = live.presence();
         on_other.iter().all(|&o| {
             (0..PER_NODE).all(|i| first_seen(&seen, o, &format!("n{i}"), "join", heal_at).is_some())
         })
-    })
-    .await
-    .map(|_| heal_at.elapsed());
-    let listed_again = within(TTL + SLACK, || async {
-        listed(&other, &room).await == (all_users.clone(), all_users.clone())
-            && listed(&cut, &room).await == (all_users.clone(), all_users.clone())
     })
     .await
     .map(|_| heal_at.elapsed());
@@ -690,12 +690,15 @@ async fn a_node_cut_off_from_redis_for_twice_the_ttl_under_load_recovers_presenc
             _ => None,
         })
         .collect();
-    let missed_dm: HashSet<&str> = records[..PER_NODE]
+    // DM ids are unique per pair only: keyed by pair.
+    let missed_dm: HashSet<(usize, &str)> = records[..PER_NODE]
         .iter()
-        .flat_map(|r| &r.sends)
-        .filter(|s| s.kind == Kind::Dm && s.answered.is_some_and(|a| a >= cut_at && a <= heal_at))
-        .filter_map(|s| match &s.fate {
-            Fate::Accepted(id) => Some(id.as_str()),
+        .flat_map(|r| r.sends.iter().map(move |s| (r.pair, s)))
+        .filter(|(_, s)| {
+            s.kind == Kind::Dm && s.answered.is_some_and(|a| a >= cut_at && a <= heal_at)
+        })
+        .filter_map(|(pair, s)| match &s.fate {
+            Fate::Accepted(id) => Some((pair, id.as_str())),
             _ => None,
         })
         .collect();
@@ -709,7 +712,7 @@ async fn a_node_cut_off_from_redis_for_twice_the_ttl_under_load_recovers_presenc
                     .count(),
                 r.got_dm
                     .iter()
-                    .filter(|(id, _)| missed_dm.contains(id.as_str()))
+                    .filter(|(id, _)| missed_dm.contains(&(r.pair, id.as_str())))
                     .count(),
             )
         })
@@ -913,7 +916,10 @@ async fn a_node_cut_off_from_redis_for_twice_the_ttl_under_load_recovers_presenc
         let dm_missed = records[..PER_NODE][n]
             .sends
             .iter()
-            .filter(|s| matches!(&s.fate, Fate::Accepted(id) if missed_dm.contains(id.as_str())))
+            .filter(|s| s.kind == Kind::Dm)
+            .filter(
+                |s| matches!(&s.fate, Fate::Accepted(id) if missed_dm.contains(&(n, id.as_str()))),
+            )
             .count();
         check(
             dm_got == dm_missed,
