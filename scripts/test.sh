@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# (redis-server for the cluster tests, nginx and prometheus for the deployment
-# tests; tests/browser/run.sh installs chromium and its npm packages), checks
-# the deployment artifacts with the real tools, then runs every test of the
-# workspace and the browser tests.
+# (redis-server for the cluster tests, iproute2 for the partition test, nginx
+# and prometheus for the deployment tests; tests/browser/run.sh installs
+# chromium and its npm packages), checks the deployment artifacts with the
+# real tools, then runs every test of the workspace and the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# `ip` builds the network namespaces of the partition test (tests/e2e/partition.rs).
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   sudo_cmd=""

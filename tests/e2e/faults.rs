@@ -48,16 +48,16 @@ const PHASE: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------
 // A split connection: a client that sends on a steady beat while it reads.
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// One WebSocket connection, split so that sending never waits for reading.
-struct Link {
+pub(crate) struct Link {
     tx: SplitSink<Ws, Message>,
     rx: SplitStream<Ws>,
 }
 
 /// What the socket gave next.
-enum Event {
+pub(crate) enum Event {
     Frame(Value),
     /// The connection ended (close frame, reset, end of stream).
     Ended(String),
@@ -66,7 +66,7 @@ enum Event {
 impl Link {
     /// Connects and reads `welcome`; `None` when the node does not answer
     /// (a dead node refuses the connection).
-    async fn open(url: &str) -> Option<Self> {
+    pub(crate) async fn open(url: &str) -> Option<Self> {
         let (ws, _) = tokio::time::timeout(TIMEOUT, connect_async(url))
             .await
             .ok()?
@@ -80,7 +80,7 @@ impl Link {
     }
 
     /// Sends one frame; false when the connection is gone.
-    async fn send(&mut self, frame: &Value) -> bool {
+    pub(crate) async fn send(&mut self, frame: &Value) -> bool {
         let text = Message::Text(frame.to_string().into());
         matches!(
             tokio::time::timeout(TIMEOUT, self.tx.send(text)).await,
@@ -90,7 +90,7 @@ impl Link {
 
     /// The next text frame, or the end of the connection. Unbounded: the
     /// callers bound every wait.
-    async fn next(&mut self) -> Event {
+    pub(crate) async fn next(&mut self) -> Event {
         loop {
             match self.rx.next().await {
                 Some(Ok(Message::Text(text))) => {
@@ -106,14 +106,14 @@ impl Link {
 }
 
 /// `(ms, seq)` of a message id, for ordering ids across a Redis restart.
-fn id_key(id: &str) -> (u64, u64) {
+pub(crate) fn id_key(id: &str) -> (u64, u64) {
     let (ms, seq) = id.split_once('-').expect("an id like 1700000000000-0");
     (ms.parse().expect("ms"), seq.parse().expect("seq"))
 }
 
 /// Every stored message of `room` as `(id, content)`, oldest first, read
 /// page by page through the HTTP API.
-async fn full_history(node: &impl Endpoint, room: &str) -> Vec<(String, String)> {
+pub(crate) async fn full_history(node: &impl Endpoint, room: &str) -> Vec<(String, String)> {
     let mut all: Vec<(String, String)> = Vec::new();
     loop {
         let path = match all.first() {
@@ -574,18 +574,18 @@ impl Chatters {
 
 /// Deliveries of one client against the expected sequence.
 #[derive(Debug, Default, Clone, Copy)]
-struct Tally {
+pub(crate) struct Tally {
     /// Distinct expected messages it got.
-    delivered: usize,
+    pub(crate) delivered: usize,
     /// Messages it got more than once.
-    duplicates: usize,
+    pub(crate) duplicates: usize,
     /// Expected messages it never got.
-    lost: usize,
+    pub(crate) lost: usize,
     /// Messages it got that were not expected.
-    unexpected: usize,
+    pub(crate) unexpected: usize,
 }
 
-fn tally(got: &[(String, String)], expected: &[(String, String)]) -> Tally {
+pub(crate) fn tally(got: &[(String, String)], expected: &[(String, String)]) -> Tally {
     let want: HashSet<&str> = expected.iter().map(|(id, _)| id.as_str()).collect();
     let mut once = HashSet::new();
     let mut tally = Tally::default();
@@ -623,7 +623,7 @@ fn assert_got_exactly(record: &Record, tally: &Tally, expected: &[(String, Strin
     );
 }
 
-fn sum(tallies: &[Tally]) -> Tally {
+pub(crate) fn sum(tallies: &[Tally]) -> Tally {
     tallies.iter().fold(Tally::default(), |a, t| Tally {
         delivered: a.delivered + t.delivered,
         duplicates: a.duplicates + t.duplicates,

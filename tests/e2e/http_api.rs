@@ -617,7 +617,7 @@ impl Drop for EmptyDir {
 #[tokio::test]
 async fn the_binary_serves_the_whole_web_client_from_any_working_directory() {
     let elsewhere = EmptyDir::create();
-    let node = crate::support::ProcessNode::spawn_in(&elsewhere.0, &[]);
+    let node = crate::support::ProcessNode::spawn_from(&elsewhere.0, &[]);
     let client = reqwest::Client::new();
     let files = [
         ("/", "index.html", "text/html"),

@@ -21,6 +21,7 @@ mod http_api;
 mod limits;
 mod malformed;
 mod metrics;
+mod partition;
 mod redis_outage;
 mod rest_limits;
 mod rooms;

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod cluster;
+pub mod netns;
 pub mod nginx;
 pub mod node;
 pub mod prometheus;

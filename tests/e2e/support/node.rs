@@ -125,12 +125,30 @@ impl Endpoint for ProcessNode {
 impl ProcessNode {
     /// Starts the binary with `env` on a free port and waits for it to listen.
     pub fn spawn(env: &[(&str, &str)]) -> Self {
-        Self::spawn_in(Path::new(env!("CARGO_MANIFEST_DIR")), env)
+        Self::launch(
+            Command::new(env!("CARGO_BIN_EXE_chorus")),
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            env,
+        )
     }
 
     /// Like [`ProcessNode::spawn`], with `dir` as the working directory.
-    pub fn spawn_in(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chorus"));
+    pub fn spawn_from(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::launch(Command::new(env!("CARGO_BIN_EXE_chorus")), dir, env)
+    }
+
+    /// Starts the binary inside network namespace `ns` of `hosts`
+    /// (`ip netns exec`, which execs: the child is the node itself). `env`
+    /// should set `HOST` to an address of that namespace.
+    pub fn spawn_in(hosts: &super::netns::Hosts, ns: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(
+            hosts.command_in(ns, env!("CARGO_BIN_EXE_chorus")),
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            env,
+        )
+    }
+
+    fn launch(mut command: Command, dir: &Path, env: &[(&str, &str)]) -> Self {
         command
             .current_dir(dir)
             .env_clear()

@@ -3,20 +3,27 @@
 //! and dies with its owner.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::TIMEOUT;
+use super::netns::Hosts;
 use super::tools::free_port;
 
 pub struct RedisServer {
     port: u16,
+    /// Where it listens: loopback, or its host's address in a namespace.
+    host: IpAddr,
+    /// The namespace it runs in (`ip netns exec`), if not the test's own.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+fn answers_ping(host: IpAddr, port: u16) -> bool {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&(host, port).into(), Duration::from_millis(500))
+    else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
@@ -32,9 +39,22 @@ impl RedisServer {
     /// `--port 0` would disable TCP in redis-server, so a port is picked here
     /// and a collision is retried.
     pub fn start() -> Self {
+        Self::start_on(Ipv4Addr::LOCALHOST.into(), None)
+    }
+
+    /// Starts a server inside the "redis" host of `hosts`, listening on that
+    /// host's address (reachable from the root namespace and, while the link
+    /// is up, from the "node" host).
+    pub fn start_in(hosts: &Hosts) -> Self {
+        Self::start_on(hosts.redis_ip.into(), Some(hosts.redis_ns.clone()))
+    }
+
+    fn start_on(host: IpAddr, netns: Option<String>) -> Self {
         for _ in 0..5 {
             let mut server = Self {
                 port: free_port(),
+                host,
+                netns: netns.clone(),
                 child: None,
             };
             if server.launch() {
@@ -46,9 +66,27 @@ impl RedisServer {
 
     /// Spawns on `self.port`; false if it exited (port taken) or never answered.
     fn launch(&mut self) -> bool {
-        let child = Command::new("redis-server")
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut command = Command::new(super::tools::require_tool("ip", "iproute2"));
+                command.args(["netns", "exec", ns, "redis-server"]);
+                // Its address is on a veth of a namespace of this test, so
+                // no other machine can reach it.
+                command.args(["--protected-mode", "no"]);
+                command
+            }
+            None => Command::new("redis-server"),
+        };
+        let child = command
             .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--bind",
+                &self.host.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--dir", &std::env::temp_dir().to_string_lossy()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -58,7 +96,7 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + TIMEOUT;
         while Instant::now() < deadline {
-            if answers_ping(self.port) {
+            if answers_ping(self.host, self.port) {
                 return true;
             }
             if let Some(child) = self.child.as_mut()
@@ -77,9 +115,9 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>/0`.
+    /// `redis://<host>:<port>/0`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("redis://{}:{}/0", self.host, self.port)
     }
 
     /// SIGKILL: gone at once, nothing saved.
