@@ -143,8 +143,15 @@ pub struct Settings {
     #[arg(long, env = "CHORUS_MAX_CREATED_ROOMS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_created_rooms: u32,
 
-    /// Bytes of fan-out frames queued for this node's connections, all
-    /// together, above which new connections are refused with 503.
+    /// Seconds a connection with output pending may go without its socket
+    /// taking a byte before it is dropped (counted like a 1013 slow reader).
+    #[arg(long, env = "CHORUS_WRITE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub write_timeout_secs: u64,
+
+    /// Bytes of output queued for this node's connections, all together
+    /// (fan-out frames and replies), above which new connections are refused
+    /// with 503. One client address may hold at most a quarter of it: the
+    /// connection that would pass that share is closed with 1013.
     #[arg(long, env = "CHORUS_MAX_BUFFERED_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_buffered_bytes: u64,
 
@@ -337,6 +344,11 @@ impl Settings {
     /// How long a connection may stay silent.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// How long a socket may take no bytes while output waits.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
     }
 
     /// How long a new connection may take to send its request head.

@@ -320,3 +320,121 @@ async fn presence_restores_under_churn_count_every_connection_exactly_once() {
     })
     .await;
 }
+
+/// A WebSocket that never reads, with a tiny receive window, naming its
+/// client address through the trusted proxy header.
+async fn stuck_reader(
+    node: &impl Endpoint,
+    user: &str,
+    address: &str,
+) -> crate::limits::Raw<tokio::net::TcpStream> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(node.addr()).await.unwrap();
+    let mut request = node.ws_url(user).into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-real-ip", address.parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(
+        crate::support::TIMEOUT,
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    crate::limits::raw_recv(&mut ws).await;
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_that_stop_reading_are_dropped_after_the_write_timeout_and_one_address_cannot_overload_the_node()
+ {
+    // Arrange: one node behind a trusted proxy header; three readers from
+    // one address join a room and never read again.
+    const WRITE_TIMEOUT_SECS: u64 = 2;
+    let cluster = Cluster::start_with(1, |s| {
+        s.rate_limit = 0;
+        s.idle_timeout_secs = 25;
+        s.write_timeout_secs = WRITE_TIMEOUT_SECS;
+        s.max_buffered_bytes = 8 * 1024 * 1024;
+        s.trusted_proxy_header = Some("X-Real-IP".to_owned());
+    })
+    .await;
+    let node = &cluster.nodes[0];
+    let room = unique("room");
+    let mut stuck = Vec::new();
+    for i in 0..3 {
+        let mut ws = stuck_reader(node, &format!("stuck{i}"), "203.0.113.7").await;
+        crate::limits::raw_send(&mut ws, json!({"type": "join", "room": room})).await;
+        stuck.push(ws);
+    }
+    eventually("the stuck readers are in the room", || async {
+        let members: Vec<String> = get_json(&node.url(&format!("/api/rooms/{room}/users"))).await;
+        (members.len() == 3).then_some(())
+    })
+    .await;
+    let metrics_url = node.url("/metrics");
+    let gauges = async |url: &str| {
+        let page = crate::support::scrape(url).await;
+        (
+            crate::support::sample(&page, "chorus_outbound_buffered_bytes", ""),
+            crate::support::sample(&page, "chorus_connections", ""),
+        )
+    };
+
+    // Act: 900 posts of 4 000 bytes of content (escaped to about 8 000 in
+    // the frame) to the room, eight at a time.
+    let started = Instant::now();
+    let content = "\"".repeat(4000);
+    let client = reqwest::Client::new();
+    let url = node.url(&format!("/api/rooms/{room}/messages"));
+    let mut posted = 0;
+    for _ in 0..(900 / 8) {
+        let batch: Vec<_> = (0..8)
+            .map(|_| {
+                client
+                    .post(&url)
+                    .json(&json!({"user": "flood", "content": content}))
+                    .send()
+            })
+            .collect();
+        for response in futures_util::future::join_all(batch).await {
+            assert_eq!(response.unwrap().status(), 201);
+            posted += 1;
+        }
+        if posted % 200 == 0 {
+            let (buffered, connections) = gauges(&metrics_url).await;
+            eprintln!(
+                "measured: slow-reader attack at {:?}: buffered {:.0} KiB, connections {connections}",
+                started.elapsed(),
+                buffered / 1024.0
+            );
+        }
+    }
+    let flood_done = started.elapsed();
+    // Meanwhile another address still gets in: one address cannot push the
+    // node into `overloaded` by itself.
+    let victim = WsClient::try_connect_with_headers(
+        &node.ws_url("victim"),
+        &[("X-Real-IP", "198.51.100.1")],
+    )
+    .await;
+    assert!(
+        victim.is_ok(),
+        "another address is refused: {:?}",
+        victim.err()
+    );
+
+    // Assert: within the write timeout (plus slack) of the flood's end the
+    // stuck readers are gone and their bytes released.
+    let bound = Duration::from_secs(WRITE_TIMEOUT_SECS + 3);
+    let settled = eventually_within("the stuck readers are dropped", bound, || async {
+        let (buffered, connections) = gauges(&metrics_url).await;
+        (buffered < 64.0 * 1024.0 && connections <= 1.0).then_some(())
+    })
+    .await;
+    let _ = settled;
+    eprintln!("measured: flood of {posted} posts took {flood_done:?}; settled at {:?}", started.elapsed());
+    drop(stuck);
+}
