@@ -48,6 +48,8 @@ pub struct Limits {
     pub write_delay: Duration,
     /// Silence after which a connection is dropped.
     pub idle_timeout: Duration,
+    /// How long a socket may take no bytes while output waits.
+    pub write_timeout: Duration,
     /// Joins per second per connection; 0 = unlimited.
     pub join_rate: u32,
     /// DMs per second per connection; 0 = unlimited.
@@ -115,7 +117,9 @@ impl App {
         telemetry::prometheus();
         telemetry::register_at_zero();
         let node = settings.node_id();
-        let hub = Arc::new(Hub::default());
+        let max_buffered_bytes = usize::try_from(settings.max_buffered_bytes).unwrap_or(usize::MAX);
+        // A quarter: one address alone can never take the node to its limit.
+        let hub = Arc::new(Hub::new(max_buffered_bytes / 4));
         let history_limit = usize::try_from(settings.history_limit).unwrap_or(usize::MAX);
         let shutdown = Shutdown::default();
         let backend = match &settings.redis_url {
@@ -169,6 +173,7 @@ impl App {
                 ping_interval: settings.ping_interval(),
                 write_delay: settings.write_delay(),
                 idle_timeout: settings.idle_timeout(),
+                write_timeout: settings.write_timeout(),
                 join_rate: settings.join_rate,
                 dm_rate: settings.dm_rate,
                 max_created_rooms: usize::try_from(settings.max_created_rooms)
@@ -182,7 +187,7 @@ impl App {
             }),
             proxy_header: settings.proxy_header()?,
             origins: settings.origins()?,
-            max_buffered_bytes: usize::try_from(settings.max_buffered_bytes).unwrap_or(usize::MAX),
+            max_buffered_bytes,
             max_connections,
             shutdown,
             posts: PostLimiter::new(settings.rate_limit, settings.rate_burst),

@@ -7,8 +7,9 @@
 //! session closes with 1013.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use axum::extract::ws::Utf8Bytes;
 use metrics::{Counter, Histogram};
@@ -42,8 +43,18 @@ pub struct Recipient {
     pub user: UserName,
     /// The session's bounded outbound queue.
     pub queue: mpsc::Sender<Arc<Delivery>>,
-    /// Cancelled when the queue overflowed.
+    /// Cancelled when the queue overflowed or the client address's share of
+    /// buffered output ran out.
     pub slow: CancellationToken,
+    /// The bytes queued for every connection of the session's client
+    /// address.
+    pub share: Arc<AddressShare>,
+}
+
+/// Output queued for the connections of one client address, together.
+#[derive(Debug, Default)]
+pub struct AddressShare {
+    bytes: AtomicUsize,
 }
 
 /// Who on this node listens to which topic.
@@ -56,17 +67,26 @@ pub struct Hub {
     /// before a fan-out hands anything out (so a fast reader never releases
     /// bytes not yet counted), corrected for refused hand-offs after it.
     buffered: AtomicUsize,
+    /// Most bytes the connections of one client address may have queued:
+    /// one address alone must not push the node over its buffered limit.
+    share_limit: usize,
+    /// Client address (grouped, see `ws::admission`) → its share, while it
+    /// has connections.
+    shares: Mutex<HashMap<IpAddr, Weak<AddressShare>>>,
     slow_disconnects: Counter,
     fanout_latency: Histogram,
     fanout_recipients: Histogram,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
+impl Hub {
+    /// A hub whose client addresses may each queue `share_limit` bytes.
+    pub fn new(share_limit: usize) -> Self {
         Self {
             topics: RwLock::default(),
             next_session: AtomicU64::new(1),
             buffered: AtomicUsize::new(0),
+            share_limit,
+            shares: Mutex::default(),
             slow_disconnects: metrics::counter!(telemetry::SLOW_CONSUMER_DISCONNECTS),
             fanout_latency: metrics::histogram!(telemetry::FANOUT_LATENCY),
             fanout_recipients: metrics::histogram!(telemetry::FANOUT_RECIPIENTS),
@@ -75,14 +95,40 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// Bytes of fan-out frames queued for this node's sessions now.
+    /// Bytes of output queued for this node's sessions now.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered.load(Ordering::Relaxed)
     }
 
-    /// Called by a session for the frames it wrote or dropped.
-    pub fn release(&self, bytes: usize) {
-        self.buffered.fetch_sub(bytes, Ordering::Relaxed);
+    /// The share of the client address `address`, for a new session.
+    pub fn share(&self, address: IpAddr) -> Arc<AddressShare> {
+        let mut shares = self.shares.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(share) = shares.get(&address).and_then(Weak::upgrade) {
+            return share;
+        }
+        // Addresses whose connections all ended leave dead entries; sweep
+        // them as the map grows, so it stays the size of the live ones.
+        if shares.len() >= 64 && shares.len().is_power_of_two() {
+            shares.retain(|_, share| share.strong_count() > 0);
+        }
+        let share = Arc::new(AddressShare::default());
+        shares.insert(address, Arc::downgrade(&share));
+        share
+    }
+
+    /// Counts `bytes` of a direct reply as queued for `recipient` while it
+    /// is written; [`Hub::release`] gives them back.
+    pub fn hold(&self, recipient: &Recipient, bytes: usize) {
+        self.buffered.fetch_add(bytes, Ordering::Relaxed);
+        recipient.share.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Called by a session for the bytes it wrote or dropped.
+    pub fn release(&self, recipient: &Recipient, bytes: usize) {
+        if bytes > 0 {
+            self.buffered.fetch_sub(bytes, Ordering::Relaxed);
+            recipient.share.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
     }
 
     /// A fresh session number for [`Recipient::session`].
@@ -131,6 +177,13 @@ impl Hub {
             .collect()
     }
 
+    fn flag_slow(&self, recipient: &Recipient) {
+        if !recipient.slow.is_cancelled() {
+            self.slow_disconnects.increment(1);
+            recipient.slow.cancel();
+        }
+    }
+
     fn recipients(&self, topic: &Topic) -> Option<Arc<[Recipient]>> {
         self.topics
             .read()
@@ -165,20 +218,25 @@ impl Deliver for Hub {
         let mut refused = 0;
         for recipient in recipients.iter() {
             match recipient.queue.try_send(delivery.clone()) {
-                Ok(()) => {}
+                Ok(()) => {
+                    // Queued, so counted against the address; past its
+                    // share, this connection goes like a slow one (its
+                    // session gives the bytes back when it ends).
+                    let held = recipient.share.bytes.fetch_add(size, Ordering::Relaxed) + size;
+                    if held > self.share_limit {
+                        self.flag_slow(recipient);
+                    }
+                }
                 Err(TrySendError::Full(_)) => {
                     refused += 1;
-                    if !recipient.slow.is_cancelled() {
-                        self.slow_disconnects.increment(1);
-                        recipient.slow.cancel();
-                    }
+                    self.flag_slow(recipient);
                 }
                 // The session is ending; it no longer needs frames.
                 Err(TrySendError::Closed(_)) => refused += 1,
             }
         }
         if refused > 0 {
-            self.release(size * refused);
+            self.buffered.fetch_sub(size * refused, Ordering::Relaxed);
         }
         self.fanout_latency.record(started.elapsed());
         self.fanout_recipients.record(recipients.len() as f64);
@@ -191,12 +249,21 @@ mod tests {
     use bytes::Bytes;
 
     fn recipient(hub: &Hub, capacity: usize) -> (Recipient, mpsc::Receiver<Arc<Delivery>>) {
+        recipient_from(hub, capacity, "192.0.2.1")
+    }
+
+    fn recipient_from(
+        hub: &Hub,
+        capacity: usize,
+        address: &str,
+    ) -> (Recipient, mpsc::Receiver<Arc<Delivery>>) {
         let (queue, rx) = mpsc::channel(capacity);
         let r = Recipient {
             session: hub.next_session(),
             user: UserName::parse("u").unwrap(),
             queue,
             slow: CancellationToken::new(),
+            share: hub.share(address.parse().unwrap()),
         };
         (r, rx)
     }
@@ -211,7 +278,7 @@ mod tests {
 
     #[test]
     fn every_recipient_shares_one_frame_and_a_full_queue_only_flags_its_owner() {
-        let hub = Hub::default();
+        let hub = Hub::new(usize::MAX);
         let topic = Topic::Room(crate::domain::RoomName::parse("r").unwrap());
         let (fast, mut fast_rx) = recipient(&hub, 8);
         let (slow, _slow_rx) = recipient(&hub, 1);
@@ -231,7 +298,7 @@ mod tests {
 
     #[test]
     fn removed_sessions_get_nothing() {
-        let hub = Hub::default();
+        let hub = Hub::new(usize::MAX);
         let topic = Topic::User(UserName::parse("bob").unwrap());
         let (r, mut rx) = recipient(&hub, 8);
         hub.add(&topic, &r);
@@ -243,7 +310,7 @@ mod tests {
 
     #[test]
     fn buffered_bytes_count_what_is_queued_and_not_what_was_refused() {
-        let hub = Hub::default();
+        let hub = Hub::new(usize::MAX);
         let topic = Topic::Room(crate::domain::RoomName::parse("r").unwrap());
         let (a, mut a_rx) = recipient(&hub, 8);
         let (full, _full_rx) = recipient(&hub, 1);
@@ -261,7 +328,26 @@ mod tests {
         let taken: usize = std::iter::from_fn(|| a_rx.try_recv().ok())
             .map(|d| d.frame.len())
             .sum();
-        hub.release(taken);
+        hub.release(&a, taken);
         assert_eq!(hub.buffered_bytes(), 5);
+    }
+
+    #[test]
+    fn an_address_past_its_share_has_the_connection_that_crossed_it_flagged_slow() {
+        let hub = Hub::new(8);
+        let topic = Topic::Room(crate::domain::RoomName::parse("r").unwrap());
+        let (a1, _a1_rx) = recipient_from(&hub, 8, "192.0.2.1");
+        let (a2, _a2_rx) = recipient_from(&hub, 8, "192.0.2.1");
+        let (b, _b_rx) = recipient_from(&hub, 8, "198.51.100.1");
+        for r in [&a1, &a2, &b] {
+            hub.add(&topic, r);
+        }
+
+        hub.deliver(&topic, publication("1234"));
+        assert!(!a1.slow.is_cancelled() && !a2.slow.is_cancelled(), "8 of 8");
+        hub.deliver(&topic, publication("1"));
+        assert!(a1.slow.is_cancelled() || a2.slow.is_cancelled(), "past 8");
+        assert!(!b.slow.is_cancelled(), "other addresses unaffected");
+        assert!(Arc::ptr_eq(&a1.share, &a2.share));
     }
 }

@@ -18,6 +18,13 @@ pub const MAX_REF_LEN: usize = 64;
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 /// Largest history page, from the contract; larger requests are clamped.
 pub const MAX_HISTORY_LIMIT: usize = 100;
+/// The most stored messages, in bytes, one `joined` or `history` reply
+/// carries: a `join` with an old `since` in a busy room would otherwise build
+/// one reply of the whole history (tens of MB of escaped content) for a
+/// socket that may not read it. Past it the newest messages that fit are
+/// sent; `joined` says `truncated`, and `history` paging goes on from the
+/// oldest one sent.
+pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
 /// Close code: the node is draining; reconnect elsewhere.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -346,6 +353,23 @@ impl RawFrame<'_> {
             }
         })
     }
+}
+
+/// Drops the oldest of `messages` until the rest fit in [`MAX_REPLY_BYTES`];
+/// true when some were dropped.
+pub fn keep_newest_that_fit(messages: &mut Vec<Stored>) -> bool {
+    let mut total = 0;
+    let fit = messages
+        .iter()
+        .rev()
+        .take_while(|m| {
+            total += m.payload.len() + 1;
+            total <= MAX_REPLY_BYTES
+        })
+        .count();
+    let dropped = messages.len() - fit;
+    messages.drain(..dropped);
+    dropped > 0
 }
 
 /// The page size for a requested `limit`: the default when absent, clamped to

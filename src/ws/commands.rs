@@ -124,7 +124,8 @@ impl Session {
                     HistoryTarget::Room(room) => Log::Room(room.clone()),
                     HistoryTarget::With(other) => Log::direct(self.user.clone(), other.clone()),
                 };
-                let messages = self.state.chat.history(&log, before, limit).await?;
+                let mut messages = self.state.chat.history(&log, before, limit).await?;
+                protocol::keep_newest_that_fit(&mut messages);
                 vec![protocol::history(&target, &messages, reference)]
             }
             Command::Ping => vec![protocol::pong(reference)],
@@ -144,11 +145,12 @@ impl Session {
             metrics::counter!(crate::telemetry::ROOM_LIMIT_REFUSALS).increment(1);
             return Err(CommandError::TooManyRooms(limit));
         }
-        let joined = if already {
+        let mut joined = if already {
             chat.snapshot(&room, since).await?
         } else {
             chat.join(&room, &self.user, &self.recipient, since).await?
         };
+        joined.truncated |= protocol::keep_newest_that_fit(&mut joined.history);
         let newest = joined.history.last().map(|m| m.id).or(since);
         let mark = self.rooms.entry(room.clone()).or_default();
         *mark = (*mark).max(newest);

@@ -39,6 +39,10 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// Bytes buffered before a write reaches the socket; batches of fan-out
 /// frames are flushed together anyway.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// The most tungstenite may buffer for a socket that does not take it
+/// (unbounded by default): the largest reply (`protocol::MAX_REPLY_BYTES`,
+/// plus a members list) with room to spare.
+const MAX_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// The `/ws` route.
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -88,16 +92,15 @@ async fn upgrade(
     // the session takes that count over (below); behind one, the client is
     // known only now, from the proxy's header.
     let held = held.map(|Extension(held)| held).filter(HeldPermit::is_held);
-    let ip_permit =
-        match (&state.per_ip, &held) {
-            (Some(per_ip), None) => {
-                let ip = admission::client_ip(&headers, peer.ip(), state.proxy_header.as_ref());
-                Some(per_ip.try_acquire(ip).ok_or_else(|| {
-                    refuse(ApiError::TooManyFromAddress(per_ip.limit()), "per_ip")
-                })?)
-            }
-            _ => None,
-        };
+    let ip = admission::client_ip(&headers, peer.ip(), state.proxy_header.as_ref());
+    let ip_permit = match (&state.per_ip, &held) {
+        (Some(per_ip), None) => Some(
+            per_ip
+                .try_acquire(ip)
+                .ok_or_else(|| refuse(ApiError::TooManyFromAddress(per_ip.limit()), "per_ip"))?,
+        ),
+        _ => None,
+    };
     if state.chat.hub().buffered_bytes() > state.max_buffered_bytes {
         return Err(refuse(ApiError::Overloaded, "overloaded"));
     }
@@ -124,8 +127,9 @@ async fn upgrade(
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
-            session::run(state, socket, user, expires).await;
+            session::run(state, socket, user, expires, admission::address_group(ip)).await;
             drop(permit);
             drop(ip_permit);
             drop(task);

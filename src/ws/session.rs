@@ -3,6 +3,8 @@
 //! token expiry or a dead peer, always running the same cleanup.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -85,6 +87,10 @@ pub(super) struct Session {
     delivered: Counter,
     /// No fan-out write before this instant (see `CHORUS_WRITE_DELAY_MS`).
     next_write: Instant,
+    /// When the client's token expires, if it does.
+    expires: Option<Instant>,
+    /// When the client last sent anything.
+    last_heard: Instant,
 }
 
 /// The two events that end a session whatever it is doing, each registered
@@ -115,12 +121,14 @@ impl Stops {
     }
 }
 
-/// Runs one connection to its end.
+/// Runs one connection to its end; `address` is the client's (grouped)
+/// address, whose connections share one part of the node's buffered output.
 pub(super) async fn run(
     state: Arc<AppState>,
     socket: WebSocket,
     user: UserName,
     expires: Option<Instant>,
+    address: IpAddr,
 ) {
     let id = uuid::Uuid::new_v4();
     let span = tracing::info_span!("session", session = %id, user = %user);
@@ -131,6 +139,7 @@ pub(super) async fn run(
             user: user.clone(),
             queue: queue_tx,
             slow: CancellationToken::new(),
+            share: state.chat.hub().share(address),
         };
         let limits = &state.limits;
         let stops = Stops::new(&state.shutdown.token, &recipient.slow);
@@ -156,11 +165,13 @@ pub(super) async fn run(
             rooms: HashMap::new(),
             queue,
             next_write: Instant::now(),
+            expires,
+            last_heard: Instant::now(),
         };
         metrics::counter!(telemetry::CONNECTIONS_OPENED).increment(1);
         metrics::gauge!(telemetry::CONNECTIONS).increment(1);
         tracing::info!("connected");
-        let end = session.serve(&id.to_string(), expires).await;
+        let end = session.serve(&id.to_string()).await;
         // Boxed, like the command handling in `serve`: a future is as large
         // as its largest await point, and an idle connection should not
         // carry the state of a cleanup it is not running.
@@ -174,7 +185,7 @@ pub(super) async fn run(
 }
 
 impl Session {
-    async fn serve(&mut self, id: &str, expires: Option<Instant>) -> End {
+    async fn serve(&mut self, id: &str) -> End {
         if let Err(error) = Box::pin(self.state.chat.connect(&self.user, &self.recipient)).await {
             tracing::warn!(%error, "could not register the connection");
             return End::Close(CLOSE_TRY_AGAIN_LATER, "backend unavailable");
@@ -186,7 +197,7 @@ impl Session {
         let interval = self.state.limits.ping_interval;
         let idle_timeout = self.state.limits.idle_timeout;
         let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
-        let mut last_heard = Instant::now();
+        let expires = self.expires;
         let expiry = async move {
             match expires {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -227,14 +238,14 @@ impl Session {
                     }
                 }
                 inbound = self.socket.recv() => {
-                    last_heard = Instant::now();
+                    self.last_heard = Instant::now();
                     // Boxed: commands (a join with its history, say) need
                     // far more state than waiting does, and every idle
                     // connection would carry it.
                     Box::pin(self.on_inbound(inbound)).await
                 }
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > idle_timeout {
+                    if self.last_heard.elapsed() > idle_timeout {
                         metrics::counter!(telemetry::IDLE_DISCONNECTS).increment(1);
                         Err(End::Silent)
                     } else {
@@ -248,7 +259,7 @@ impl Session {
                 self.state
                     .chat
                     .hub()
-                    .release(held.iter().map(|d| d.frame.len()).sum());
+                    .release(&self.recipient, held.iter().map(|d| d.frame.len()).sum());
                 return end;
             }
         }
@@ -298,17 +309,31 @@ impl Session {
         self.send(protocol::error(code, message, reference)).await
     }
 
-    /// Sends one direct reply.
+    /// Sends one direct reply, counted as buffered output while it waits
+    /// for the socket.
     pub(super) async fn send(&mut self, frame: String) -> Result<(), End> {
-        self.write(Message::Text(frame.into())).await
+        let size = frame.len();
+        let hub = self.state.chat.hub();
+        hub.hold(&self.recipient, size);
+        let written = self.write(Message::Text(frame.into())).await;
+        self.state.chat.hub().release(&self.recipient, size);
+        written
+    }
+
+    /// What a write races: the session's own end conditions keep running
+    /// while the socket is full.
+    fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            expires: self.expires,
+            silent_at: self.last_heard + self.state.limits.idle_timeout,
+            write_timeout: self.state.limits.write_timeout,
+        }
     }
 
     /// Writes and flushes one frame, giving up if the session must end.
     async fn write(&mut self, message: Message) -> Result<(), End> {
-        tokio::select! {
-            written = self.socket.send(message) => written.map_err(|_| End::Gone),
-            end = self.stops.fired() => Err(end),
-        }
+        let deadlines = self.deadlines();
+        guarded(&mut self.stops, &deadlines, self.socket.send(message)).await
     }
 
     /// Writes the `held` frames and whatever else is queued (up to a batch),
@@ -335,22 +360,23 @@ impl Session {
                 batch.push(delivery.frame.clone());
             }
         }
-        self.state.chat.hub().release(taken);
+        self.state.chat.hub().release(&self.recipient, taken);
         if batch.is_empty() {
             return Ok(());
         }
         let written = batch.len() as u64;
-        let socket = &mut self.socket;
-        let send_all = async move {
-            for frame in batch {
-                socket.feed(Message::Text(frame)).await?;
-            }
-            socket.flush().await
-        };
-        tokio::select! {
-            sent = send_all => sent.map_err(|_| End::Gone)?,
-            end = self.stops.fired() => return Err(end),
+        let deadlines = self.deadlines();
+        // Each frame restarts the write timeout: a socket that keeps taking
+        // bytes, however slowly, is not stuck.
+        for frame in batch {
+            guarded(
+                &mut self.stops,
+                &deadlines,
+                self.socket.feed(Message::Text(frame)),
+            )
+            .await?;
         }
+        guarded(&mut self.stops, &deadlines, self.socket.flush()).await?;
         self.delivered.increment(written);
         self.next_write = Instant::now() + self.state.limits.write_delay;
         Ok(())
@@ -379,6 +405,15 @@ impl Session {
 
     /// Sends the close frame, then leaves every room and unregisters.
     async fn finish(&mut self, end: End) {
+        // Closed first, so nothing arrives after the count is settled, and
+        // before the close frame: a peer that stopped reading may hold that
+        // for its whole timeout, and the node should not queue for it meanwhile.
+        self.queue.close();
+        let mut dequeued = 0;
+        while let Ok(delivery) = self.queue.try_recv() {
+            dequeued += delivery.frame.len();
+        }
+        self.state.chat.hub().release(&self.recipient, dequeued);
         if let End::Close(code, reason) = end {
             let close = Message::Close(Some(CloseFrame {
                 code,
@@ -396,13 +431,6 @@ impl Session {
             })
             .await;
         }
-        // Closed first, so nothing arrives after the count is settled.
-        self.queue.close();
-        let mut dequeued = 0;
-        while let Ok(delivery) = self.queue.try_recv() {
-            dequeued += delivery.frame.len();
-        }
-        self.state.chat.hub().release(dequeued);
         let chat = &self.state.chat;
         // Offline first, so that whoever hears the `leave` events already
         // sees the user gone from the online list.
@@ -411,6 +439,45 @@ impl Session {
             if let Err(error) = chat.leave(&room, &self.user, self.recipient.session).await {
                 tracing::warn!(%error, room = %room, "could not record a leave; the presence reaper will");
             }
+        }
+    }
+}
+
+/// When a waiting write gives up.
+struct Deadlines {
+    expires: Option<Instant>,
+    silent_at: Instant,
+    write_timeout: Duration,
+}
+
+/// Runs one write step unless the session must end first: it drains or was
+/// flagged slow, the token expires, the peer has been silent for the idle
+/// timeout, or the socket takes nothing for the write timeout (a reader that
+/// stopped reading: closed with 1013 and counted as a slow consumer). The
+/// step goes first, so a write that completes at once arms no timer.
+async fn guarded(
+    stops: &mut Stops,
+    deadlines: &Deadlines,
+    step: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), End> {
+    let expiry = async {
+        match deadlines.expires {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        done = step => done.map_err(|_| End::Gone),
+        end = stops.fired() => Err(end),
+        () = expiry => Err(End::Close(CLOSE_POLICY_VIOLATION, "token expired")),
+        () = tokio::time::sleep_until(deadlines.silent_at) => {
+            metrics::counter!(telemetry::IDLE_DISCONNECTS).increment(1);
+            Err(End::Silent)
+        }
+        () = tokio::time::sleep(deadlines.write_timeout) => {
+            metrics::counter!(telemetry::SLOW_CONSUMER_DISCONNECTS).increment(1);
+            Err(End::Close(CLOSE_TRY_AGAIN_LATER, "the socket took nothing for the write timeout"))
         }
     }
 }

@@ -321,32 +321,6 @@ async fn presence_restores_under_churn_count_every_connection_exactly_once() {
     .await;
 }
 
-/// A WebSocket that never reads, with a tiny receive window, naming its
-/// client address through the trusted proxy header.
-async fn stuck_reader(
-    node: &impl Endpoint,
-    user: &str,
-    address: &str,
-) -> crate::limits::Raw<tokio::net::TcpStream> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(node.addr()).await.unwrap();
-    let mut request = node.ws_url(user).into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("x-real-ip", address.parse().unwrap());
-    let (mut ws, _) = tokio::time::timeout(
-        crate::support::TIMEOUT,
-        tokio_tungstenite::client_async(request, stream),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    crate::limits::raw_recv(&mut ws).await;
-    ws
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_that_stop_reading_are_dropped_after_the_write_timeout_and_one_address_cannot_overload_the_node()
  {
@@ -365,7 +339,12 @@ async fn readers_that_stop_reading_are_dropped_after_the_write_timeout_and_one_a
     let room = unique("room");
     let mut stuck = Vec::new();
     for i in 0..3 {
-        let mut ws = stuck_reader(node, &format!("stuck{i}"), "203.0.113.7").await;
+        let mut ws = crate::limits::connect_with_small_window_from(
+            node,
+            &format!("stuck{i}"),
+            "203.0.113.7",
+        )
+        .await;
         crate::limits::raw_send(&mut ws, json!({"type": "join", "room": room})).await;
         stuck.push(ws);
     }
@@ -429,12 +408,82 @@ async fn readers_that_stop_reading_are_dropped_after_the_write_timeout_and_one_a
     // Assert: within the write timeout (plus slack) of the flood's end the
     // stuck readers are gone and their bytes released.
     let bound = Duration::from_secs(WRITE_TIMEOUT_SECS + 3);
-    let settled = eventually_within("the stuck readers are dropped", bound, || async {
+    eventually_within("the stuck readers are dropped", bound, || async {
         let (buffered, connections) = gauges(&metrics_url).await;
         (buffered < 64.0 * 1024.0 && connections <= 1.0).then_some(())
     })
     .await;
-    let _ = settled;
-    eprintln!("measured: flood of {posted} posts took {flood_done:?}; settled at {:?}", started.elapsed());
+    eprintln!(
+        "measured: flood of {posted} posts took {flood_done:?}; settled at {:?}",
+        started.elapsed()
+    );
     drop(stuck);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_below_every_byte_limit_is_dropped_after_the_write_timeout() {
+    // Arrange: one stuck reader; less output than any queue or share limit,
+    // but more than the kernel's socket buffers take.
+    const WRITE_TIMEOUT_SECS: u64 = 2;
+    let cluster = Cluster::start_with(1, |s| {
+        s.rate_limit = 0;
+        s.outbound_queue = 4096;
+        s.idle_timeout_secs = 25;
+        s.write_timeout_secs = WRITE_TIMEOUT_SECS;
+        s.trusted_proxy_header = Some("X-Real-IP".to_owned());
+    })
+    .await;
+    let node = &cluster.nodes[0];
+    let room = unique("room");
+    let mut ws = crate::limits::connect_with_small_window_from(node, "stuck", "203.0.113.8").await;
+    crate::limits::raw_send(&mut ws, json!({"type": "join", "room": room})).await;
+    eventually("the stuck reader is in the room", || async {
+        let members: Vec<String> = get_json(&node.url(&format!("/api/rooms/{room}/users"))).await;
+        (members.len() == 1).then_some(())
+    })
+    .await;
+
+    // Act: 1 200 messages of 4 000 quotes (8 000 bytes escaped): about
+    // 10 MB, more than loopback's socket buffers hold.
+    let client = reqwest::Client::new();
+    let url = node.url(&format!("/api/rooms/{room}/messages"));
+    let content = "\"".repeat(4000);
+    for _ in 0..(1200 / 8) {
+        let batch: Vec<_> = (0..8)
+            .map(|_| {
+                client
+                    .post(&url)
+                    .json(&json!({"user": "talker", "content": content}))
+                    .send()
+            })
+            .collect();
+        for response in futures_util::future::join_all(batch).await {
+            assert_eq!(response.unwrap().status(), 201);
+        }
+    }
+    let posted = Instant::now();
+
+    // Assert: dropped within the write timeout, its bytes released, and
+    // counted as a slow consumer.
+    let metrics_url = node.url("/metrics");
+    eventually_within(
+        "the stuck reader is dropped",
+        Duration::from_secs(WRITE_TIMEOUT_SECS + 4),
+        || async {
+            let page = crate::support::scrape(&metrics_url).await;
+            let connections = crate::support::sample(&page, "chorus_connections", "");
+            let buffered = crate::support::sample(&page, "chorus_outbound_buffered_bytes", "");
+            (connections == 0.0 && buffered == 0.0).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "measured: a reader that stopped reading was dropped {:?} after the last post (write timeout {WRITE_TIMEOUT_SECS}s)",
+        posted.elapsed()
+    );
+    let page = crate::support::scrape(&metrics_url).await;
+    assert!(crate::support::sample(&page, "chorus_slow_consumer_disconnects_total", "") >= 1.0);
+    assert!(
+        crate::support::sample(&page, "chorus_connections_closed_total", "code=\"1013\"") >= 1.0
+    );
 }

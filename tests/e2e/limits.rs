@@ -93,19 +93,34 @@ where
 /// Connects with a tiny TCP receive window, so that a client that does not
 /// read fills the server's socket after a few frames instead of megabytes.
 pub(crate) async fn connect_with_small_window(node: &impl Endpoint, user: &str) -> Raw<TcpStream> {
+    connect_with_small_window_from(node, user, "").await
+}
+
+/// Like [`connect_with_small_window`], naming the client `address` in the
+/// `X-Real-IP` header (for nodes that trust it); empty: no header.
+pub(crate) async fn connect_with_small_window_from(
+    node: &impl Endpoint,
+    user: &str,
+    address: &str,
+) -> Raw<TcpStream> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let stream = tokio::time::timeout(TIMEOUT, socket.connect(node.addr()))
         .await
         .expect("connect in time")
         .expect("connect");
-    let (mut ws, _) = tokio::time::timeout(
-        TIMEOUT,
-        tokio_tungstenite::client_async(node.ws_url(user), stream),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
+    let mut request = node.ws_url(user).into_client_request().expect("request");
+    if !address.is_empty() {
+        request
+            .headers_mut()
+            .insert("x-real-ip", address.parse().expect("address header"));
+    }
+    let (mut ws, _) =
+        tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(request, stream))
+            .await
+            .expect("handshake in time")
+            .expect("handshake");
     let welcome = raw_recv(&mut ws).await;
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     ws
