@@ -387,3 +387,37 @@ async fn history_expires_after_the_ttl_on_redis_through_key_ttls() {
     })
     .await;
 }
+
+async fn a_key_outlives_a_shorter_history_ttl(deployment: Deployment) {
+    let room = unique("room");
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
+    alice.join(&room).await;
+    let original = request_as(&mut alice, message(&room, "once", "k"), "1").await;
+    eventually("the history to expire", || async {
+        room_messages(deployment.a(), &room)
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    let replay = request_as(&mut alice, message(&room, "once", "k"), "2").await;
+
+    assert_replay(&original, &replay, "2");
+    assert!(
+        room_messages(deployment.a(), &room).await.is_empty(),
+        "not stored again"
+    );
+}
+
+#[tokio::test]
+async fn a_key_is_remembered_ten_minutes_even_when_the_history_expires_sooner_in_memory() {
+    let node = TestNode::spawn_with(|s| s.history_ttl_secs = 1).await;
+    a_key_outlives_a_shorter_history_ttl(Deployment::Memory(node)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_remembered_ten_minutes_even_when_the_history_expires_sooner_on_redis() {
+    let cluster = Cluster::start_with(2, |s| s.history_ttl_secs = 1).await;
+    a_key_outlives_a_shorter_history_ttl(Deployment::Redis(cluster)).await;
+}
