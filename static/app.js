@@ -217,11 +217,30 @@ function loadOlder(conv) {
 
 // ---------------------------------------------------------------- sending
 
+// The server remembers an idempotency key this long (10 minutes); a resend
+// after that could be stored twice, so it is left to the user.
+const IDEMPOTENCY_WINDOW_MS = 9 * 60 * 1000;
+
+/**
+ * A key for one outgoing message, kept with it and reused by every resend, so
+ * the server stores it once however often it goes out. randomUUID needs a
+ * secure context (https or localhost); getRandomValues works on plain http.
+ */
+function newIdempotencyKey() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  const bytes = new Uint8Array(16);
+  if (c && typeof c.getRandomValues === 'function') c.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i += 1) bytes[i] = Math.floor(Math.random() * 256);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 function sendPending(conv, msg) {
+  const key = msg.key;
   const frame =
     conv.kind === 'room'
-      ? { type: 'message', room: conv.name, content: msg.content, ref: msg.ref }
-      : { type: 'dm', to: conv.name, content: msg.content, ref: msg.ref };
+      ? { type: 'message', room: conv.name, content: msg.content, idempotency_key: key, ref: msg.ref }
+      : { type: 'dm', to: conv.name, content: msg.content, idempotency_key: key, ref: msg.ref };
   msg.state = 'pending';
   msg.error = '';
   const ready = conv.kind === 'dm' || conv.joined;
@@ -238,6 +257,8 @@ function sendMessage(text) {
   const msg = {
     id: null,
     ref: nextRef('m'),
+    key: newIdempotencyKey(),
+    firstSent: Date.now(),
     user: S.me,
     content: text,
     ts: new Date().toISOString(),
@@ -250,6 +271,7 @@ function sendMessage(text) {
   return true;
 }
 
+/** Sends a failed message again under its own idempotency key: if the first try was stored after all, the server answers with that one instead of storing it twice. */
 function retryMessage(conv, msg) {
   conv.pending.delete(msg.ref);
   msg.ref = nextRef('m');
@@ -264,14 +286,22 @@ function discardMessage(conv, msg) {
   render({ messages: true });
 }
 
-/** After a rejoin or a DM resync: in-flight messages the server never confirmed failed; queued ones go out now. */
+/**
+ * After a rejoin or a DM resync: queued messages go out now, and in-flight ones
+ * the server never confirmed go out again under the same idempotency key (the
+ * history just read already replaced any that were stored). Past the key's
+ * window a resend could duplicate, so those are marked failed instead.
+ */
 function reconcilePending(conv) {
   for (const msg of conv.pendingList) {
     if (msg.state !== 'pending') continue;
     if (msg.connSeq === null) sendPending(conv, msg);
     else if (msg.connSeq < conn.seq) {
-      msg.state = 'failed';
-      msg.error = 'The connection dropped before the server confirmed this message.';
+      if (Date.now() - msg.firstSent < IDEMPOTENCY_WINDOW_MS) sendPending(conv, msg);
+      else {
+        msg.state = 'failed';
+        msg.error = 'The connection dropped before the server confirmed this message.';
+      }
     }
   }
 }

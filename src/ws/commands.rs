@@ -33,6 +33,16 @@ pub(super) enum CommandError {
     /// The backend did not take it.
     #[error("the backend is unavailable; it was not sent")]
     Unavailable(#[from] ClusterError),
+    /// A switch could not join its target, so it did not leave its source.
+    #[error("could not join {to}, so still in {from}: {cause}")]
+    SwitchRefused {
+        /// The room the connection stays in.
+        from: RoomName,
+        /// The room it could not join.
+        to: RoomName,
+        /// Why the join failed; its code is the error's code.
+        cause: Box<CommandError>,
+    },
 }
 
 impl CommandError {
@@ -45,6 +55,16 @@ impl CommandError {
             | Self::DmRateLimited(_)
             | Self::HistoryRateLimited(_) => ErrorCode::RateLimited,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::SwitchRefused { cause, .. } => cause.code(),
+        }
+    }
+
+    /// The backend failure behind this error, if any, for the log.
+    fn unavailable(&self) -> Option<&ClusterError> {
+        match self {
+            Self::Unavailable(cause) => Some(cause),
+            Self::SwitchRefused { cause, .. } => cause.unavailable(),
+            _ => None,
         }
     }
 }
@@ -61,7 +81,7 @@ impl Session {
                 Ok(())
             }
             Err(error) => {
-                if let CommandError::Unavailable(cause) = &error {
+                if let Some(cause) = error.unavailable() {
                     tracing::warn!(error = %cause, "command failed: backend unavailable");
                 }
                 self.send_error(error.code(), &error.to_string(), reference)
@@ -84,9 +104,7 @@ impl Session {
             Command::Switch { from, to } => {
                 // Checked first: a refused switch leaves the client where it was.
                 self.take_join()?;
-                let left = self.leave(from, reference).await?;
-                let joined = self.join(to, None, reference).await?;
-                vec![left, joined]
+                self.switch(from, to, reference).await?
             }
             Command::Message { room, content, key } => {
                 self.member(&room)?;
@@ -132,16 +150,58 @@ impl Session {
         })
     }
 
+    /// Leaves `from` for `to`, joining first: a join that fails leaves the
+    /// connection in `from`, as if the switch had not been asked. The reply
+    /// is still `left` then `joined`.
+    async fn switch(
+        &mut self,
+        from: RoomName,
+        to: RoomName,
+        reference: Option<&str>,
+    ) -> Result<Vec<String>, CommandError> {
+        // A switch frees `from`, so at the rooms limit it may still join.
+        let freed = usize::from(from != to && self.rooms.contains_key(&from));
+        let joined = self
+            .join_freeing(to.clone(), None, reference, freed)
+            .await
+            .map_err(|cause| CommandError::SwitchRefused {
+                from: from.clone(),
+                to: to.clone(),
+                cause: Box::new(cause),
+            })?;
+        if from != to
+            && let Err(error) = self.leave(from.clone(), reference).await
+        {
+            // The connection is out of `from` already (the session forgot
+            // it and stopped listening); only recording the leave failed,
+            // as it can for a plain `leave`. An error frame now would hide
+            // the join that did happen.
+            tracing::warn!(%error, room = %from, "switch: could not record the leave");
+        }
+        Ok(vec![protocol::left(&from, reference), joined])
+    }
+
     async fn join(
         &mut self,
         room: RoomName,
         since: Option<MessageId>,
         reference: Option<&str>,
     ) -> Result<String, CommandError> {
+        self.join_freeing(room, since, reference, 0).await
+    }
+
+    /// Joins `room`, allowing for `freed` rooms this command leaves after.
+    async fn join_freeing(
+        &mut self,
+        room: RoomName,
+        since: Option<MessageId>,
+        reference: Option<&str>,
+        freed: usize,
+    ) -> Result<String, CommandError> {
         let chat = &self.state.chat;
         let already = self.rooms.contains_key(&room);
         let limit = self.state.limits.max_rooms_per_connection;
-        if !already && self.rooms.len() >= limit {
+        if !already && self.rooms.len().saturating_sub(freed) >= limit {
             metrics::counter!(crate::telemetry::ROOM_LIMIT_REFUSALS).increment(1);
             return Err(CommandError::TooManyRooms(limit));
         }

@@ -155,6 +155,15 @@ describe('web client on a two-node cluster', () => {
     const speedy = await open(n2, { name: 'speedy', room: 'burst' });
     await waitConnected(speedy);
     await speedy.locator('#member-list [data-user="speedy"]').waitFor();
+    // Record every frame the page sends, to see what a retry carries.
+    await speedy.evaluate(() => {
+      window.sentFrames = [];
+      const send = WebSocket.prototype.send;
+      WebSocket.prototype.send = function (data) {
+        window.sentFrames.push(JSON.parse(data));
+        return send.call(this, data);
+      };
+    });
     // 50 messages in one go: over the default burst of 40, the rest is rate_limited.
     await speedy.evaluate(() => {
       const input = document.querySelector('#composer-input');
@@ -179,6 +188,15 @@ describe('web client on a two-node cluster', () => {
     await waitMessage(speedy, text);
     const texts = await messageTexts(speedy);
     assert.equal(texts.filter((t) => t === text).length, 1);
+    // The retry reuses the message's idempotency key (so a retry of a send
+    // that was stored after all is not stored twice), under a new ref.
+    const sends = await speedy.evaluate((t) => window.sentFrames.filter((f) => f.content === t), text);
+    assert.equal(sends.length, 2, 'sent, then retried');
+    assert.ok(sends[0].idempotency_key, 'every message carries a key');
+    assert.equal(sends[1].idempotency_key, sends[0].idempotency_key, 'the retry reuses it');
+    assert.notEqual(sends[1].ref, sends[0].ref);
+    const keys = await speedy.evaluate(() => window.sentFrames.filter((f) => f.type === 'message').map((f) => f.idempotency_key));
+    assert.equal(new Set(keys).size, 50, 'one key per message');
   });
 
   test('scrolling up loads older history, without duplicates', async () => {

@@ -347,6 +347,38 @@ async fn over_max_connections_the_upgrade_answers_503_until_a_slot_frees() {
 // Rooms per connection
 
 #[tokio::test]
+async fn a_switch_from_a_room_to_itself_at_the_limit_keeps_the_connection_in_it() {
+    let node = TestNode::spawn_with(|s| s.max_rooms_per_connection = 2).await;
+    let (a, b) = (unique("a"), unique("b"));
+    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    alice.join(&a).await;
+    alice.join(&b).await;
+    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    bob.join(&a).await;
+
+    alice
+        .send(json!({"type": "switch", "from": a, "to": a, "ref": "s"}))
+        .await;
+    let left = alice.recv_until(|f| f["ref"] == "s").await;
+    let joined = alice.recv_until(|f| f["ref"] == "s").await;
+    let said = bob.say(&a, "still there?").await;
+    let got = alice
+        .recv_until(|f| f["type"] == "message" && f["id"] == said["id"])
+        .await;
+
+    assert_eq!((&left["type"], &left["room"]), (&json!("left"), &json!(a)));
+    assert_eq!(
+        (&joined["type"], &joined["room"]),
+        (&json!("joined"), &json!(a))
+    );
+    assert_eq!(joined["members"], json!(["alice", "bob"]), "{joined}");
+    assert_eq!(got, said, "still delivered");
+    let members: Vec<String> =
+        crate::support::get_json(&node.url(&format!("/api/rooms/{a}/users"))).await;
+    assert_eq!(members, ["alice", "bob"]);
+}
+
+#[tokio::test]
 async fn over_max_rooms_per_connection_a_join_is_refused_until_a_leave() {
     let node = TestNode::spawn_with(|s| s.max_rooms_per_connection = 2).await;
     let (a, b, c, d) = (unique("a"), unique("b"), unique("c"), unique("d"));

@@ -18,6 +18,7 @@ mod failover;
 mod faults;
 mod hardening;
 mod http_api;
+mod idempotency;
 mod limits;
 mod malformed;
 mod metrics;

@@ -541,3 +541,42 @@ async fn a_subscribed_nodes_keepalive_ping_does_not_drop_its_subscriber_connecti
     let typing = bob.recv_until(|f| f["type"] == "typing").await;
     assert_eq!(typing["user"], "alice");
 }
+
+/// A `switch` whose join of `to` fails must not have left `from`. A Redis
+/// outage is the trigger: with the subscriber down, a join is refused with
+/// `unavailable` at once and deterministically (the rooms limit or the join
+/// rate are checked before anything, so they cannot make the join fail
+/// after a leave).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_refused_during_an_outage_keeps_the_client_in_its_room() {
+    // Arrange
+    let (mut cluster, room, mut alice, mut bob) = two_members().await;
+    let elsewhere = unique("elsewhere");
+    take_down(&mut cluster, Outage::Stop);
+    wait_ready_status(&cluster.nodes, 503).await;
+
+    // Act
+    alice
+        .send(json!({"type": "switch", "from": room, "to": elsewhere, "ref": "s"}))
+        .await;
+    let (_, answer) = alice.collect_until(|f| f["ref"] == "s").await;
+    cluster.redis.restart();
+
+    // Assert: refused, naming the cause, and no `left` came before it.
+    assert!(is_unavailable(&answer), "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains(&elsewhere) && message.contains(&room),
+        "the error names the rooms: {answer}"
+    );
+    wait_ready_status(&cluster.nodes, 200).await;
+    wait_presence(&cluster.nodes, &room, &["alice", "bob"]).await;
+    let nobody: Vec<String> =
+        get_json(&cluster.nodes[1].url(&format!("/api/rooms/{elsewhere}/users"))).await;
+    assert!(nobody.is_empty(), "{nobody:?}");
+    let (sent, _) = say_until_accepted(&mut bob, &room).await;
+    let got = alice
+        .recv_until(|f| f["type"] == "message" && f["id"] == sent["id"])
+        .await;
+    assert_eq!(got, sent, "alice still gets the room's messages");
+}

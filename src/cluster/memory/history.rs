@@ -49,6 +49,23 @@ impl LogState {
     fn expired(&self, now: Instant) -> bool {
         self.expires.is_some_and(|at| at <= now)
     }
+
+    /// Expired and holding no idempotency key still in its window: safe to
+    /// drop. Keys outlive a shorter history TTL, as they do on Redis.
+    fn disposable(&self, now: Instant) -> bool {
+        self.expired(now) && self.key_expiry.back().is_none_or(|(at, _)| *at <= now)
+    }
+
+    /// An empty log that keeps this one's idempotency keys, and its past
+    /// expiry, so the sweep can still drop it once the keys lapse.
+    fn emptied(&mut self) -> Self {
+        Self {
+            expires: self.expires,
+            keys: std::mem::take(&mut self.keys),
+            key_expiry: std::mem::take(&mut self.key_expiry),
+            ..Self::default()
+        }
+    }
 }
 
 impl MemoryHistory {
@@ -83,13 +100,16 @@ impl MemoryHistory {
         let now = Instant::now();
         let mut logs = self.logs();
         if now >= logs.next_sweep {
-            logs.by_log.retain(|_, state| !lock(state).expired(now));
+            logs.by_log.retain(|_, state| !lock(state).disposable(now));
             logs.next_sweep = now + SWEEP_EVERY;
         }
         let state = logs.by_log.entry(log.clone()).or_default();
-        if lock(state).expired(now) {
-            *state = Arc::default();
+        let mut current = lock(state);
+        if current.expired(now) {
+            // Reset in place: the history goes, the keys stay.
+            *current = current.emptied();
         }
+        drop(current);
         state.clone()
     }
 }
