@@ -188,15 +188,29 @@ export async function startCluster({ count = 2, env = {} } = {}) {
   };
 }
 
-/** POST /api/rooms/{room}/messages: a message from `user`, delivered like a WebSocket one. */
+/**
+ * POST /api/rooms/{room}/messages: a message from `user`, delivered like a
+ * WebSocket one. Like a well-behaved client, it waits out a 429's
+ * `Retry-After` (the node limits POSTs per client address) and sends again
+ * under the same idempotency key, a bounded number of times.
+ */
 export async function postMessage(node, room, user, content) {
-  const res = await fetch(`${node.http}/api/rooms/${encodeURIComponent(room)}/messages`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ user, content }),
-  });
-  if (res.status !== 201) throw new Error(`POST message: ${res.status} ${await res.text()}`);
-  return res.json();
+  const key = crypto.randomUUID();
+  for (let attempt = 0; attempt < 20; attempt += 1) {
+    const res = await fetch(`${node.http}/api/rooms/${encodeURIComponent(room)}/messages`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'Idempotency-Key': key },
+      body: JSON.stringify({ user, content }),
+    });
+    if (res.status === 429) {
+      const wait = Number(res.headers.get('retry-after')) || 1;
+      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+      continue;
+    }
+    if (res.status !== 201 && res.status !== 200) throw new Error(`POST message: ${res.status} ${await res.text()}`);
+    return res.json();
+  }
+  throw new Error('POST message: still rate-limited after 20 tries');
 }
 
 export async function createRoom(node, name) {
