@@ -15,13 +15,19 @@ use super::keys::{room_entry, user_entry};
 use crate::cluster::{ClusterError, ClusterResult, Departure, Presence, RoomChange, RoomSummary};
 use crate::domain::{NodeId, RoomName, UserName};
 
-static SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/presence_set.lua")));
-static HEARTBEAT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
+/// A presence script with the shared entry parser in front of it.
+macro_rules! presence_script {
+    ($file:literal) => {
+        LazyLock::new(|| Script::new(concat!(include_str!("lua/entry.lua"), include_str!($file))))
+    };
+}
+
+static SET: LazyLock<Script> = presence_script!("lua/presence_set.lua");
+static HEARTBEAT: LazyLock<Script> = presence_script!("lua/heartbeat.lua");
 static LIVE_NODES: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/live_nodes.lua")));
-static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reap.lua")));
-static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/restore.lua")));
+static REAP: LazyLock<Script> = presence_script!("lua/reap.lua");
+static RESTORE: LazyLock<Script> = presence_script!("lua/restore.lua");
 static CREATE_ROOM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/create_room.lua")));
 

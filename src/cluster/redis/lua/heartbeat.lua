@@ -12,12 +12,6 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 local inc, settled = ARGV[3], tonumber(ARGV[4])
-local function parse(v)
-  if not v then return 0, '', -1 end
-  local n, i, seq = string.match(v, '^(%d+)/([^/]*)/(%d+)$')
-  if not n then return 0, '', -1 end
-  return tonumber(n), i, tonumber(seq)
-end
 if added == 0 then
   local _, floor_inc, floor_seq = parse(redis.call('HGET', KEYS[2], '_floor'))
   if floor_inc ~= inc or floor_seq < settled then

@@ -12,12 +12,6 @@
 -- ARGV[6]  the room (with KEYS[3])
 -- Returns 1 when the user's tally rose from zero, -1 when it fell to zero,
 -- else 0.
-local function parse(v)
-  if not v then return 0, '', -1 end
-  local n, inc, seq = string.match(v, '^(%d+)/([^/]*)/(%d+)$')
-  if not n then return 0, '', -1 end
-  return tonumber(n), inc, tonumber(seq)
-end
 local inc, seq, n = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local _, floor_inc, floor_seq = parse(redis.call('HGET', KEYS[1], '_floor'))
 if floor_inc == inc and seq <= floor_seq then

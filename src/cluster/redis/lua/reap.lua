@@ -23,7 +23,7 @@ local departures = {}
 local entries = redis.call('HGETALL', KEYS[2])
 for i = 1, #entries, 2 do
   local entry = entries[i]
-  local n = tonumber(string.match(entries[i + 1], '^(%d+)/') or '0')
+  local n = parse(entries[i + 1])
   local kind, rest = string.sub(entry, 1, 1), string.sub(entry, 3)
   if entry == '_floor' or n == 0 then
     -- nothing counted

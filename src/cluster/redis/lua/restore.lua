@@ -11,12 +11,6 @@
 -- Returns a flat list: sign ("+" joined, "-" left), room, user, …
 local prefix, inc, snap = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local changes = {}
-local function parse(v)
-  if not v then return 0, '', -1 end
-  local n, i, seq = string.match(v, '^(%d+)/([^/]*)/(%d+)$')
-  if not n then return 0, '', -1 end
-  return tonumber(n), i, tonumber(seq)
-end
 local function tally(entry, delta)
   if delta == 0 then return end
   local kind, rest = string.sub(entry, 1, 1), string.sub(entry, 3)
