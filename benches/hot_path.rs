@@ -103,7 +103,7 @@ fn fanout(c: &mut Criterion) {
     };
     let topic = Topic::Room(room());
     for n in [1_usize, 100, 1_000, 10_000] {
-        let hub = Hub::new(usize::MAX);
+        let hub = Hub::new(None);
         let mut receivers = Vec::with_capacity(n);
         for _ in 0..n {
             let (queue, rx) = mpsc::channel(QUEUE);

@@ -118,8 +118,11 @@ impl App {
         telemetry::register_at_zero();
         let node = settings.node_id();
         let max_buffered_bytes = usize::try_from(settings.max_buffered_bytes).unwrap_or(usize::MAX);
-        // A quarter: one address alone can never take the node to its limit.
-        let hub = Arc::new(Hub::new(max_buffered_bytes / 4));
+        // A quarter: one address alone can never take the node to its
+        // limit. Off with the other per-address limits.
+        let hub = Arc::new(Hub::new(
+            (settings.max_connections_per_ip > 0).then_some(max_buffered_bytes / 4),
+        ));
         let history_limit = usize::try_from(settings.history_limit).unwrap_or(usize::MAX);
         let shutdown = Shutdown::default();
         let backend = match &settings.redis_url {

@@ -47,8 +47,8 @@ pub struct Recipient {
     /// buffered output ran out.
     pub slow: CancellationToken,
     /// The bytes queued for every connection of the session's client
-    /// address.
-    pub share: Arc<AddressShare>,
+    /// address; `None` when per-address limits are off.
+    pub share: Option<Arc<AddressShare>>,
 }
 
 /// Output queued for the connections of one client address, together.
@@ -69,7 +69,8 @@ pub struct Hub {
     buffered: AtomicUsize,
     /// Most bytes the connections of one client address may have queued:
     /// one address alone must not push the node over its buffered limit.
-    share_limit: usize,
+    /// `None`: per-address limits are off.
+    share_limit: Option<usize>,
     /// Client address (grouped, see `ws::admission`) → its share, while it
     /// has connections.
     shares: Mutex<HashMap<IpAddr, Weak<AddressShare>>>,
@@ -79,8 +80,9 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub whose client addresses may each queue `share_limit` bytes.
-    pub fn new(share_limit: usize) -> Self {
+    /// A hub whose client addresses may each queue `share_limit` bytes
+    /// (`None`: no per-address limit).
+    pub fn new(share_limit: Option<usize>) -> Self {
         Self {
             topics: RwLock::default(),
             next_session: AtomicU64::new(1),
@@ -101,10 +103,11 @@ impl Hub {
     }
 
     /// The share of the client address `address`, for a new session.
-    pub fn share(&self, address: IpAddr) -> Arc<AddressShare> {
+    pub fn share(&self, address: IpAddr) -> Option<Arc<AddressShare>> {
+        self.share_limit?;
         let mut shares = self.shares.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(share) = shares.get(&address).and_then(Weak::upgrade) {
-            return share;
+            return Some(share);
         }
         // Addresses whose connections all ended leave dead entries; sweep
         // them as the map grows, so it stays the size of the live ones.
@@ -113,21 +116,25 @@ impl Hub {
         }
         let share = Arc::new(AddressShare::default());
         shares.insert(address, Arc::downgrade(&share));
-        share
+        Some(share)
     }
 
     /// Counts `bytes` of a direct reply as queued for `recipient` while it
     /// is written; [`Hub::release`] gives them back.
     pub fn hold(&self, recipient: &Recipient, bytes: usize) {
         self.buffered.fetch_add(bytes, Ordering::Relaxed);
-        recipient.share.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(share) = &recipient.share {
+            share.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Called by a session for the bytes it wrote or dropped.
     pub fn release(&self, recipient: &Recipient, bytes: usize) {
         if bytes > 0 {
             self.buffered.fetch_sub(bytes, Ordering::Relaxed);
-            recipient.share.bytes.fetch_sub(bytes, Ordering::Relaxed);
+            if let Some(share) = &recipient.share {
+                share.bytes.fetch_sub(bytes, Ordering::Relaxed);
+            }
         }
     }
 
@@ -222,9 +229,11 @@ impl Deliver for Hub {
                     // Queued, so counted against the address; past its
                     // share, this connection goes like a slow one (its
                     // session gives the bytes back when it ends).
-                    let held = recipient.share.bytes.fetch_add(size, Ordering::Relaxed) + size;
-                    if held > self.share_limit {
-                        self.flag_slow(recipient);
+                    if let (Some(share), Some(limit)) = (&recipient.share, self.share_limit) {
+                        let held = share.bytes.fetch_add(size, Ordering::Relaxed) + size;
+                        if held > limit {
+                            self.flag_slow(recipient);
+                        }
                     }
                 }
                 Err(TrySendError::Full(_)) => {
@@ -278,7 +287,7 @@ mod tests {
 
     #[test]
     fn every_recipient_shares_one_frame_and_a_full_queue_only_flags_its_owner() {
-        let hub = Hub::new(usize::MAX);
+        let hub = Hub::new(None);
         let topic = Topic::Room(crate::domain::RoomName::parse("r").unwrap());
         let (fast, mut fast_rx) = recipient(&hub, 8);
         let (slow, _slow_rx) = recipient(&hub, 1);
@@ -298,7 +307,7 @@ mod tests {
 
     #[test]
     fn removed_sessions_get_nothing() {
-        let hub = Hub::new(usize::MAX);
+        let hub = Hub::new(None);
         let topic = Topic::User(UserName::parse("bob").unwrap());
         let (r, mut rx) = recipient(&hub, 8);
         hub.add(&topic, &r);
@@ -310,7 +319,7 @@ mod tests {
 
     #[test]
     fn buffered_bytes_count_what_is_queued_and_not_what_was_refused() {
-        let hub = Hub::new(usize::MAX);
+        let hub = Hub::new(None);
         let topic = Topic::Room(crate::domain::RoomName::parse("r").unwrap());
         let (a, mut a_rx) = recipient(&hub, 8);
         let (full, _full_rx) = recipient(&hub, 1);
@@ -334,7 +343,7 @@ mod tests {
 
     #[test]
     fn an_address_past_its_share_has_the_connection_that_crossed_it_flagged_slow() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(Some(8));
         let topic = Topic::Room(crate::domain::RoomName::parse("r").unwrap());
         let (a1, _a1_rx) = recipient_from(&hub, 8, "192.0.2.1");
         let (a2, _a2_rx) = recipient_from(&hub, 8, "192.0.2.1");
@@ -348,6 +357,9 @@ mod tests {
         hub.deliver(&topic, publication("1"));
         assert!(a1.slow.is_cancelled() || a2.slow.is_cancelled(), "past 8");
         assert!(!b.slow.is_cancelled(), "other addresses unaffected");
-        assert!(Arc::ptr_eq(&a1.share, &a2.share));
+        assert!(Arc::ptr_eq(
+            a1.share.as_ref().unwrap(),
+            a2.share.as_ref().unwrap()
+        ));
     }
 }

@@ -487,3 +487,51 @@ async fn a_reader_that_stops_reading_below_every_byte_limit_is_dropped_after_the
         crate::support::sample(&page, "chorus_connections_closed_total", "code=\"1013\"") >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_redis_stall_first_joins_do_not_queue_behind_each_other_nor_does_readiness() {
+    // Arrange: a node on a Redis that will stall (SIGSTOP: sockets open,
+    // nothing answered), and six clients ready to join six new rooms.
+    let cluster = Cluster::start(1).await;
+    let node = &cluster.nodes[0];
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        clients.push(WsClient::connect(&node.ws_url(&format!("joiner{i}"))).await);
+    }
+
+    // Act: stall Redis, then all join at once, and ask for readiness.
+    cluster.redis.pause();
+    let stalled = Instant::now();
+    let joins: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let reply = client
+                    .request(json!({"type": "join", "room": unique("room")}))
+                    .await;
+                (reply, stalled.elapsed())
+            })
+        })
+        .collect();
+    let ready = crate::support::get_status(&node.url("/ready")).await;
+    let ready_after = stalled.elapsed();
+    let mut slowest = Duration::ZERO;
+    for join in joins {
+        let (reply, after) = join.await.unwrap();
+        assert_eq!(reply["code"], "unavailable", "{reply}");
+        slowest = slowest.max(after);
+    }
+    cluster.redis.resume();
+
+    // Assert: each join fails on its own deadline (a subscribe waits at most
+    // 4 s), not one after another; readiness answers within its own.
+    eprintln!(
+        "measured: redis stalled: 6 concurrent first joins all answered unavailable by {slowest:?}; /ready {ready:?} after {ready_after:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(6),
+        "joins queued: {slowest:?}"
+    );
+    assert_eq!(ready, Some(503));
+    assert!(ready_after < Duration::from_secs(3), "{ready_after:?}");
+}

@@ -128,6 +128,23 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: the server stalls, its sockets stay open and unanswered.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+            nix::sys::signal::kill(pid, signal).expect("signal redis-server");
+        }
+    }
+
     /// SIGTERM and wait: a clean stop (still nothing saved).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
