@@ -27,8 +27,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-use crate::limits::{connect_with_small_window, raw_recv, raw_send, read_until_close};
 use crate::support::node::Endpoint;
+use crate::support::raw::{connect_with_small_window, raw_recv, raw_send, read_until_close};
 use crate::support::{
     ProcessNode, RedisServer, TIMEOUT, eventually_within, get_json, metric, unique, wait_ready,
 };

@@ -9,6 +9,7 @@ pub mod netns;
 pub mod nginx;
 pub mod node;
 pub mod prometheus;
+pub mod raw;
 pub mod redis;
 pub mod tools;
 pub mod ws_client;
