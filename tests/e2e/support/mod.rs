@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod chatters;
 pub mod cluster;
 pub mod netns;
 pub mod nginx;
