@@ -12,29 +12,28 @@
 //!
 //! Each test prints one `measured:` line with its figures.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio::sync::{Barrier, mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-use crate::limits::{connect_with_small_window, raw_recv, raw_send, read_until_close};
+use crate::support::chatters::{
+    BEAT, Chatter, Chatters, Event, Fate, Link, Record, Sent, Style, Tally, Ws, full_history,
+    id_key, sum, tally,
+};
 use crate::support::node::Endpoint;
+use crate::support::raw::{connect_with_small_window, raw_recv, raw_send, read_until_close};
 use crate::support::{
-    ProcessNode, RedisServer, TIMEOUT, eventually_within, get_json, metric, unique, wait_ready,
+    ProcessNode, RedisServer, TIMEOUT, eventually_within, metric, unique, wait_ready,
 };
 
-/// Each chatting client sends one message per beat: 10 messages a second.
-const BEAT: Duration = Duration::from_millis(100);
 /// The presence TTL of the cluster nodes: small, so a dead node's users go
 /// quickly (the contract's `CHORUS_PRESENCE_TTL_SECS`).
 const TTL_SECS: &str = "2";
@@ -44,95 +43,6 @@ const HISTORY_LIMIT: &str = "1000000";
 /// How long a phase of a test may take to reach its condition: generous,
 /// for a loaded 2-core machine.
 const PHASE: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------
-// A split connection: a client that sends on a steady beat while it reads.
-
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// One WebSocket connection, split so that sending never waits for reading.
-pub(crate) struct Link {
-    tx: SplitSink<Ws, Message>,
-    rx: SplitStream<Ws>,
-}
-
-/// What the socket gave next.
-pub(crate) enum Event {
-    Frame(Value),
-    /// The connection ended (close frame, reset, end of stream).
-    Ended(String),
-}
-
-impl Link {
-    /// Connects and reads `welcome`; `None` when the node does not answer
-    /// (a dead node refuses the connection).
-    pub(crate) async fn open(url: &str) -> Option<Self> {
-        let (ws, _) = tokio::time::timeout(TIMEOUT, connect_async(url))
-            .await
-            .ok()?
-            .ok()?;
-        let (tx, rx) = ws.split();
-        let mut link = Self { tx, rx };
-        match tokio::time::timeout(TIMEOUT, link.next()).await {
-            Ok(Event::Frame(welcome)) if welcome["type"] == "welcome" => Some(link),
-            _ => None,
-        }
-    }
-
-    /// Sends one frame; false when the connection is gone.
-    pub(crate) async fn send(&mut self, frame: &Value) -> bool {
-        let text = Message::Text(frame.to_string().into());
-        matches!(
-            tokio::time::timeout(TIMEOUT, self.tx.send(text)).await,
-            Ok(Ok(()))
-        )
-    }
-
-    /// The next text frame, or the end of the connection. Unbounded: the
-    /// callers bound every wait.
-    pub(crate) async fn next(&mut self) -> Event {
-        loop {
-            match self.rx.next().await {
-                Some(Ok(Message::Text(text))) => {
-                    return Event::Frame(serde_json::from_str(&text).expect("JSON frame"));
-                }
-                Some(Ok(Message::Close(close))) => return Event::Ended(format!("{close:?}")),
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return Event::Ended(error.to_string()),
-                None => return Event::Ended("end of stream".to_owned()),
-            }
-        }
-    }
-}
-
-/// `(ms, seq)` of a message id, for ordering ids across a Redis restart.
-pub(crate) fn id_key(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').expect("an id like 1700000000000-0");
-    (ms.parse().expect("ms"), seq.parse().expect("seq"))
-}
-
-/// Every stored message of `room` as `(id, content)`, oldest first, read
-/// page by page through the HTTP API.
-pub(crate) async fn full_history(node: &impl Endpoint, room: &str) -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = Vec::new();
-    loop {
-        let path = match all.first() {
-            Some((oldest, _)) => format!("/api/rooms/{room}/messages?limit=100&before={oldest}"),
-            None => format!("/api/rooms/{room}/messages?limit=100"),
-        };
-        let page: Vec<Value> = get_json(&node.url(&path)).await;
-        if page.is_empty() {
-            return all;
-        }
-        let older = page.iter().map(|m| {
-            (
-                m["id"].as_str().expect("id").to_owned(),
-                m["content"].as_str().expect("content").to_owned(),
-            )
-        });
-        all.splice(0..0, older);
-    }
-}
 
 /// A cluster of real `chorus` processes on one real Redis.
 struct ProcessCluster {
@@ -167,439 +77,36 @@ impl ProcessCluster {
     }
 }
 
-// ---------------------------------------------------------------------------
-// A chatting client: sends on a steady beat, reads everything, rejoins with
-// `since` when its node dies, and keeps the record of all of it.
+/// The faults' chatting clients: on every beat, whatever is unanswered.
+const STYLE: Style = Style {
+    one_in_flight: false,
+    dm_every: 0,
+    phase: PHASE,
+};
 
-/// What became of one send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Fate {
-    /// Sent, no answer yet.
-    Pending,
-    /// Its echo (the message frame with its ref) came back with this id.
-    Accepted(String),
-    /// Answered by an error with this code.
-    Refused(String),
-    /// The socket died before any answer: stored or not, nobody said.
-    InDoubt,
-}
-
-#[derive(Debug)]
-struct Sent {
-    content: String,
-    fate: Fate,
-}
-
-/// Where the test is; every chatting client follows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    /// Send on every beat.
-    Send,
-    /// Stop sending; report when every send on a live socket was answered.
-    Stop,
-    /// Read until this id was seen, or give up at the deadline.
-    Drain { last: String, until: Instant },
-}
-
-/// Everything one client did and saw.
-#[derive(Debug)]
-struct Record {
-    index: usize,
-    user: String,
-    room: String,
-    sends: Vec<Sent>,
-    /// Room messages in the order this client got them, live or in a join's
-    /// history: `(id, content)`.
-    got: Vec<(String, String)>,
-    seen: HashSet<String>,
-    /// When its socket first died and how, and when it had rejoined
-    /// elsewhere.
-    died: Option<(Instant, String)>,
-    rejoined: Option<Instant>,
-    rejoined_on: Option<usize>,
-    /// Whether it saw the drain's last id before the deadline.
-    drained: bool,
-    /// Echoes and refusals so far, shared with the test for its conditions.
-    counts: Arc<Counts>,
-}
-
-/// Live totals the test waits on.
-#[derive(Debug, Default)]
-struct Counts {
-    accepted: AtomicUsize,
-    refused: AtomicUsize,
-    rejoined: AtomicUsize,
-    /// The newest id echoed to its sender: the end of the room's stream
-    /// once every send was answered.
-    newest: Mutex<Option<String>>,
-}
-
-impl Counts {
-    fn echoed(&self, id: &str) {
-        self.accepted.fetch_add(1, Ordering::SeqCst);
-        let mut newest = self.newest.lock().unwrap();
-        if newest.as_deref().is_none_or(|n| id_key(n) < id_key(id)) {
-            *newest = Some(id.to_owned());
-        }
-    }
-
-    fn newest(&self) -> Option<String> {
-        self.newest.lock().unwrap().clone()
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-
-    fn refused(&self) -> usize {
-        self.refused.load(Ordering::SeqCst)
-    }
-
-    fn rejoined(&self) -> usize {
-        self.rejoined.load(Ordering::SeqCst)
-    }
-}
-
-impl Record {
-    fn pending(&self) -> usize {
-        self.sends
-            .iter()
-            .filter(|s| s.fate == Fate::Pending)
-            .count()
-    }
-
-    /// Takes in one frame from the server.
-    fn absorb(&mut self, frame: &Value) {
-        let own_send = frame["ref"]
-            .as_str()
-            .and_then(|r| r.parse::<usize>().ok())
-            .filter(|_| frame["user"] == self.user.as_str() || frame["type"] == "error");
-        match frame["type"].as_str() {
-            Some("message") if frame["room"] == self.room.as_str() => {
-                let id = frame["id"].as_str().expect("id").to_owned();
-                let content = frame["content"].as_str().expect("content").to_owned();
-                self.seen.insert(id.clone());
-                self.got.push((id.clone(), content));
-                if let Some(send) = own_send.and_then(|n| self.sends.get_mut(n))
-                    && send.fate == Fate::Pending
-                {
-                    self.counts.echoed(&id);
-                    send.fate = Fate::Accepted(id);
-                }
+/// `clients` clients `u<i>` in `room`, client `i` on node `i % nodes.len()`;
+/// when its node dies, a client reconnects to the next that answers and
+/// rejoins with `since`.
+async fn start_chatters(nodes: &[ProcessNode], clients: usize, room: &str) -> Chatters {
+    let n = nodes.len();
+    let chatters = (0..clients)
+        .map(|index| {
+            let home = index % n;
+            let user = format!("u{index}");
+            Chatter {
+                urls: nodes.iter().map(|node| node.ws_url(&user)).collect(),
+                user,
+                room: room.to_owned(),
+                home,
+                // Spread the clients of a dead node over the others; a dead
+                // node refuses and the next is tried.
+                order: (0..n).map(|k| (home + 1 + k + index / n) % n).collect(),
+                partner: None,
+                pair: index,
             }
-            Some("error") => {
-                if let Some(send) = own_send.and_then(|n| self.sends.get_mut(n))
-                    && send.fate == Fate::Pending
-                {
-                    send.fate = Fate::Refused(frame["code"].as_str().expect("code").to_owned());
-                    self.counts.refused.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Joins the room on `link` (after `since` when given) and takes in the
-    /// joined history; `None` when the connection ended or the join failed.
-    async fn join(&mut self, link: &mut Link, since: Option<&str>, reference: &str) -> Option<()> {
-        let mut frame = json!({"type": "join", "room": self.room, "ref": reference});
-        if let Some(since) = since {
-            frame["since"] = json!(since);
-        }
-        if !link.send(&frame).await {
-            return None;
-        }
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let Ok(Event::Frame(frame)) = tokio::time::timeout_at(deadline, link.next()).await
-            else {
-                return None;
-            };
-            if frame["ref"] != reference {
-                self.absorb(&frame);
-                continue;
-            }
-            if frame["type"] != "joined" {
-                return None;
-            }
-            assert!(
-                frame.get("truncated").is_none(),
-                "{}: nothing is trimmed from this history: {frame}",
-                self.user
-            );
-            for message in frame["history"].as_array().expect("history") {
-                self.absorb(message);
-            }
-            return Some(());
-        }
-    }
-
-    /// The socket died: every unanswered send is in doubt. Reconnects to the
-    /// first node of `order` that answers and joins with `since` = the last
-    /// id seen.
-    async fn rejoin(&mut self, urls: &[String], order: &[usize], why: String) -> Link {
-        let now = Instant::now();
-        self.died.get_or_insert((now, why));
-        for send in &mut self.sends {
-            if send.fate == Fate::Pending {
-                send.fate = Fate::InDoubt;
-            }
-        }
-        // "0-0" (before every id) when nothing was seen yet.
-        let since = self
-            .got
-            .last()
-            .map_or_else(|| "0-0".to_owned(), |(id, _)| id.clone());
-        let deadline = now + 2 * TIMEOUT;
-        for attempt in 0.. {
-            for &n in order {
-                let Some(mut link) = Link::open(&urls[n]).await else {
-                    continue;
-                };
-                let reference = format!("rejoin{attempt}.{n}");
-                if self
-                    .join(&mut link, Some(&since), &reference)
-                    .await
-                    .is_some()
-                {
-                    self.rejoined = Some(Instant::now());
-                    self.rejoined_on = Some(n);
-                    self.counts.rejoined.fetch_add(1, Ordering::SeqCst);
-                    return link;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} found no node to rejoin within {:?}",
-                self.user,
-                2 * TIMEOUT
-            );
-            // Pacing retries, as `eventually` does.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        unreachable!()
-    }
-}
-
-/// How one chatting client starts.
-struct Chatter {
-    index: usize,
-    room: String,
-    /// `ws://…/ws?username=u<index>` on every node.
-    urls: Vec<String>,
-    /// The nodes to try, in order, when its node dies.
-    order: Vec<usize>,
-    home: usize,
-    phase: watch::Receiver<Phase>,
-    /// Everyone joined: the test starts the clock.
-    ready: Arc<Barrier>,
-    /// Told once this client is quiet in [`Phase::Stop`].
-    quiet: mpsc::UnboundedSender<usize>,
-    counts: Arc<Counts>,
-}
-
-impl Chatter {
-    /// Runs the client to the end of [`Phase::Drain`] and returns its record.
-    async fn run(mut self) -> Record {
-        let user = format!("u{}", self.index);
-        let mut record = Record {
-            index: self.index,
-            user: user.clone(),
-            room: self.room.clone(),
-            sends: Vec::new(),
-            got: Vec::new(),
-            seen: HashSet::new(),
-            died: None,
-            rejoined: None,
-            rejoined_on: None,
-            drained: false,
-            counts: self.counts.clone(),
-        };
-        let mut link = Link::open(&self.urls[self.home])
-            .await
-            .expect("the client connects");
-        record
-            .join(&mut link, None, "join")
-            .await
-            .expect("the client joins");
-        self.ready.wait().await;
-        let mut beat = tokio::time::interval(BEAT);
-        // After a stall, go on at the steady rate rather than catch up in a
-        // burst.
-        beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut reported = false;
-        loop {
-            let phase = self.phase.borrow_and_update().clone();
-            let until = match &phase {
-                Phase::Drain { last, until } => {
-                    if record.seen.contains(last) {
-                        record.drained = true;
-                        return record;
-                    }
-                    Some(*until)
-                }
-                _ => None,
-            };
-            if phase != Phase::Send && !reported && record.pending() == 0 {
-                let _ = self.quiet.send(self.index);
-                reported = true;
-            }
-            tokio::select! {
-                _ = beat.tick(), if phase == Phase::Send => {
-                    let seq = record.sends.len();
-                    let content = format!("{user}:{seq}");
-                    let frame = json!({
-                        "type": "message",
-                        "room": self.room,
-                        "content": content,
-                        "ref": seq.to_string(),
-                    });
-                    record.sends.push(Sent { content, fate: Fate::Pending });
-                    if !link.send(&frame).await {
-                        let why = "send failed".to_owned();
-                        link = record.rejoin(&self.urls, &self.order, why).await;
-                    }
-                }
-                event = link.next() => match event {
-                    Event::Frame(frame) => record.absorb(&frame),
-                    Event::Ended(why) => link = record.rejoin(&self.urls, &self.order, why).await,
-                },
-                changed = self.phase.changed() => {
-                    if changed.is_err() {
-                        return record;
-                    }
-                }
-                () = async { tokio::time::sleep_until(until.unwrap_or_else(Instant::now)).await },
-                    if until.is_some() => return record,
-            }
-        }
-    }
-}
-
-/// The clients of a chatting test, started together.
-struct Chatters {
-    phase: watch::Sender<Phase>,
-    quiet: mpsc::UnboundedReceiver<usize>,
-    tasks: Vec<JoinHandle<Record>>,
-    counts: Arc<Counts>,
-    clients: usize,
-}
-
-impl Chatters {
-    /// `clients` clients in `room`, client `i` on node `i % nodes.len()`;
-    /// returns once all have joined and started their beat.
-    async fn start(nodes: &[ProcessNode], clients: usize, room: &str) -> Self {
-        let (phase, phase_rx) = watch::channel(Phase::Send);
-        let (quiet_tx, quiet) = mpsc::unbounded_channel();
-        let ready = Arc::new(Barrier::new(clients + 1));
-        let counts = Arc::new(Counts::default());
-        let n = nodes.len();
-        let tasks = (0..clients)
-            .map(|index| {
-                let home = index % n;
-                let chatter = Chatter {
-                    index,
-                    room: room.to_owned(),
-                    urls: nodes
-                        .iter()
-                        .map(|node| node.ws_url(&format!("u{index}")))
-                        .collect(),
-                    // Spread the clients of a dead node over the others;
-                    // a dead node refuses and the next is tried.
-                    order: (0..n).map(|k| (home + 1 + k + index / n) % n).collect(),
-                    home,
-                    phase: phase_rx.clone(),
-                    ready: ready.clone(),
-                    quiet: quiet_tx.clone(),
-                    counts: counts.clone(),
-                };
-                tokio::spawn(chatter.run())
-            })
-            .collect();
-        tokio::time::timeout(PHASE, ready.wait())
-            .await
-            .expect("every client joins in time");
-        Self {
-            phase,
-            quiet,
-            tasks,
-            counts,
-            clients,
-        }
-    }
-
-    /// Waits until the clients' echoes (or refusals, with `refused`) grow by
-    /// `more` from now.
-    async fn wait_for(&self, what: &str, refused: bool, more: usize) {
-        let count = |c: &Counts| if refused { c.refused() } else { c.accepted() };
-        let target = count(&self.counts) + more;
-        eventually_within(what, PHASE, || async {
-            (count(&self.counts) >= target).then_some(())
         })
-        .await;
-    }
-
-    /// Stops the sending and waits until each client's sends are all
-    /// answered (or in doubt); returns how many clients never got quiet.
-    async fn stop(&mut self) -> usize {
-        self.phase.send_replace(Phase::Stop);
-        let mut quiet = 0;
-        let deadline = Instant::now() + 2 * TIMEOUT;
-        while quiet < self.clients {
-            match tokio::time::timeout_at(deadline, self.quiet.recv()).await {
-                Ok(Some(_)) => quiet += 1,
-                _ => break,
-            }
-        }
-        self.clients - quiet
-    }
-
-    /// Lets every client read until it has seen `last` (bounded) and
-    /// returns the records, by client index.
-    async fn drain(self, last: String) -> Vec<Record> {
-        let until = Instant::now() + 2 * TIMEOUT;
-        self.phase.send_replace(Phase::Drain { last, until });
-        let mut records = Vec::with_capacity(self.tasks.len());
-        for task in self.tasks {
-            records.push(
-                tokio::time::timeout(3 * TIMEOUT, task)
-                    .await
-                    .expect("the client finishes draining")
-                    .expect("the client task"),
-            );
-        }
-        records
-    }
-}
-
-/// Deliveries of one client against the expected sequence.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Tally {
-    /// Distinct expected messages it got.
-    pub(crate) delivered: usize,
-    /// Messages it got more than once.
-    pub(crate) duplicates: usize,
-    /// Expected messages it never got.
-    pub(crate) lost: usize,
-    /// Messages it got that were not expected.
-    pub(crate) unexpected: usize,
-}
-
-pub(crate) fn tally(got: &[(String, String)], expected: &[(String, String)]) -> Tally {
-    let want: HashSet<&str> = expected.iter().map(|(id, _)| id.as_str()).collect();
-    let mut once = HashSet::new();
-    let mut tally = Tally::default();
-    for (id, _) in got {
-        if !once.insert(id.as_str()) {
-            tally.duplicates += 1;
-        } else if want.contains(id.as_str()) {
-            tally.delivered += 1;
-        } else {
-            tally.unexpected += 1;
-        }
-    }
-    tally.lost = want.len() - tally.delivered;
-    tally
+        .collect();
+    Chatters::start(chatters, STYLE).await
 }
 
 /// A client saw the drain's marker and got `expected`, every message once,
@@ -617,19 +124,10 @@ fn assert_got_exactly(record: &Record, tally: &Tally, expected: &[(String, Strin
         record.index
     );
     assert!(
-        record.got == expected,
+        record.got_room == expected,
         "u{} saw the messages in the expected order",
         record.index
     );
-}
-
-pub(crate) fn sum(tallies: &[Tally]) -> Tally {
-    tallies.iter().fold(Tally::default(), |a, t| Tally {
-        delivered: a.delivered + t.delivered,
-        duplicates: a.duplicates + t.duplicates,
-        lost: a.lost + t.lost,
-        unexpected: a.unexpected + t.unexpected,
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -655,7 +153,7 @@ async fn sigkill_one_of_three_nodes_under_steady_chat_delivers_every_accepted_me
     let mut cluster =
         ProcessCluster::start(3, &[("CHORUS_WRITE_DELAY_MS", CRASH_WRITE_DELAY_MS)]).await;
     let room = unique("room");
-    let mut chatters = Chatters::start(&cluster.nodes, CRASH_CLIENTS, &room).await;
+    let mut chatters = start_chatters(&cluster.nodes, CRASH_CLIENTS, &room).await;
     let started = Instant::now();
     chatters
         .wait_for(
@@ -671,7 +169,7 @@ async fn sigkill_one_of_three_nodes_under_steady_chat_delivers_every_accepted_me
     cluster.nodes[DOOMED].sigkill();
     let doomed_clients = CRASH_CLIENTS / cluster.nodes.len();
     eventually_within("every client of the dead node rejoins", PHASE, || async {
-        (chatters.counts.rejoined() >= doomed_clients).then_some(())
+        (chatters.live.rejoined() >= doomed_clients).then_some(())
     })
     .await;
     chatters
@@ -681,7 +179,7 @@ async fn sigkill_one_of_three_nodes_under_steady_chat_delivers_every_accepted_me
     let sending_time = started.elapsed();
     let history = full_history(&cluster.nodes[0], &room).await;
     let last = history.last().expect("a history").0.clone();
-    let records = chatters.drain(last).await;
+    let records = chatters.drain(Some(last), 2 * TIMEOUT).await;
 
     // Assert: count everything, print it, then check it.
     let stored: HashMap<&str, &str> = history
@@ -704,7 +202,10 @@ async fn sigkill_one_of_three_nodes_under_steady_chat_delivers_every_accepted_me
         .filter(|s| matches!(s.fate, Fate::Refused(_)))
         .count();
     let unanswered = sends.clone().filter(|s| s.fate == Fate::Pending).count();
-    let tallies: Vec<Tally> = records.iter().map(|r| tally(&r.got, &history)).collect();
+    let tallies: Vec<Tally> = records
+        .iter()
+        .map(|r| tally(&r.got_room, &history))
+        .collect();
     let total = sum(&tallies);
     let reconnects: Vec<(usize, Duration, Duration, usize, &str)> = records
         .iter()
@@ -793,7 +294,7 @@ async fn redis_killed_and_restarted_under_load_answers_every_send_and_loses_no_a
     // each sending ten messages a second across the whole test.
     let mut cluster = ProcessCluster::start(2, &[]).await;
     let room = unique("room");
-    let mut chatters = Chatters::start(&cluster.nodes, OUTAGE_CLIENTS, &room).await;
+    let mut chatters = start_chatters(&cluster.nodes, OUTAGE_CLIENTS, &room).await;
     let started = Instant::now();
     chatters
         .wait_for("steady chat before the outage", false, OUTAGE_CLIENTS * 20)
@@ -822,8 +323,8 @@ async fn redis_killed_and_restarted_under_load_answers_every_send_and_loses_no_a
         .await;
     let unquiet = chatters.stop().await;
     let sending_time = started.elapsed();
-    let newest = chatters.counts.newest().expect("messages were accepted");
-    let records = chatters.drain(newest).await;
+    let newest = chatters.live.newest_room().expect("messages were accepted");
+    let records = chatters.drain(Some(newest), 2 * TIMEOUT).await;
 
     // Assert: count everything, print it, then check it.
     let mut accepted: BTreeMap<(u64, u64), (String, String)> = BTreeMap::new();
@@ -843,11 +344,14 @@ async fn redis_killed_and_restarted_under_load_answers_every_send_and_loses_no_a
         }
     }
     let expected: Vec<(String, String)> = accepted.into_values().collect();
-    let tallies: Vec<Tally> = records.iter().map(|r| tally(&r.got, &expected)).collect();
+    let tallies: Vec<Tally> = records
+        .iter()
+        .map(|r| tally(&r.got_room, &expected))
+        .collect();
     let total = sum(&tallies);
     let refused_delivered: Vec<&str> = records
         .iter()
-        .flat_map(|r| &r.got)
+        .flat_map(|r| &r.got_room)
         .filter(|(_, content)| refused.contains_key(content.as_str()))
         .map(|(_, content)| content.as_str())
         .collect();

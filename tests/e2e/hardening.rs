@@ -339,13 +339,13 @@ async fn readers_that_stop_reading_are_dropped_after_the_write_timeout_and_one_a
     let room = unique("room");
     let mut stuck = Vec::new();
     for i in 0..3 {
-        let mut ws = crate::limits::connect_with_small_window_from(
+        let mut ws = crate::support::raw::connect_with_small_window_from(
             node,
             &format!("stuck{i}"),
             "203.0.113.7",
         )
         .await;
-        crate::limits::raw_send(&mut ws, json!({"type": "join", "room": room})).await;
+        crate::support::raw::raw_send(&mut ws, json!({"type": "join", "room": room})).await;
         stuck.push(ws);
     }
     eventually("the stuck readers are in the room", || async {
@@ -435,8 +435,9 @@ async fn a_reader_that_stops_reading_below_every_byte_limit_is_dropped_after_the
     .await;
     let node = &cluster.nodes[0];
     let room = unique("room");
-    let mut ws = crate::limits::connect_with_small_window_from(node, "stuck", "203.0.113.8").await;
-    crate::limits::raw_send(&mut ws, json!({"type": "join", "room": room})).await;
+    let mut ws =
+        crate::support::raw::connect_with_small_window_from(node, "stuck", "203.0.113.8").await;
+    crate::support::raw::raw_send(&mut ws, json!({"type": "join", "room": room})).await;
     eventually("the stuck reader is in the room", || async {
         let members: Vec<String> = get_json(&node.url(&format!("/api/rooms/{room}/users"))).await;
         (members.len() == 1).then_some(())

@@ -20,25 +20,18 @@
 //! everything before failing, so one run names every broken expectation.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio::sync::{Barrier, mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
-use crate::faults::{Event, Link, Tally, full_history, id_key, sum, tally};
+use crate::support::chatters::{
+    BEAT, Chatter, Chatters, Fate, Kind, Record, Seen, Style, Tally, full_history, id_key, sum,
+    tally,
+};
 use crate::support::netns::Hosts;
 use crate::support::node::Endpoint;
-use crate::support::{
-    ProcessNode, RedisServer, TIMEOUT, eventually_within, get_json, get_status, unique, wait_ready,
-};
+use crate::support::{ProcessNode, RedisServer, TIMEOUT, get_json, get_status, unique, wait_ready};
 
-/// Each client sends one command per beat while nothing it sent is
-/// unanswered: ten a second in normal times.
-const BEAT: Duration = Duration::from_millis(100);
 /// Every fifth command is a DM to the client's partner on the other node.
 const DM_EVERY: usize = 5;
 /// Clients on each node; client `i` on one node and client `i` on the other
@@ -61,393 +54,38 @@ const PHASE: Duration = Duration::from_secs(15);
 /// Echoes per client before the cut and after the heal.
 const ROUNDS: usize = 15;
 
-/// What a client's command is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Room,
-    Dm,
-}
+/// The partition's chatting clients: one command in flight at most, so a
+/// send on the cut node waits for its answer and each answer's delay is its
+/// own.
+const STYLE: Style = Style {
+    one_in_flight: true,
+    dm_every: DM_EVERY,
+    phase: PHASE,
+};
 
-/// What became of one send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Fate {
-    Pending,
-    /// Its echo came back with this id.
-    Accepted(String),
-    /// Answered by an error with this code.
-    Refused(String),
-}
-
-#[derive(Debug)]
-struct Sent {
-    kind: Kind,
-    content: String,
-    at: Instant,
-    answered: Option<Instant>,
-    fate: Fate,
-}
-
-/// Where the test is; every client follows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    Send,
-    /// Stop sending; report when every send was answered.
-    Stop,
-    /// Read until the newest room message and the newest DM of the client's
-    /// pair were seen, or give up at `until`.
-    Drain {
-        room: Option<String>,
-        dms: Arc<HashMap<usize, String>>,
-        until: Instant,
-    },
-}
-
-/// A presence event a client saw.
-#[derive(Debug, Clone)]
-struct Seen {
-    observer: usize,
-    user: String,
-    event: String,
-    at: Instant,
-}
-
-/// Live figures the test waits on while the clients run.
-struct Live {
-    accepted: Vec<AtomicUsize>,
-    unavailable: Vec<AtomicUsize>,
-    newest_room: Mutex<Option<String>>,
-    /// The newest DM id echoed, per pair.
-    newest_dm: Mutex<HashMap<usize, String>>,
-    presence: Mutex<Vec<Seen>>,
-}
-
-impl Live {
-    fn new(clients: usize) -> Self {
-        Self {
-            accepted: (0..clients).map(|_| AtomicUsize::new(0)).collect(),
-            unavailable: (0..clients).map(|_| AtomicUsize::new(0)).collect(),
-            newest_room: Mutex::new(None),
-            newest_dm: Mutex::new(HashMap::new()),
-            presence: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn accepted(&self) -> Vec<usize> {
-        self.accepted
-            .iter()
-            .map(|a| a.load(Ordering::SeqCst))
-            .collect()
-    }
-
-    fn presence(&self) -> Vec<Seen> {
-        self.presence.lock().unwrap().clone()
-    }
-}
-
-fn newer(slot: &mut Option<String>, id: &str) {
-    if slot.as_deref().is_none_or(|n| id_key(n) < id_key(id)) {
-        *slot = Some(id.to_owned());
-    }
-}
-
-/// Everything one client did and saw.
-#[derive(Debug)]
-struct Record {
-    index: usize,
-    user: String,
-    pair: usize,
-    room: String,
-    sends: Vec<Sent>,
-    /// Room messages in arrival order, `(id, content)`.
-    got_room: Vec<(String, String)>,
-    /// DMs of its pair in arrival order, `(id, content)`.
-    got_dm: Vec<(String, String)>,
-    seen_room: HashSet<String>,
-    seen_dm: HashSet<String>,
-    /// Why its socket ended, if it did.
-    closed: Option<String>,
-    drained: bool,
-}
-
-impl Record {
-    fn pending(&self) -> usize {
-        self.sends
-            .iter()
-            .filter(|s| s.fate == Fate::Pending)
-            .count()
-    }
-
-    /// The unanswered send `reference` names, if it is its own.
-    fn own_pending(&mut self, frame: &Value) -> Option<&mut Sent> {
-        let n: usize = frame["ref"].as_str()?.parse().ok()?;
-        self.sends.get_mut(n).filter(|s| s.fate == Fate::Pending)
-    }
-
-    fn absorb(&mut self, frame: &Value, live: &Live) {
-        let now = Instant::now();
-        let id = || frame["id"].as_str().expect("id").to_owned();
-        let content = || frame["content"].as_str().expect("content").to_owned();
-        match frame["type"].as_str() {
-            Some("message") if frame["room"] == self.room.as_str() => {
-                let id = id();
-                self.seen_room.insert(id.clone());
-                self.got_room.push((id.clone(), content()));
-                if frame["user"] == self.user.as_str()
-                    && let Some(send) = self.own_pending(frame)
-                    && send.kind == Kind::Room
-                {
-                    send.fate = Fate::Accepted(id.clone());
-                    send.answered = Some(now);
-                    live.accepted[self.index].fetch_add(1, Ordering::SeqCst);
-                    newer(&mut live.newest_room.lock().unwrap(), &id);
-                }
-            }
-            Some("dm")
-                if frame["from"] == self.user.as_str() || frame["to"] == self.user.as_str() =>
-            {
-                let id = id();
-                self.seen_dm.insert(id.clone());
-                self.got_dm.push((id.clone(), content()));
-                let pair = self.pair;
-                if frame["from"] == self.user.as_str()
-                    && let Some(send) = self.own_pending(frame)
-                    && send.kind == Kind::Dm
-                {
-                    send.fate = Fate::Accepted(id.clone());
-                    send.answered = Some(now);
-                    live.accepted[self.index].fetch_add(1, Ordering::SeqCst);
-                    let mut newest = live.newest_dm.lock().unwrap();
-                    let mut slot = newest.get(&pair).cloned();
-                    newer(&mut slot, &id);
-                    newest.insert(pair, slot.expect("set"));
-                }
-            }
-            Some("error") => {
-                let index = self.index;
-                if let Some(send) = self.own_pending(frame) {
-                    let code = frame["code"].as_str().expect("code").to_owned();
-                    if code == "unavailable" {
-                        live.unavailable[index].fetch_add(1, Ordering::SeqCst);
-                    }
-                    send.fate = Fate::Refused(code);
-                    send.answered = Some(now);
-                }
-            }
-            Some("presence") if frame["room"] == self.room.as_str() => {
-                live.presence.lock().unwrap().push(Seen {
-                    observer: self.index,
-                    user: frame["user"].as_str().expect("user").to_owned(),
-                    event: frame["event"].as_str().expect("event").to_owned(),
-                    at: now,
-                });
-            }
-            _ => {}
-        }
-    }
-}
-
-/// One chatting client.
-struct Client {
-    index: usize,
-    user: String,
-    partner: String,
-    pair: usize,
-    room: String,
-    url: String,
-    phase: watch::Receiver<Phase>,
-    ready: Arc<Barrier>,
-    quiet: mpsc::UnboundedSender<usize>,
-    live: Arc<Live>,
-}
-
-impl Client {
-    async fn run(mut self) -> Record {
-        let mut record = Record {
-            index: self.index,
-            user: self.user.clone(),
-            pair: self.pair,
-            room: self.room.clone(),
-            sends: Vec::new(),
-            got_room: Vec::new(),
-            got_dm: Vec::new(),
-            seen_room: HashSet::new(),
-            seen_dm: HashSet::new(),
-            closed: None,
-            drained: false,
-        };
-        let mut link = Link::open(&self.url).await.expect("the client connects");
-        let join = json!({"type": "join", "room": self.room, "ref": "join"});
-        assert!(link.send(&join).await, "{} sends its join", self.user);
-        loop {
-            let Ok(Event::Frame(frame)) = tokio::time::timeout(TIMEOUT, link.next()).await else {
-                panic!("{} joins in time", self.user);
+/// `PER_NODE` clients on each node, all in `room`; client `i` is `m<i>` on
+/// `other`, client `PER_NODE + i` is `n<i>` on `cut`. They do not reconnect.
+async fn start_clients(other: &ProcessNode, cut: &ProcessNode, room: &str) -> Chatters {
+    let chatters = (0..2 * PER_NODE)
+        .map(|index| {
+            let pair = index % PER_NODE;
+            let (user, partner, node) = if index < PER_NODE {
+                (format!("m{pair}"), format!("n{pair}"), other)
+            } else {
+                (format!("n{pair}"), format!("m{pair}"), cut)
             };
-            if frame["ref"] != "join" {
-                record.absorb(&frame, &self.live);
-                continue;
+            Chatter {
+                urls: vec![node.ws_url(&user)],
+                user,
+                room: room.to_owned(),
+                home: 0,
+                order: Vec::new(),
+                partner: Some(partner),
+                pair,
             }
-            assert_eq!(frame["type"], "joined", "{frame}");
-            for message in frame["history"].as_array().expect("history") {
-                record.absorb(message, &self.live);
-            }
-            break;
-        }
-        self.ready.wait().await;
-        let mut beat = tokio::time::interval(BEAT);
-        beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut beats = 0;
-        let mut reported = false;
-        loop {
-            let phase = self.phase.borrow_and_update().clone();
-            let until = match &phase {
-                Phase::Drain { room, dms, until } => {
-                    let room_done = room.as_ref().is_none_or(|id| record.seen_room.contains(id));
-                    let dm_done = dms
-                        .get(&self.pair)
-                        .is_none_or(|id| record.seen_dm.contains(id));
-                    if room_done && dm_done {
-                        record.drained = true;
-                        return record;
-                    }
-                    Some(*until)
-                }
-                _ => None,
-            };
-            if phase != Phase::Send && !reported && record.pending() == 0 {
-                let _ = self.quiet.send(self.index);
-                reported = true;
-            }
-            tokio::select! {
-                // One command in flight at most: a send on the cut node waits
-                // for its answer, so each answer's delay is its own.
-                _ = beat.tick(), if phase == Phase::Send && record.pending() == 0 => {
-                    beats += 1;
-                    let seq = record.sends.len();
-                    let content = format!("{}:{seq}", self.user);
-                    let (kind, frame) = if beats % DM_EVERY == 0 {
-                        (Kind::Dm, json!({"type": "dm", "to": self.partner, "content": content, "ref": seq.to_string()}))
-                    } else {
-                        (Kind::Room, json!({"type": "message", "room": self.room, "content": content, "ref": seq.to_string()}))
-                    };
-                    record.sends.push(Sent { kind, content, at: Instant::now(), answered: None, fate: Fate::Pending });
-                    if !link.send(&frame).await {
-                        record.closed = Some("send failed".to_owned());
-                        return record;
-                    }
-                }
-                event = link.next() => match event {
-                    Event::Frame(frame) => record.absorb(&frame, &self.live),
-                    Event::Ended(why) => {
-                        record.closed = Some(why);
-                        return record;
-                    }
-                },
-                changed = self.phase.changed() => {
-                    if changed.is_err() {
-                        return record;
-                    }
-                }
-                () = async { tokio::time::sleep_until(until.unwrap_or_else(Instant::now)).await },
-                    if until.is_some() => return record,
-            }
-        }
-    }
-}
-
-/// The clients, started together.
-struct Clients {
-    phase: watch::Sender<Phase>,
-    quiet: mpsc::UnboundedReceiver<usize>,
-    tasks: Vec<JoinHandle<Record>>,
-    live: Arc<Live>,
-}
-
-impl Clients {
-    /// `PER_NODE` clients on each node, all in `room`; client `i` is `m<i>`
-    /// on `other`, client `PER_NODE + i` is `n<i>` on `cut`.
-    async fn start(other: &ProcessNode, cut: &ProcessNode, room: &str) -> Self {
-        let clients = 2 * PER_NODE;
-        let (phase, phase_rx) = watch::channel(Phase::Send);
-        let (quiet_tx, quiet) = mpsc::unbounded_channel();
-        let ready = Arc::new(Barrier::new(clients + 1));
-        let live = Arc::new(Live::new(clients));
-        let tasks = (0..clients)
-            .map(|index| {
-                let pair = index % PER_NODE;
-                let (user, partner, node) = if index < PER_NODE {
-                    (format!("m{pair}"), format!("n{pair}"), other)
-                } else {
-                    (format!("n{pair}"), format!("m{pair}"), cut)
-                };
-                let client = Client {
-                    index,
-                    url: node.ws_url(&user),
-                    user,
-                    partner,
-                    pair,
-                    room: room.to_owned(),
-                    phase: phase_rx.clone(),
-                    ready: ready.clone(),
-                    quiet: quiet_tx.clone(),
-                    live: live.clone(),
-                };
-                tokio::spawn(client.run())
-            })
-            .collect();
-        tokio::time::timeout(PHASE, ready.wait())
-            .await
-            .expect("every client joins in time");
-        Self {
-            phase,
-            quiet,
-            tasks,
-            live,
-        }
-    }
-
-    /// Waits until each of `clients` has `more` echoes beyond `from`.
-    async fn wait_accepted(&self, what: &str, clients: &[usize], from: &[usize], more: usize) {
-        eventually_within(what, PHASE, || async {
-            let now = self.live.accepted();
-            clients
-                .iter()
-                .all(|&c| now[c] >= from[c] + more)
-                .then_some(())
         })
-        .await;
-    }
-
-    /// Stops sending; returns how many clients still had a send unanswered
-    /// after the bound.
-    async fn stop(&mut self) -> usize {
-        self.phase.send_replace(Phase::Stop);
-        let mut quiet = 0;
-        let deadline = Instant::now() + 2 * TIMEOUT;
-        while quiet < self.tasks.len() {
-            match tokio::time::timeout_at(deadline, self.quiet.recv()).await {
-                Ok(Some(_)) => quiet += 1,
-                _ => break,
-            }
-        }
-        self.tasks.len() - quiet
-    }
-
-    async fn drain(self) -> Vec<Record> {
-        let room = self.live.newest_room.lock().unwrap().clone();
-        let dms = Arc::new(self.live.newest_dm.lock().unwrap().clone());
-        let until = Instant::now() + TIMEOUT;
-        self.phase.send_replace(Phase::Drain { room, dms, until });
-        let mut records = Vec::new();
-        for task in self.tasks {
-            records.push(
-                tokio::time::timeout(2 * TIMEOUT, task)
-                    .await
-                    .expect("the client finishes draining")
-                    .expect("the client task"),
-            );
-        }
-        records
-    }
+        .collect();
+    Chatters::start(chatters, STYLE).await
 }
 
 /// Users listed in `room` and online, by `node`.
@@ -535,7 +173,7 @@ async fn a_node_cut_off_from_redis_for_twice_the_ttl_under_load_recovers_presenc
     wait_ready(&other.url("/ready")).await;
     wait_ready(&cut.url("/ready")).await;
     let room = unique("room");
-    let mut clients = Clients::start(&other, &cut, &room).await;
+    let mut clients = start_clients(&other, &cut, &room).await;
     let live = clients.live.clone();
     let on_other: Vec<usize> = (0..PER_NODE).collect();
     let on_cut: Vec<usize> = (PER_NODE..2 * PER_NODE).collect();
@@ -613,7 +251,8 @@ async fn a_node_cut_off_from_redis_for_twice_the_ttl_under_load_recovers_presenc
         .await;
     let unquiet = clients.stop().await;
     let sending_time = started.elapsed();
-    let records = clients.drain().await;
+    let newest = clients.live.newest_room();
+    let records = clients.drain(newest, TIMEOUT).await;
     let history = full_history(&other, &room).await;
     let presence = live.presence();
 
@@ -640,7 +279,8 @@ async fn a_node_cut_off_from_redis_for_twice_the_ttl_under_load_recovers_presenc
             },
             Fate::Refused(code) if code == "unavailable" => unavailable.push((record.index, send)),
             Fate::Refused(code) => other_refusals.push(format!("{}: {code}", send.content)),
-            Fate::Pending => pending += 1,
+            // In doubt only after a reconnect, which these clients do not do.
+            Fate::Pending | Fate::InDoubt => pending += 1,
         }
     }
     expected_room.sort_by_key(|(id, _)| id_key(id));
@@ -822,8 +462,12 @@ async fn a_node_cut_off_from_redis_for_twice_the_ttl_under_load_recovers_presenc
     // Sockets and answers.
     for record in &records {
         check(
-            record.closed.is_none(),
-            format!("{}'s socket stayed open: {:?}", record.user, record.closed),
+            record.died.is_none(),
+            format!(
+                "{}'s socket stayed open: {:?}",
+                record.user,
+                record.died.as_ref().map(|(_, why)| why)
+            ),
         );
     }
     check(

@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::limits::{connect_with_small_window_from, raw_recv, raw_send};
 use crate::support::node::Endpoint;
+use crate::support::raw::{connect_with_small_window_from, raw_recv, raw_send};
 use crate::support::tools::free_port;
 use crate::support::{
     TIMEOUT, TestNode, WsClient, eventually, get_status, metric, read_until_closed, sample, scrape,

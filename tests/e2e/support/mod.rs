@@ -4,11 +4,13 @@
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod chatters;
 pub mod cluster;
 pub mod netns;
 pub mod nginx;
 pub mod node;
 pub mod prometheus;
+pub mod raw;
 pub mod redis;
 pub mod tools;
 pub mod ws_client;
