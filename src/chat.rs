@@ -2,7 +2,8 @@
 //! sending, joining and leaving, presence announcements, reads. This is the
 //! only place that combines the hub with the backend roles.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -46,7 +47,22 @@ pub struct Chat {
     backend: Backend,
     hub: Arc<Hub>,
     send_latency: Histogram,
+    /// Presence events whose publication failed after the presence change
+    /// they announce was made; the upkeep retries them.
+    unannounced: Arc<Mutex<VecDeque<Announcement>>>,
 }
+
+/// A presence event to publish.
+#[derive(Debug, Clone)]
+struct Announcement {
+    room: RoomName,
+    user: UserName,
+    event: PresenceEvent,
+}
+
+/// Unpublished presence events kept for a retry: plenty for an outage's
+/// worth of leaves on one node; past it the oldest go (logged).
+const MAX_UNANNOUNCED: usize = 10_000;
 
 impl Chat {
     /// The service over `backend`, fanning out through `hub`.
@@ -56,6 +72,7 @@ impl Chat {
             backend,
             hub,
             send_latency: metrics::histogram!(telemetry::SEND_LATENCY),
+            unannounced: Arc::default(),
         }
     }
 
@@ -137,8 +154,33 @@ impl Chat {
         self.publish_except(room, user, payload).await
     }
 
-    /// Tells the other members of `room` that `user` joined or left it.
+    /// Tells the other members of `room` that `user` joined or left it. If
+    /// the event cannot be published now it is kept and retried by
+    /// [`Chat::retry_announcements`], since the presence change it reports
+    /// was made.
     pub async fn announce(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        event: PresenceEvent,
+    ) -> ClusterResult<()> {
+        let published = self.publish_presence(room, user, event).await;
+        if published.is_err() {
+            let mut unannounced = self.unannounced();
+            if unannounced.len() >= MAX_UNANNOUNCED {
+                tracing::warn!("too many unpublished presence events; dropping the oldest");
+                unannounced.pop_front();
+            }
+            unannounced.push_back(Announcement {
+                room: room.clone(),
+                user: user.clone(),
+                event,
+            });
+        }
+        published
+    }
+
+    async fn publish_presence(
         &self,
         room: &RoomName,
         user: &UserName,
@@ -152,6 +194,48 @@ impl Chat {
         };
         metrics::counter!(telemetry::PRESENCE_EVENTS, "event" => event).increment(1);
         Ok(())
+    }
+
+    fn unannounced(&self) -> std::sync::MutexGuard<'_, VecDeque<Announcement>> {
+        self.unannounced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes the presence events that failed before, oldest first,
+    /// unless the user's presence in the room has changed back since (a
+    /// late `leave` must not follow a newer join). Stops at the first
+    /// failure, keeping the rest.
+    pub async fn retry_announcements(&self) {
+        let pending: Vec<Announcement> = self.unannounced().drain(..).collect();
+        let mut pending = pending.into_iter();
+        while let Some(a) = pending.next() {
+            let present = match self.backend.presence.members(&a.room).await {
+                Ok(members) => members.contains(&a.user),
+                Err(_) => {
+                    self.requeue(a, pending);
+                    return;
+                }
+            };
+            let still_true = present == matches!(a.event, PresenceEvent::Join);
+            if still_true
+                && self
+                    .publish_presence(&a.room, &a.user, a.event)
+                    .await
+                    .is_err()
+            {
+                self.requeue(a, pending);
+                return;
+            }
+        }
+    }
+
+    fn requeue(&self, first: Announcement, rest: impl Iterator<Item = Announcement>) {
+        let mut unannounced = self.unannounced();
+        let newer = std::mem::take(&mut *unannounced);
+        unannounced.push_back(first);
+        unannounced.extend(rest);
+        unannounced.extend(newer);
     }
 
     async fn publish_except(
@@ -275,8 +359,11 @@ impl Chat {
     /// user's last connection in the room anywhere.
     pub async fn leave(&self, room: &RoomName, user: &UserName, session: u64) -> ClusterResult<()> {
         self.unlisten(&Topic::Room(room.clone()), session).await;
-        if self.backend.presence.leave(room, user).await? {
-            self.announce(room, user, PresenceEvent::Leave).await?;
+        if self.backend.presence.leave(room, user).await?
+            && let Err(error) = self.announce(room, user, PresenceEvent::Leave).await
+        {
+            // Recorded, so not an error of the leave: announced later.
+            tracing::warn!(%error, room = %room, "could not announce a leave yet; will retry");
         }
         Ok(())
     }

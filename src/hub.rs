@@ -224,24 +224,30 @@ impl Deliver for Hub {
             .fetch_add(size * recipients.len(), Ordering::Relaxed);
         let mut refused = 0;
         for recipient in recipients.iter() {
-            match recipient.queue.try_send(delivery.clone()) {
-                Ok(()) => {
-                    // Queued, so counted against the address; past its
-                    // share, this connection goes like a slow one (its
-                    // session gives the bytes back when it ends).
-                    if let (Some(share), Some(limit)) = (&recipient.share, self.share_limit) {
-                        let held = share.bytes.fetch_add(size, Ordering::Relaxed) + size;
-                        if held > limit {
-                            self.flag_slow(recipient);
-                        }
-                    }
-                }
+            // Charged to the address before it is queued (like `buffered`
+            // above), so the session can never give back bytes not yet
+            // counted; past the share, this connection goes like a slow one
+            // (its session gives the bytes back when it ends).
+            let share = recipient.share.as_ref().zip(self.share_limit);
+            let over = share.is_some_and(|(share, limit)| {
+                share.bytes.fetch_add(size, Ordering::Relaxed) + size > limit
+            });
+            let queued = match recipient.queue.try_send(delivery.clone()) {
+                Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
-                    refused += 1;
                     self.flag_slow(recipient);
+                    false
                 }
                 // The session is ending; it no longer needs frames.
-                Err(TrySendError::Closed(_)) => refused += 1,
+                Err(TrySendError::Closed(_)) => false,
+            };
+            if !queued {
+                refused += 1;
+                if let Some((share, _)) = share {
+                    share.bytes.fetch_sub(size, Ordering::Relaxed);
+                }
+            } else if over {
+                self.flag_slow(recipient);
             }
         }
         if refused > 0 {

@@ -32,6 +32,7 @@ pub async fn run(chat: Chat, every: Duration, stop: CancellationToken) {
 }
 
 async fn beat(chat: &Chat) {
+    chat.retry_announcements().await;
     let presence = &chat.backend().presence;
     match presence.heartbeat().await {
         Ok(true) => match presence.restore().await {

@@ -133,8 +133,10 @@ fn idempotency_key(
 /// 201 and the new message, or 200 and the original one for a repeated
 /// idempotency key, marked `Idempotent-Replayed: true`.
 fn sent(appended: &Appended) -> Response {
-    let body = String::from_utf8_lossy(&appended.stored.payload).into_owned();
     if appended.replayed {
+        // The original may have come over a WebSocket with its `ref`; a REST
+        // answer carries none.
+        let body = protocol::replay(&appended.stored, None);
         let mut response = raw_json(StatusCode::OK, body);
         response.headers_mut().insert(
             HeaderName::from_static("idempotent-replayed"),
@@ -142,6 +144,7 @@ fn sent(appended: &Appended) -> Response {
         );
         response
     } else {
+        let body = String::from_utf8_lossy(&appended.stored.payload).into_owned();
         raw_json(StatusCode::CREATED, body)
     }
 }

@@ -40,9 +40,10 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// frames are flushed together anyway.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// The most tungstenite may buffer for a socket that does not take it
-/// (unbounded by default): the largest reply (`protocol::MAX_REPLY_BYTES`,
-/// plus a members list) with room to spare.
-const MAX_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// (unbounded by default): the largest reply, whose history is capped at
+/// `protocol::MAX_REPLY_BYTES` but whose members list is not (a `joined` of
+/// a room of several hundred thousand members still fits).
+const MAX_WRITE_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 
 /// The `/ws` route.
 pub(crate) fn router() -> Router<Arc<AppState>> {

@@ -91,6 +91,9 @@ pub(super) struct Session {
     expires: Option<Instant>,
     /// When the client last sent anything.
     last_heard: Instant,
+    /// The connection counts as online: `connect` succeeded, so `finish`
+    /// must disconnect (a failed connect undid itself already).
+    registered: bool,
 }
 
 /// The two events that end a session whatever it is doing, each registered
@@ -167,6 +170,7 @@ pub(super) async fn run(
             next_write: Instant::now(),
             expires,
             last_heard: Instant::now(),
+            registered: false,
         };
         metrics::counter!(telemetry::CONNECTIONS_OPENED).increment(1);
         metrics::gauge!(telemetry::CONNECTIONS).increment(1);
@@ -190,6 +194,7 @@ impl Session {
             tracing::warn!(%error, "could not register the connection");
             return End::Close(CLOSE_TRY_AGAIN_LATER, "backend unavailable");
         }
+        self.registered = true;
         let welcome = protocol::welcome(&self.user, self.state.chat.node(), id);
         if let Err(end) = self.send(welcome).await {
             return end;
@@ -434,7 +439,9 @@ impl Session {
         let chat = &self.state.chat;
         // Offline first, so that whoever hears the `leave` events already
         // sees the user gone from the online list.
-        chat.disconnect(&self.user, self.recipient.session).await;
+        if self.registered {
+            chat.disconnect(&self.user, self.recipient.session).await;
+        }
         for room in std::mem::take(&mut self.rooms).into_keys() {
             if let Err(error) = chat.leave(&room, &self.user, self.recipient.session).await {
                 tracing::warn!(%error, room = %room, "could not record a leave; the presence reaper will");

@@ -536,3 +536,78 @@ async fn during_a_redis_stall_first_joins_do_not_queue_behind_each_other_nor_doe
     assert_eq!(ready, Some(503));
     assert!(ready_after < Duration::from_secs(3), "{ready_after:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_refused_during_a_stall_leaves_the_users_other_connection_online_and_reachable()
+ {
+    // Arrange: alice and bob online; Redis stalls.
+    let cluster = Cluster::start_with(1, |s| s.presence_ttl_secs = 2).await;
+    let node = &cluster.nodes[0];
+    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    cluster.redis.pause();
+
+    // Act: a second connection of alice cannot be registered and is closed.
+    let (mut second, _) = tokio::time::timeout(
+        crate::support::TIMEOUT,
+        tokio_tungstenite::connect_async(node.ws_url("alice")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut closed = None;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(
+        crate::support::TIMEOUT,
+        futures_util::StreamExt::next(&mut second),
+    )
+    .await
+    {
+        if let tokio_tungstenite::tungstenite::Message::Close(frame) = message {
+            closed = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(
+        closed,
+        Some(1013),
+        "the refused connection closes with 1013"
+    );
+    drop(second);
+    cluster.redis.resume();
+    // The refused session has ended (its cleanup ran) and a heartbeat has
+    // rewritten presence since.
+    let metrics_url = node.url("/metrics");
+    eventually("the refused session ends", || async {
+        let page = crate::support::scrape(&metrics_url).await;
+        (crate::support::sample(&page, "chorus_connections", "") == 2.0).then_some(())
+    })
+    .await;
+    let beats = |page: &str| {
+        crate::support::sample(
+            page,
+            "chorus_redis_command_seconds_count",
+            "op=\"heartbeat\"",
+        )
+    };
+    let before = beats(&crate::support::scrape(&metrics_url).await);
+    eventually("two more heartbeats", || async {
+        let now = beats(&crate::support::scrape(&metrics_url).await);
+        (now >= before + 2.0).then_some(())
+    })
+    .await;
+
+    // Assert: alice's first connection still counts and still gets DMs.
+    eventually("alice is online", || async {
+        let users: Vec<String> = get_json(&node.url("/api/users")).await;
+        (users == ["alice", "bob"]).then_some(())
+    })
+    .await;
+    let sent = bob
+        .request(json!({"type": "dm", "to": "alice", "content": "still there?"}))
+        .await;
+    assert_eq!(sent["type"], "dm", "{sent}");
+    let got = alice
+        .recv_until(|f| f["type"] == "dm" && f["content"] == "still there?")
+        .await;
+    assert_eq!(got["id"], sent["id"]);
+}

@@ -87,6 +87,35 @@ struct Channel {
     position: Option<Position>,
 }
 
+/// Held while a task drives a channel's subscription: on drop (done,
+/// failed, or cancelled) the channel is no longer busy, is forgotten if
+/// nobody wants it and Redis has it not, and waiters look again.
+struct Driving<'a> {
+    bus: &'a RedisBus,
+    topic: &'a Topic,
+    /// The channel was released already, when it settled.
+    settled: bool,
+}
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        {
+            let mut state = self.bus.state();
+            if let Some(c) = state.channels.get_mut(self.topic) {
+                c.busy = false;
+                if c.interest == 0 && !c.subscribed {
+                    state.channels.remove(self.topic);
+                    metrics::gauge!(telemetry::SUBSCRIBED_CHANNELS).decrement(1);
+                }
+            }
+        }
+        self.bus.inner.changed.notify_waiters();
+    }
+}
+
 /// How far a channel's stored messages were handed to the hub: drops the
 /// overlap of a gap fill with the live stream, and says where the next gap
 /// fill starts.
@@ -225,8 +254,12 @@ impl RedisBus {
             }
             Topic::User(_) => {
                 let (secs, micros): (u64, u64) = redis.query(&redis::cmd("TIME")).await?;
+                // Just before this millisecond: a DM stored in it as `ms-0`
+                // may be published after the SUBSCRIBE and must not count
+                // as already seen.
+                let ms = (secs * 1000 + micros / 1000).saturating_sub(1);
                 Position::User {
-                    floor: MessageId::new(secs * 1000 + micros / 1000, 0),
+                    floor: MessageId::new(ms, u64::MAX),
                     pairs: HashMap::new(),
                 }
             }
@@ -237,25 +270,38 @@ impl RedisBus {
     /// interest in it. The caller set the channel busy; this clears it.
     async fn drive(&self, topic: &Topic) -> ClusterResult<()> {
         let channel = self.inner.redis.keys().channel(topic);
-        let result = loop {
-            let (want, have, positioned, sink, generation) = {
-                let state = self.state();
-                let Some(c) = state.channels.get(topic) else {
-                    break Ok(());
+        // Clears `busy` on every other way out, a cancelled caller's included.
+        let mut driving = Driving {
+            bus: self,
+            topic,
+            settled: false,
+        };
+        loop {
+            let (want, positioned, sink, generation) = {
+                let mut state = self.state();
+                let sink = state.sink.clone();
+                let generation = state.generation;
+                let Some(c) = state.channels.get_mut(topic) else {
+                    return Ok(());
                 };
-                (
-                    c.interest > 0,
-                    c.subscribed,
-                    c.position.is_some(),
-                    state.sink.clone(),
-                    state.generation,
-                )
+                let want = c.interest > 0;
+                if want == c.subscribed {
+                    // Settled: decided and released in one critical section,
+                    // so an unsubscribe that saw `busy` cannot be missed.
+                    c.busy = false;
+                    if !want {
+                        state.channels.remove(topic);
+                        metrics::gauge!(telemetry::SUBSCRIBED_CHANNELS).decrement(1);
+                    }
+                    driving.settled = true;
+                    drop(state);
+                    self.inner.changed.notify_waiters();
+                    return Ok(());
+                }
+                (want, c.position.is_some(), sink, generation)
             };
-            if want == have {
-                break Ok(());
-            }
             let Some(mut sink) = sink else {
-                break Err(unavailable(SubscriberDown));
+                return Err(unavailable(SubscriberDown));
             };
             if !want {
                 // A failure only leaves extra traffic until the next
@@ -267,17 +313,14 @@ impl RedisBus {
                 continue;
             }
             if !positioned {
-                let position = match self.start_position(topic).await {
-                    Ok(position) => position,
-                    Err(error) => break Err(error),
-                };
+                let position = self.start_position(topic).await?;
                 if let Some(c) = self.state().channels.get_mut(topic) {
                     c.position.get_or_insert(position);
                 }
             }
             let confirmed = tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await;
             if !matches!(confirmed, Ok(Ok(()))) {
-                break Err(unavailable(SubscriberDown));
+                return Err(unavailable(SubscriberDown));
             }
             let mut state = self.state();
             // Confirmed on a connection since replaced: go round again.
@@ -286,19 +329,7 @@ impl RedisBus {
             {
                 c.subscribed = true;
             }
-        };
-        {
-            let mut state = self.state();
-            if let Some(c) = state.channels.get_mut(topic) {
-                c.busy = false;
-                if c.interest == 0 && !c.subscribed {
-                    state.channels.remove(topic);
-                    metrics::gauge!(telemetry::SUBSCRIBED_CHANNELS).decrement(1);
-                }
-            }
         }
-        self.inner.changed.notify_waiters();
-        result
     }
 
     /// Waits until `topic` is subscribed, driving the subscription when

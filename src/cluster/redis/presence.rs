@@ -60,9 +60,10 @@ struct Ledger {
     seq: u64,
     /// Writes sent and not yet answered.
     in_flight: BTreeSet<u64>,
-    /// Entries written as zero, which Redis keeps (as a guard against older
-    /// writes still on their way) until a heartbeat compacts them.
-    zeroed: Vec<String>,
+    /// Entries written as zero, with the number of that write: Redis keeps
+    /// them (as a guard against older writes still on their way) until a
+    /// heartbeat compacts those no write in flight can still need.
+    zeroed: HashMap<String, u64>,
 }
 
 impl Ledger {
@@ -74,13 +75,17 @@ impl Ledger {
     }
 }
 
-/// A write on its way to Redis; dropping it unanswered (its caller gave up)
-/// leaves Redis in doubt, so the node restores at its next heartbeat.
+/// A write on its way to Redis. Unanswered (it failed, or its caller gave
+/// up), it leaves Redis in doubt, so the node restores at its next
+/// heartbeat; and an unanswered connect or join is taken out of the ledger,
+/// since its caller undoes it (a leave stands: the connection is gone
+/// whatever Redis says).
 struct InFlight<'a> {
     presence: &'a RedisPresence,
     seq: u64,
     entry: String,
     count: usize,
+    up: bool,
     answered: bool,
 }
 
@@ -88,10 +93,25 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let mut ledger = self.presence.ledger();
         ledger.in_flight.remove(&self.seq);
-        if !self.answered {
-            self.presence.dirty.store(true, Ordering::Relaxed);
-        } else if self.count == 0 {
-            ledger.zeroed.push(std::mem::take(&mut self.entry));
+        if self.answered {
+            if self.count == 0 {
+                let seq = self.seq;
+                let newest = ledger
+                    .zeroed
+                    .entry(std::mem::take(&mut self.entry))
+                    .or_insert(seq);
+                *newest = (*newest).max(seq);
+            }
+            return;
+        }
+        self.presence.dirty.store(true, Ordering::Relaxed);
+        if self.up
+            && let Some(n) = ledger.counts.get_mut(&self.entry)
+        {
+            *n -= 1;
+            if *n == 0 {
+                ledger.counts.remove(&self.entry);
+            }
         }
     }
 }
@@ -156,6 +176,7 @@ impl RedisPresence {
             seq,
             entry,
             count,
+            up,
             answered: false,
         };
         let keys = self.redis.keys();
@@ -171,28 +192,9 @@ impl RedisPresence {
         if let Some(room) = room {
             invocation.key(keys.active_rooms()).arg(room.as_str());
         }
-        match self.redis.invoke("presence", &invocation).await {
-            Ok(crossed) => {
-                flight.answered = true;
-                Ok(crossed)
-            }
-            Err(error) => {
-                // A failed connect or join is undone by its caller, so the
-                // ledger drops it too; a leave stands, since the connection
-                // is gone whatever Redis says. Redis is rewritten from the
-                // ledger at the next heartbeat either way.
-                if up {
-                    let mut ledger = self.ledger();
-                    if let Some(n) = ledger.counts.get_mut(&flight.entry) {
-                        *n -= 1;
-                        if *n == 0 {
-                            ledger.counts.remove(&flight.entry);
-                        }
-                    }
-                }
-                Err(error)
-            }
-        }
+        let crossed: i64 = self.redis.invoke("presence", &invocation).await?;
+        flight.answered = true;
+        Ok(crossed)
     }
 
     async fn reap_node(&self, node: &str, mode: &str) -> ClusterResult<Vec<Departure>> {
@@ -319,9 +321,16 @@ impl Presence for RedisPresence {
 
     async fn heartbeat(&self) -> ClusterResult<bool> {
         let keys = self.redis.keys();
+        // Only zero entries no write in flight can still need: the others
+        // wait for a later beat.
         let (settled, zeroed) = {
             let mut ledger = self.ledger();
-            (ledger.settled(), std::mem::take(&mut ledger.zeroed))
+            let settled = ledger.settled();
+            let (done, kept) = std::mem::take(&mut ledger.zeroed)
+                .into_iter()
+                .partition(|(_, seq)| *seq <= settled);
+            ledger.zeroed = kept;
+            (settled, done)
         };
         let mut invocation = HEARTBEAT.prepare_invoke();
         // Dead after half the TTL without a beat: with beats and reaps every
@@ -335,13 +344,17 @@ impl Presence for RedisPresence {
             .arg(ttl_ms)
             .arg(&self.incarnation)
             .arg(settled);
-        for entry in &zeroed {
+        for entry in zeroed.keys() {
             invocation.arg(entry);
         }
         let added: i64 = match self.redis.invoke("heartbeat", &invocation).await {
             Ok(added) => added,
             Err(error) => {
-                self.ledger().zeroed.extend(zeroed);
+                let mut ledger = self.ledger();
+                for (entry, seq) in zeroed {
+                    let newest = ledger.zeroed.entry(entry).or_insert(seq);
+                    *newest = (*newest).max(seq);
+                }
                 return Err(error);
             }
         };
