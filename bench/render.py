@@ -16,6 +16,12 @@ Runs are keyed by their ``label``: when several lines share a label, the last
 one read wins, so re-running a scenario replaces its earlier result.  Files are
 read in the order given on the command line.
 
+Runs of ``scripts/bench.sh --peers`` carry a ``server`` field (``chorus``,
+``socketioxide``, ``socketio``) and a label that starts with it
+(``socketioxide-fanout-1x1000-100mps``).  They are rendered apart, in one
+side-by-side table per scenario: one row per server under each case (the label
+without its server prefix), so the servers of one case sit together.
+
 Fields that were not measured are ``null`` in the input and show as "—".
 
 Only the standard library and matplotlib (see ``bench/requirements.txt``) are
@@ -48,6 +54,10 @@ SCENARIO_TITLES = {
     "rooms": "Many rooms",
     "idle": "Idle connections (memory)",
 }
+
+# Servers in side-by-side tables: chorus first, then its peers; any other
+# server name after these, alphabetically.
+SERVER_ORDER = ("chorus", "socketioxide", "socketio")
 
 LATENCY_PLOT = "latency-vs-rate.png"
 MEMORY_PLOT = "memory-vs-connections.png"
@@ -120,6 +130,32 @@ def latest_by_label(runs: Iterable[Run]) -> list[Run]:
         latest.pop(key, None)  # move a re-run to the position of its latest line
         latest[key] = run
     return list(latest.values())
+
+
+def peer_case(run: Run) -> str | None:
+    """The case of a side-by-side run (its label without the ``<server>-``
+    prefix), or ``None`` for a run of chorus's own tables."""
+    server = run.get("server")
+    label = str(run.get("label", ""))
+    if isinstance(server, str) and server and label.startswith(server + "-"):
+        return label[len(server) + 1:]
+    return None
+
+
+def split_peer_runs(runs: Iterable[Run]) -> tuple[list[Run], list[Run]]:
+    """Split runs into ``(chorus's own runs, side-by-side runs)``."""
+    own: list[Run] = []
+    peers: list[Run] = []
+    for run in runs:
+        (own if peer_case(run) is None else peers).append(run)
+    return own, peers
+
+
+def server_rank(server: str) -> tuple[int, str]:
+    """Sort key of a server name in side-by-side tables."""
+    if server in SERVER_ORDER:
+        return (SERVER_ORDER.index(server), server)
+    return (len(SERVER_ORDER), server)
 
 
 def group_by_scenario(runs: Iterable[Run]) -> dict[str, list[Run]]:
@@ -225,6 +261,7 @@ TRAFFIC_COLUMNS: list[Column] = [
     ("p999 ms", getter("latency_ms", "p999"), fmt_dec(2)),
     ("Lost", getter("lost"), fmt_int),
     ("Duplicated", getter("duplicated"), fmt_int),
+    ("Out of order", getter("out_of_order"), fmt_int),
     ("CPU s / M deliveries", getter("cpu_s_per_million_deliveries"), fmt_dec(2)),
     ("RSS/conn KiB", scaled(getter("rss_per_connection_bytes"), KIB), fmt_dec(1)),
     ("Send p99 ms", getter("send_latency_p99_ms"), fmt_dec(2)),
@@ -237,6 +274,29 @@ COLUMNS: dict[str, list[Column]] = {
         ("Connections", connections, fmt_int),
         ("Server RSS MiB", scaled(getter("server_rss_bytes"), MIB), fmt_dec(1)),
         ("Baseline RSS MiB", scaled(getter("baseline_rss_bytes"), MIB), fmt_dec(1)),
+        ("RSS/conn KiB", scaled(getter("rss_per_connection_bytes"), KIB), fmt_dec(1)),
+    ],
+}
+
+
+# Columns of the side-by-side tables, after "Case" and "Server".
+PEER_TRAFFIC_COLUMNS: list[Column] = [
+    ("Connections", connections, fmt_int),
+    ("Deliveries/s", getter("deliveries_per_sec"), fmt_int),
+    ("p50 ms", getter("latency_ms", "p50"), fmt_dec(2)),
+    ("p99 ms", getter("latency_ms", "p99"), fmt_dec(2)),
+    ("Node CPU s / M deliveries", getter("cpu_s_per_million_deliveries"), fmt_dec(2)),
+    ("Lost", getter("lost"), fmt_int),
+    ("Duplicated", getter("duplicated"), fmt_int),
+    ("Out of order", getter("out_of_order"), fmt_int),
+]
+
+PEER_COLUMNS: dict[str, list[Column]] = {
+    "fanout": PEER_TRAFFIC_COLUMNS,
+    "rooms": PEER_TRAFFIC_COLUMNS,
+    "idle": [
+        ("Connections", connections, fmt_int),
+        ("Server RSS MiB", scaled(getter("server_rss_bytes"), MIB), fmt_dec(1)),
         ("RSS/conn KiB", scaled(getter("rss_per_connection_bytes"), KIB), fmt_dec(1)),
     ],
 }
@@ -259,27 +319,68 @@ def render_table(runs: list[Run], columns: list[Column]) -> list[str]:
     return lines
 
 
+def render_peer_table(runs: list[Run], columns: list[Column]) -> list[str]:
+    """Render side-by-side runs: one row per server, the rows of a case
+    together and the case named on its first row only."""
+    cases: dict[str, list[Run]] = {}
+    for run in runs:  # already in the scenario's row order
+        cases.setdefault(peer_case(run) or run_key(run), []).append(run)
+    header = ["Case", "Server"] + [name for name, _, _ in columns]
+    align = [":---", ":---"] + ["---:"] * len(columns)
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    for case, members in cases.items():
+        members.sort(key=lambda run: server_rank(str(run.get("server"))))
+        for position, run in enumerate(members):
+            cells = [f"`{md_escape(case)}`" if position == 0 else "", md_escape(str(run.get("server")))]
+            cells += [fmt(get(run)) for _, get, fmt in columns]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(
     groups: dict[str, list[Run]],
     sources: list[Path],
     plot_links: list[tuple[str, str]],
+    peer_groups: dict[str, list[Run]] | None = None,
 ) -> str:
     """Build the Markdown that goes between the result markers.
 
     ``plot_links`` is a list of ``(alt text, relative path)`` for the plots that
-    were drawn.  The output is deterministic for a given input (no clock time).
+    were drawn; ``peer_groups`` holds the side-by-side runs by scenario.  The
+    output is deterministic for a given input (no clock time).
     """
-    total = sum(len(runs) for runs in groups.values())
-    started = sorted(
-        _utc(run["started_at"]) for runs in groups.values() for run in runs if run.get("started_at")
-    )
+    peer_groups = peer_groups or {name: [] for name in SCENARIOS}
+    every = [run for g in (groups, peer_groups) for runs in g.values() for run in runs]
+    total = len(every)
+    started = sorted(_utc(run["started_at"]) for run in every if run.get("started_at"))
     source_list = ", ".join(f"`{path.as_posix()}`" for path in sources)
     summary = f"_Generated by `bench/render.py` from {source_list}: {total} run(s)"
     if started:
         summary += f", started {started[0]}" + (f" to {started[-1]}" if started[-1] != started[0] else "")
     lines = [summary + "._", ""]
 
+    if any(peer_groups.values()):
+        servers = sorted(
+            {str(run.get("server")) for runs in peer_groups.values() for run in runs},
+            key=server_rank,
+        )
+        lines.append(f"### Side by side: {', '.join(servers)}")
+        lines.append("")
+        lines.append(
+            "_Each server as two nodes over one Redis, the same scenarios in one run of "
+            "`scripts/bench.sh --peers`; node CPU is both nodes' together._"
+        )
+        lines.append("")
+        for scenario in SCENARIOS:
+            if peer_groups[scenario]:
+                lines.append(f"#### {SCENARIO_TITLES[scenario]}")
+                lines.append("")
+                lines.extend(render_peer_table(peer_groups[scenario], PEER_COLUMNS[scenario]))
+                lines.append("")
+
     for scenario in SCENARIOS:
+        if not groups[scenario] and any(peer_groups.values()):
+            continue  # a side-by-side run only: no empty sections after it
         lines.append(f"### {SCENARIO_TITLES[scenario]}")
         lines.append("")
         if groups[scenario]:
@@ -547,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
         warn("no runs found in " + ", ".join(str(p) for p in args.inputs) + "; nothing written")
         return 1
     replaced = len(raw) - len(runs)
-    groups = group_by_scenario(runs)
+    own, peers = split_peer_runs(runs)
+    groups = group_by_scenario(own)
+    peer_groups = group_by_scenario(peers)
 
     # Check the Markdown file before drawing anything, so a bad file changes nothing.
     try:
@@ -563,13 +666,15 @@ def main(argv: list[str] | None = None) -> int:
             links.append((alt, link_from(args.markdown, path)))
             print(f"wrote {path}", file=sys.stderr)
 
-    content = render_markdown(groups, args.inputs, links)
+    content = render_markdown(groups, args.inputs, links, peer_groups)
     try:
         write_markdown(args.markdown, existing, content)
     except OSError as err:
         warn(f"{args.markdown}: cannot write: {err}")
         return 1
     counts = ", ".join(f"{len(groups[s])} {s}" for s in SCENARIOS)
+    if peers:
+        counts += f", {len(peers)} side by side"
     note = f" ({replaced} superseded by re-runs)" if replaced else ""
     print(f"wrote {args.markdown}: {counts} from {lines_read} line(s){note}", file=sys.stderr)
     return 0

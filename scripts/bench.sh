@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of BENCHMARKS.md on this machine and renders its tables
 # and plots: builds release binaries, starts its own redis-server on a free
-# port and fresh chorus nodes for every run (so each run's memory and CPU are
-# its own), drives them with chorus-bench, and stops everything it started.
+# port and fresh nodes for every run (so each run's memory and CPU are its
+# own), drives them with chorus-bench, and stops everything it started.
 #
-#   scripts/bench.sh            every scenario (about 10 minutes)
-#   scripts/bench.sh --quick    one small run of each, to try the pipeline
+#   scripts/bench.sh                  every scenario (about 10 minutes)
+#   scripts/bench.sh --quick          one small run of each, to try the pipeline
+#                                     (results in bench/results/tmp/ only)
+#   scripts/bench.sh --peers          chorus, socketioxide and Socket.IO side by
+#                                     side: the same scenarios on each, two
+#                                     nodes over one Redis (about 20 minutes)
+#   scripts/bench.sh --peers --quick  one small run of each per server
+#
+# --peers builds the socketioxide peer (bench/peers/socketioxide, cargo) and
+# installs the Node one (bench/peers/socketio, npm ci) first.
 #
 # Results are appended to bench/results/latest.jsonl (runs with the same
 # label replace older ones in the tables).
@@ -13,7 +21,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=false
-[ "${1:-}" = "--quick" ] && quick=true
+peers=false
+for arg in "$@"; do
+  case $arg in
+    --quick) quick=true ;;
+    --peers) peers=true ;;
+    *) echo "usage: scripts/bench.sh [--peers] [--quick]" >&2; exit 2 ;;
+  esac
+done
 
 command -v redis-server >/dev/null 2>&1 || {
   sudo_cmd=""
@@ -24,8 +39,20 @@ command -v redis-server >/dev/null 2>&1 || {
 
 cargo build --release --bins -p chorus -p chorus-bench
 bin=target/release
+socketioxide_peer=bench/peers/socketioxide/target/release/chorus-peer-socketioxide
+if $peers; then
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || {
+    echo "--peers needs node and npm for the Socket.IO peer" >&2
+    exit 1
+  }
+  cargo build --release --manifest-path bench/peers/socketioxide/Cargo.toml
+  (cd bench/peers/socketio && npm ci --no-audit --no-fund --loglevel=error)
+fi
 out=bench/results/latest.jsonl
-mkdir -p bench/results
+# A quick run checks the pipeline; its figures stay out of BENCHMARKS.md.
+$quick && out=bench/results/tmp/quick.jsonl
+mkdir -p "$(dirname "$out")"
+rm -f bench/results/tmp/quick.jsonl
 work=$(mktemp -d)
 pids=()
 
@@ -48,7 +75,8 @@ stop_all() {
   pids=()
 }
 redis_pid=""
-trap 'stop_all; [ -z "$redis_pid" ] || kill "$redis_pid" 2>/dev/null; rm -rf "$work"' EXIT
+# Redis is waited for before its directory goes: it writes its log as it stops.
+trap 'stop_all; [ -z "$redis_pid" ] || { kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; }; rm -rf "$work"' EXIT
 
 # Each node and the load generator may hold up to this many sockets.
 ulimit -n "$(ulimit -Hn)"
@@ -61,8 +89,11 @@ until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 
 node_args=()
 node_pids=()
-# Starts $1 fresh nodes on an empty Redis, with any VAR=value after it as
-# extra settings; fills node_args and node_pids.
+# The server kind start_nodes starts and bench labels: chorus, socketioxide
+# or socketio (the last two only with --peers).
+server=chorus
+# Starts $1 fresh $server nodes on an empty Redis, with any VAR=value after
+# it as extra settings; fills node_args and node_pids.
 start_nodes() {
   local count=$1
   shift
@@ -72,9 +103,21 @@ start_nodes() {
   node_pids=()
   for i in $(seq 1 "$count"); do
     port=$(free_port)
-    REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$port HOST=127.0.0.1 \
-      CHORUS_NODE_ID="bench-$i" CHORUS_RATE_LIMIT=0 CHORUS_MAX_CONNECTIONS_PER_IP=0 RUST_LOG=warn \
-      env "$@" "$bin/chorus" >"$work/node-$i.log" 2>&1 &
+    case $server in
+      chorus)
+        REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$port HOST=127.0.0.1 \
+          CHORUS_NODE_ID="bench-$i" CHORUS_RATE_LIMIT=0 CHORUS_MAX_CONNECTIONS_PER_IP=0 RUST_LOG=warn \
+          env "$@" "$bin/chorus" >"$work/node-$i.log" 2>&1 &
+        ;;
+      socketioxide)
+        REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$port \
+          env "$@" "$socketioxide_peer" >"$work/node-$i.log" 2>&1 &
+        ;;
+      socketio)
+        REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$port NODE_ENV=production \
+          env "$@" node bench/peers/socketio/server.js >"$work/node-$i.log" 2>&1 &
+        ;;
+    esac
     pids+=($!)
     node_pids+=(--pid $!)
     node_args+=(--node "http://127.0.0.1:$port")
@@ -83,10 +126,42 @@ start_nodes() {
 }
 
 bench() {
-  "$bin/chorus-bench" "${node_args[@]}" "${node_pids[@]}" --redis-pid "$redis_pid" --out "$out" "$@"
+  local peer_args=()
+  if $peers; then
+    peer_args=(--server "$server")
+    [ "$server" = chorus ] || peer_args+=(--protocol socketio)
+  fi
+  "$bin/chorus-bench" "${node_args[@]}" "${node_pids[@]}" --redis-pid "$redis_pid" --out "$out" \
+    "${peer_args[@]}" "$@"
 }
 
-if $quick; then
+# Every server of a --peers run, in the order of its tables.
+servers=(chorus socketioxide socketio)
+
+if $peers && $quick; then
+  for server in "${servers[@]}"; do
+    start_nodes 2; bench fanout --subscribers 100 --publishers 2 --rate 50 --duration 3
+    start_nodes 2; bench rooms --clients 1000 --rate 1 --duration 3
+    start_nodes 2; bench idle --connections 1000 --hold 2
+  done
+elif $peers; then
+  # Scenarios outside, servers inside: the three runs of a case sit close
+  # together in time, whatever else the machine does meanwhile.
+  for rate in 100 300 1000; do
+    for server in "${servers[@]}"; do
+      start_nodes 2
+      bench fanout --subscribers 1000 --publishers 4 --rate $((rate / 4)) --duration 10
+    done
+  done
+  for clients in 2000 10000; do
+    for server in "${servers[@]}"; do
+      start_nodes 2; bench rooms --clients $clients --rate 1 --duration 20
+    done
+  done
+  for server in "${servers[@]}"; do
+    start_nodes 2; bench idle --connections 10000 --hold 5
+  done
+elif $quick; then
   start_nodes 2; bench fanout --subscribers 100 --publishers 2 --rate 50 --duration 3
   start_nodes 2; bench rooms --clients 1000 --rate 1 --duration 3
   start_nodes 1; bench idle --connections 1000 --hold 2
@@ -115,5 +190,11 @@ stop_all
   python3 -m venv .venv-bench
   .venv-bench/bin/pip install -q -r bench/requirements.txt
 }
-.venv-bench/bin/python bench/render.py "$out" --markdown BENCHMARKS.md --plots docs/bench
-echo "results: $out; tables and plots: BENCHMARKS.md, docs/bench/"
+if $quick; then
+  .venv-bench/bin/python bench/render.py "$out" --markdown bench/results/tmp/quick.md --no-plots
+  sed -e '/<!-- results:/d' bench/results/tmp/quick.md
+  echo "results: $out; tables: bench/results/tmp/quick.md (BENCHMARKS.md is left as it was)"
+else
+  .venv-bench/bin/python bench/render.py "$out" --markdown BENCHMARKS.md --plots docs/bench
+  echo "results: $out; tables and plots: BENCHMARKS.md, docs/bench/"
+fi

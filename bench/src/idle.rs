@@ -3,10 +3,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::Target;
-use crate::client;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{self, Client, Inbound};
 use crate::probe;
 use crate::report::{Progress, Report};
+use crate::{Protocol, Target};
 
 /// Connects `connections` clients in rooms of `room_size`, holds them for
 /// `hold`, and reports the nodes' memory per connection.
@@ -31,10 +33,11 @@ pub async fn run(
     let baseline = rss()?;
 
     eprintln!("{label}: connecting {connections} idle clients");
-    let sockets = client::connect_all(target, connections, |i| {
+    let clients = client::connect_all(target, connections, |i| {
         format!("idle-{run_id}-{}", i / room_size)
     })
     .await?;
+    let holding = Held::start(clients, target.protocol);
     let progress = Progress::start({
         let label = label.to_owned();
         let pids = target.pids.clone();
@@ -46,7 +49,7 @@ pub async fn run(
     tokio::time::sleep(hold).await;
     let held = rss()?;
     drop(progress);
-    drop(sockets);
+    holding.release().await;
 
     let per_connection = baseline
         .zip(held)
@@ -67,4 +70,59 @@ pub async fn run(
         rss_per_connection_bytes: per_connection,
         ..Report::default()
     })
+}
+
+/// The idle clients while they are held.
+enum Held {
+    /// chorus clients sit unread, as they always have here: chorus needs
+    /// nothing from an idle client.
+    Unread(Vec<Client>),
+    /// Socket.IO servers ping every 25 s and drop a client that does not
+    /// answer, so each client reads (and answers pings) in a task of its own.
+    Answering {
+        stop: CancellationToken,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    },
+}
+
+impl Held {
+    fn start(clients: Vec<Client>, protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::Chorus => Self::Unread(clients),
+            Protocol::SocketIo => {
+                let stop = CancellationToken::new();
+                let tasks = clients
+                    .into_iter()
+                    .map(|mut client| {
+                        let stop = stop.clone();
+                        tokio::spawn(async move {
+                            loop {
+                                tokio::select! {
+                                    () = stop.cancelled() => break,
+                                    inbound = client.recv() => {
+                                        if let Inbound::Closed = inbound { break; }
+                                    }
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                Self::Answering { stop, tasks }
+            }
+        }
+    }
+
+    /// Lets every connection go.
+    async fn release(self) {
+        match self {
+            Self::Unread(clients) => drop(clients),
+            Self::Answering { stop, tasks } => {
+                stop.cancel();
+                for task in tasks {
+                    // A task that panicked only lost its own connection.
+                    let _ = task.await;
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,8 @@
 //! chorus-bench: many chorus WebSocket clients from one process, on loopback.
 //!
+//! The clients speak chorus's protocol, or Socket.IO ([`Protocol`]) to load
+//! the peers chorus is compared with in BENCHMARKS.md the same way.
+//!
 //! A run is one [`Scenario`] against a [`Target`] (the nodes' base URLs and,
 //! when known, their process ids for CPU and memory readings). Traffic
 //! scenarios ([`traffic`]) put clients in rooms and publish at a fixed rate;
@@ -19,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+pub use client::Protocol;
 pub use report::Report;
 pub use traffic::Traffic;
 
@@ -32,6 +36,8 @@ pub struct Target {
     pub pids: Vec<u32>,
     /// Process id of Redis, whose CPU is reported apart from the nodes'.
     pub redis_pid: Option<u32>,
+    /// The wire the nodes speak (chorus unless [`Target::with_protocol`]).
+    pub protocol: Protocol,
 }
 
 impl Target {
@@ -66,13 +72,19 @@ impl Target {
                 .collect(),
             pids,
             redis_pid,
+            protocol: Protocol::Chorus,
         })
+    }
+
+    /// The same nodes, spoken to in `protocol`.
+    pub fn with_protocol(self, protocol: Protocol) -> Self {
+        Self { protocol, ..self }
     }
 
     /// The WebSocket URL of client `index` (round-robin over the nodes).
     pub fn ws_url(&self, index: usize, user: &str) -> String {
         let base = &self.nodes[index % self.nodes.len()];
-        format!("ws{}/ws?username={user}", &base["http".len()..])
+        format!("ws{}{}", &base["http".len()..], self.protocol.ws_path(user))
     }
 }
 
@@ -98,13 +110,17 @@ pub enum Scenario {
 }
 
 /// Runs `scenario` against `target` and reports it under `label`.
+/// The report's `server` is the protocol's name (`chorus`, `socketio`);
+/// callers that know the server kind better set it afterwards.
 pub async fn run(target: &Target, scenario: &Scenario, label: &str) -> anyhow::Result<Report> {
-    match scenario {
+    let mut report = match scenario {
         Scenario::Traffic { name, traffic } => traffic::run(target, name, traffic, label).await,
         Scenario::Idle {
             connections,
             room_size,
             hold,
         } => idle::run(target, *connections, *room_size, *hold, label).await,
-    }
+    }?;
+    report.server = target.protocol.name().to_owned();
+    Ok(report)
 }

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chorus_bench::{Scenario, Target, Traffic};
+use chorus_bench::{Protocol, Scenario, Target, Traffic};
 use clap::{Parser, Subcommand};
 
 /// Load generator for chorus: many WebSocket clients from one process, on
-/// loopback only. Each run appends one JSON line to --out.
+/// loopback only. Each run appends one JSON line to --out. With `--protocol
+/// socketio` it loads a Socket.IO server instead (the peers in bench/peers/).
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -23,9 +24,18 @@ struct Cli {
     /// JSON-lines file the result is appended to.
     #[arg(long, default_value = "bench/results/latest.jsonl", global = true)]
     out: PathBuf,
-    /// Name of the run in the results (default: derived from the scenario).
+    /// Name of the run in the results (default: derived from the scenario,
+    /// after `<server>-` when --server is given).
     #[arg(long, global = true)]
     label: Option<String>,
+    /// The wire the nodes speak: `chorus`, or `socketio` (engine.io v4 over
+    /// WebSocket, as bench/peers/ serve it).
+    #[arg(long, default_value = "chorus", global = true)]
+    protocol: Protocol,
+    /// The server kind in the results, e.g. `socketioxide` (default: the
+    /// protocol's name).
+    #[arg(long, global = true)]
+    server: Option<String>,
     #[command(subcommand)]
     scenario: Command,
 }
@@ -157,10 +167,17 @@ impl Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let target = Target::new(cli.nodes, cli.pids, cli.redis_pid)?;
+    let target = Target::new(cli.nodes, cli.pids, cli.redis_pid)?.with_protocol(cli.protocol);
     let (scenario, default_label) = cli.scenario.scenario()?;
-    let label = cli.label.unwrap_or(default_label);
-    let report = chorus_bench::run(&target, &scenario, &label).await?;
+    let label = match (cli.label, &cli.server) {
+        (Some(label), _) => label,
+        (None, Some(server)) => format!("{server}-{default_label}"),
+        (None, None) => default_label,
+    };
+    let mut report = chorus_bench::run(&target, &scenario, &label).await?;
+    if let Some(server) = cli.server {
+        report.server = server;
+    }
     report.append_to(&cli.out)?;
     println!("{}", report.summary());
     Ok(())

@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 /// node pids given, say).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
+    /// The server kind loaded: `chorus`, or a peer (`socketioxide`,
+    /// `socketio`).
+    pub server: String,
     /// `fanout`, `rooms` or `idle`.
     pub scenario: String,
     /// The run's name in tables; re-runs with the same label replace it.
@@ -38,6 +41,9 @@ pub struct Report {
     pub lost: u64,
     /// Messages a receiver got more than once.
     pub duplicated: u64,
+    /// Messages a receiver got after a later message of the same publisher
+    /// (counted in `delivered` too).
+    pub out_of_order: u64,
     /// Clients whose connection ended before the run did (closed by the
     /// server as too slow, say).
     pub disconnected: u64,
@@ -113,12 +119,12 @@ impl Report {
     /// A few lines for a person.
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "{} [{}]: {} connections",
-            self.label, self.scenario, self.connections
+            "{} [{} on {}]: {} connections",
+            self.label, self.scenario, self.server, self.connections
         );
         if self.sent > 0 {
             out += &format!(
-                "\n  sent {} accepted {} rejected {} | delivered {} of {} | lost {} duplicated {} | disconnected {}",
+                "\n  sent {} accepted {} rejected {} | delivered {} of {} | lost {} duplicated {} out of order {} | disconnected {}",
                 self.sent,
                 self.accepted,
                 self.rejected,
@@ -126,6 +132,7 @@ impl Report {
                 self.expected,
                 self.lost,
                 self.duplicated,
+                self.out_of_order,
                 self.disconnected
             );
         }

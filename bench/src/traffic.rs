@@ -2,22 +2,25 @@
 //! at a fixed rate, everyone counting what arrives.
 //!
 //! A published message's content is `b <publisher> <seq> <sent µs> <padding>`.
-//! Messages of one publisher reach a member in sequence order (the room's
-//! history order), so a sequence at or below the last one seen from that
-//! publisher is a duplicate, and whatever is owed but never arrived is lost.
+//! Each receiver keeps, per publisher, the newest sequence it saw and the
+//! older ones still missing. A sequence below the newest that was missing is
+//! delivered **out of order** (a later message of the same publisher came
+//! first); one that was not missing is a **duplicate**; whatever is owed but
+//! never arrived is **lost**. chorus promises the first never happens (the
+//! room's history order); the counts are kept the same way for every
+//! protocol.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::time::MissedTickBehavior;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::Target;
-use crate::client::{self, Socket};
+use crate::client::{self, Client, Inbound};
 use crate::probe::{self, Buckets};
 use crate::report::{Latency, Progress, Report};
 
@@ -26,6 +29,11 @@ use crate::report::{Latency, Progress, Report};
 const SAMPLE_BATCH: usize = 256;
 /// Shared latency histograms; receivers pick one by index.
 const SHARDS: usize = 16;
+/// The most sequences one receiver keeps as missing per publisher, so memory
+/// stays bounded whatever arrives; after a jump further ahead than this, the
+/// oldest skipped ones are no longer tracked (arriving later, they would
+/// count as duplicates). Runs here send a few thousand per publisher.
+const MAX_MISSING: u64 = 1 << 20;
 /// After the last send, how long deliveries may stall before the run ends
 /// and whatever is missing counts as lost.
 const SETTLE: Duration = Duration::from_secs(3);
@@ -64,6 +72,7 @@ struct Shared {
     expected: AtomicU64,
     delivered: AtomicU64,
     duplicated: AtomicU64,
+    out_of_order: AtomicU64,
     disconnected: AtomicU64,
     latency: Vec<Mutex<Histogram<u64>>>,
 }
@@ -80,6 +89,7 @@ impl Shared {
             expected: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             duplicated: AtomicU64::new(0),
+            out_of_order: AtomicU64::new(0),
             disconnected: AtomicU64::new(0),
             latency,
         })
@@ -131,7 +141,7 @@ pub async fn run(
         "{label}: connecting {count} clients to {} node(s)",
         target.nodes.len()
     );
-    let sockets = client::connect_all(target, count, room).await?;
+    let clients = client::connect_all(target, count, room).await?;
 
     let shared = Arc::new(Shared::new()?);
     let cpu_before = cpu(&target.pids);
@@ -144,7 +154,7 @@ pub async fn run(
     let until = start + traffic.duration;
     let stop = CancellationToken::new();
     let mut tasks = Vec::with_capacity(count);
-    for (i, socket) in sockets.into_iter().enumerate() {
+    for (i, client) in clients.into_iter().enumerate() {
         let (room_index, position) = (i / traffic.members, i % traffic.members);
         let publishing = (position < traffic.publishers).then(|| {
             // Spread the sends over the interval, and a room's publishers
@@ -161,7 +171,7 @@ pub async fn run(
             }
         });
         tasks.push(tokio::spawn(member(
-            socket,
+            client,
             i,
             traffic.members as u64,
             publishing,
@@ -175,12 +185,13 @@ pub async fn run(
         let label = label.to_owned();
         Progress::start(move |t| {
             format!(
-                "{label}: {t:5.1}s sent {} delivered {} of {} rejected {} duplicated {} disconnected {}",
+                "{label}: {t:5.1}s sent {} delivered {} of {} rejected {} duplicated {} out of order {} disconnected {}",
                 shared.sent.load(Relaxed),
                 shared.delivered.load(Relaxed),
                 shared.expected.load(Relaxed),
                 shared.rejected.load(Relaxed),
                 shared.duplicated.load(Relaxed),
+                shared.out_of_order.load(Relaxed),
                 shared.disconnected.load(Relaxed),
             )
         })
@@ -236,6 +247,7 @@ pub async fn run(
         delivered,
         lost: expected.saturating_sub(delivered),
         duplicated: shared.duplicated.load(Relaxed),
+        out_of_order: shared.out_of_order.load(Relaxed),
         disconnected: shared.disconnected.load(Relaxed),
         send_window_s: window,
         deliveries_per_sec: Some(delivered as f64 / window),
@@ -290,7 +302,7 @@ async fn settle(shared: &Shared) {
 
 /// One member: reads and counts until `stop`, publishing on its schedule.
 async fn member(
-    mut socket: Socket,
+    mut client: Client,
     index: usize,
     room_members: u64,
     publishing: Option<Publishing>,
@@ -303,40 +315,44 @@ async fn member(
         ticker
     });
     let mut seq = 0u64;
-    // Newest sequence seen per publisher; a room has few publishers.
-    let mut newest: Vec<(usize, u64)> = Vec::new();
+    // What was seen per publisher; a room has few publishers.
+    let mut seen: Vec<(usize, Sequences)> = Vec::new();
     let mut samples = Vec::with_capacity(SAMPLE_BATCH);
     loop {
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            inbound = socket.next() => match inbound {
-                Some(Ok(Message::Text(text))) => {
+            inbound = client.recv() => match inbound {
+                Inbound::Text(text) => {
                     if let Some((publisher, n, sent_us)) = parse_content(&text) {
-                        let seen = match newest.iter_mut().find(|(p, _)| *p == publisher) {
-                            Some((_, newest)) => newest,
+                        let sequences = match seen.iter_mut().find(|(p, _)| *p == publisher) {
+                            Some((_, sequences)) => sequences,
                             None => {
-                                newest.push((publisher, 0));
-                                &mut newest.last_mut().expect("just pushed").1
+                                seen.push((publisher, Sequences::default()));
+                                &mut seen.last_mut().expect("just pushed").1
                             }
                         };
-                        if n > *seen {
-                            *seen = n;
-                            shared.delivered.fetch_add(1, Relaxed);
-                            samples.push(shared.micros().saturating_sub(sent_us));
-                            if samples.len() == SAMPLE_BATCH {
-                                shared.record(index, &mut samples);
+                        match sequences.observe(n) {
+                            Arrival::Duplicate => {
+                                shared.duplicated.fetch_add(1, Relaxed);
+                                continue;
                             }
-                        } else {
-                            shared.duplicated.fetch_add(1, Relaxed);
+                            Arrival::OutOfOrder => {
+                                shared.out_of_order.fetch_add(1, Relaxed);
+                            }
+                            Arrival::InOrder => {}
                         }
-                    } else if text.contains("\"type\":\"error\"") && publishing.is_some() {
+                        shared.delivered.fetch_add(1, Relaxed);
+                        samples.push(shared.micros().saturating_sub(sent_us));
+                        if samples.len() == SAMPLE_BATCH {
+                            shared.record(index, &mut samples);
+                        }
+                    } else if publishing.is_some() && client.is_error(&text) {
                         shared.rejected.fetch_add(1, Relaxed);
                         shared.expected.fetch_sub(room_members, Relaxed);
                     }
                 }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
+                Inbound::Closed => {
                     shared.disconnected.fetch_add(1, Relaxed);
                     break;
                 }
@@ -348,13 +364,10 @@ async fn member(
                     continue;
                 }
                 seq += 1;
-                let frame = format!(
-                    r#"{{"type":"message","room":"{}","content":"b {} {seq} {} {}"}}"#,
-                    p.room, p.id, shared.micros(), p.padding
-                );
+                let content = format!("b {} {seq} {} {}", p.id, shared.micros(), p.padding);
                 shared.sent.fetch_add(1, Relaxed);
                 shared.expected.fetch_add(room_members, Relaxed);
-                if socket.send(Message::text(frame)).await.is_err() {
+                if client.publish(&p.room, &content).await.is_err() {
                     shared.disconnected.fetch_add(1, Relaxed);
                     break;
                 }
@@ -362,7 +375,42 @@ async fn member(
         }
     }
     shared.record(index, &mut samples);
-    let _ = socket.close(None).await;
+    client.close().await;
+}
+
+/// How one receiver saw one publisher's sequence so far.
+#[derive(Debug, Default)]
+struct Sequences {
+    /// The highest sequence seen (sequences start at 1).
+    newest: u64,
+    /// Sequences below `newest` not seen yet.
+    missing: HashSet<u64>,
+}
+
+/// How a sequence arrived, against what was seen before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// Newer than everything seen.
+    InOrder,
+    /// Older than one seen already, and not seen before.
+    OutOfOrder,
+    /// Seen before.
+    Duplicate,
+}
+
+impl Sequences {
+    fn observe(&mut self, n: u64) -> Arrival {
+        if n > self.newest {
+            let first_missing = (self.newest + 1).max(n.saturating_sub(MAX_MISSING));
+            self.missing.extend(first_missing..n);
+            self.newest = n;
+            Arrival::InOrder
+        } else if self.missing.remove(&n) {
+            Arrival::OutOfOrder
+        } else {
+            Arrival::Duplicate
+        }
+    }
 }
 
 /// The next tick of an optional ticker; never, without one.
@@ -397,5 +445,21 @@ mod tests {
         assert_eq!(parse_content(bare), Some((3, 17, 99)));
         assert_eq!(parse_content(r#"{"type":"presence"}"#), None);
         assert_eq!(parse_content(r#"{"content":"hello"}"#), None);
+        let socket_io = r#"42["message",{"room":"r","user":"b3","content":"b 3 17 99"}]"#;
+        assert_eq!(parse_content(socket_io), Some((3, 17, 99)));
+    }
+
+    #[test]
+    fn late_sequences_count_once_as_out_of_order_and_repeats_as_duplicates() {
+        let mut seen = Sequences::default();
+        let arrivals: Vec<Arrival> = [1, 3, 4, 2, 2, 4, 5].map(|n| seen.observe(n)).to_vec();
+        use Arrival::*;
+        assert_eq!(
+            arrivals,
+            [
+                InOrder, InOrder, InOrder, OutOfOrder, Duplicate, Duplicate, InOrder
+            ]
+        );
+        assert!(seen.missing.is_empty());
     }
 }
