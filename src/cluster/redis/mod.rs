@@ -1,7 +1,12 @@
 //! Cluster mode: every role kept in Redis, shared by any number of nodes.
 //!
-//! Commands go through a `deadpool-redis` pool with timeouts, so an outage
-//! answers `Unavailable` instead of hanging. Pub/sub runs on one dedicated
+//! Commands go through one multiplexed connection per node: every concurrent
+//! command of the node is pipelined on it, so a busy node sends many
+//! commands per socket write instead of one round trip per pooled
+//! connection. Each command is bounded by a timeout, so an outage answers
+//! `Unavailable` instead of hanging; a timeout or failure retires the
+//! connection, so a command answered `Unavailable` cannot still reach Redis
+//! on it later (after a partition heals, say). Pub/sub runs on one dedicated
 //! connection per node ([`bus`]). Every multi-step change is one Lua script
 //! (`lua/*.lua`, embedded at build time), so it is atomic and one round trip.
 //! [`keys`] documents the key layout.
@@ -14,7 +19,11 @@ mod presence;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_redis::{Manager, Pool, Runtime};
+use std::sync::{Mutex, PoisonError};
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue, ScriptInvocation};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,9 +41,6 @@ use crate::telemetry;
 /// gets `Unavailable`. Long enough for a busy Redis, short enough that a
 /// client is answered quickly during an outage.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pooled command connections per node. Commands are multiplexed, so a few
-/// connections carry thousands of requests per second.
-const POOL_SIZE: usize = 16;
 
 /// What cluster mode needs to know.
 #[derive(Debug, Clone)]
@@ -53,13 +59,32 @@ pub struct RedisSettings {
     pub presence_ttl: Duration,
 }
 
-/// The command side shared by the three roles: a pool, the key layout, and
-/// one place that turns every failure into [`ClusterError::Unavailable`].
+/// The command side shared by the three roles: the node's command
+/// connection, the key layout, and one place that turns every failure into
+/// [`ClusterError::Unavailable`].
 #[derive(Clone)]
 pub(crate) struct Redis {
-    pool: Pool,
+    client: redis::Client,
+    connection: Arc<Mutex<Connection>>,
     keys: Keys,
 }
+
+/// A connection attempt every caller may await; its result is shared.
+type Connecting = Shared<BoxFuture<'static, Result<MultiplexedConnection, Arc<redis::RedisError>>>>;
+
+/// The command connection, numbered so that a failure retires only the
+/// connection it happened on.
+#[derive(Default)]
+struct Connection {
+    generation: u64,
+    /// Being connected (the first caller started it; the others await the
+    /// same attempt), or connected.
+    current: Option<Connecting>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to redis: {0}")]
+struct CannotConnect(Arc<redis::RedisError>);
 
 fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> ClusterError {
     ClusterError::Unavailable(Box::new(error))
@@ -70,23 +95,63 @@ fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> Cluster
 struct TimedOut(Duration);
 
 impl Redis {
+    /// Lazily: the first command connects, so a node starts while Redis is
+    /// down.
     fn connect(url: &str, prefix: &str) -> ClusterResult<Self> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let manager = Manager::new_with_config(url, config).map_err(unavailable)?;
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .wait_timeout(Some(COMMAND_TIMEOUT))
-            .create_timeout(Some(COMMAND_TIMEOUT))
-            .recycle_timeout(Some(COMMAND_TIMEOUT))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(unavailable)?;
         Ok(Self {
-            pool,
+            client: redis::Client::open(url).map_err(unavailable)?,
+            connection: Arc::default(),
             keys: Keys::new(prefix),
         })
+    }
+
+    /// The current connection and its number, connecting if there is none.
+    /// No lock is held while connecting: callers share one attempt.
+    async fn connection(&self) -> ClusterResult<(u64, MultiplexedConnection)> {
+        let (generation, connecting) = {
+            let mut state = self.state();
+            let connecting = state
+                .current
+                .get_or_insert_with(|| {
+                    let client = self.client.clone();
+                    let config =
+                        AsyncConnectionConfig::new().set_connection_timeout(Some(COMMAND_TIMEOUT));
+                    async move {
+                        client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await
+                            .map_err(Arc::new)
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone();
+            (state.generation, connecting)
+        };
+        match connecting.await {
+            Ok(connection) => Ok((generation, connection)),
+            Err(error) => {
+                self.retire(generation);
+                Err(unavailable(CannotConnect(error)))
+            }
+        }
+    }
+
+    /// Drops connection `generation` if it is still the current one: the
+    /// next command connects afresh, and once the commands still holding it
+    /// end, its socket closes with whatever it had not yet sent.
+    fn retire(&self, generation: u64) {
+        let mut state = self.state();
+        if state.generation == generation {
+            state.generation += 1;
+            state.current = None;
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs a script (EVALSHA, loading it on first use); `op` names it in
@@ -96,36 +161,43 @@ impl Redis {
         op: &'static str,
         invocation: &ScriptInvocation<'_>,
     ) -> ClusterResult<T> {
-        self.timed(op, async {
-            let mut conn = self.pool.get().await.map_err(unavailable)?;
-            invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)
+        self.timed(op, async |conn| {
+            invocation.invoke_async(conn).await.map_err(unavailable)
         })
         .await
     }
 
     /// Runs one command; its name labels the metrics.
     pub(crate) async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> ClusterResult<T> {
-        self.timed(command_name(command), async {
-            let mut conn = self.pool.get().await.map_err(unavailable)?;
-            command.query_async(&mut conn).await.map_err(unavailable)
+        self.timed(command_name(command), async |conn| {
+            command.query_async(conn).await.map_err(unavailable)
         })
         .await
     }
 
-    /// Bounds a call by [`COMMAND_TIMEOUT`] and records its latency, or its
-    /// failure.
+    /// Runs `call` on the connection, bounded by [`COMMAND_TIMEOUT`]
+    /// (connecting included), and records its latency, or its failure; a
+    /// failure retires the connection.
     async fn timed<T>(
         &self,
         op: &'static str,
-        call: impl Future<Output = ClusterResult<T>>,
+        call: impl AsyncFnOnce(&mut MultiplexedConnection) -> ClusterResult<T>,
     ) -> ClusterResult<T> {
         let started = Instant::now();
-        let result = tokio::time::timeout(COMMAND_TIMEOUT, call)
+        let mut used = None;
+        let attempt = async {
+            let (generation, mut connection) = self.connection().await?;
+            used = Some(generation);
+            call(&mut connection).await
+        };
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, attempt)
             .await
             .unwrap_or_else(|_| Err(unavailable(TimedOut(COMMAND_TIMEOUT))));
+        if result.is_err()
+            && let Some(generation) = used
+        {
+            self.retire(generation);
+        }
         match &result {
             Ok(_) => metrics::histogram!(telemetry::REDIS_COMMAND_LATENCY, "op" => op)
                 .record(started.elapsed()),
