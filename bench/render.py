@@ -275,6 +275,7 @@ COLUMNS: dict[str, list[Column]] = {
         ("Server RSS MiB", scaled(getter("server_rss_bytes"), MIB), fmt_dec(1)),
         ("Baseline RSS MiB", scaled(getter("baseline_rss_bytes"), MIB), fmt_dec(1)),
         ("RSS/conn KiB", scaled(getter("rss_per_connection_bytes"), KIB), fmt_dec(1)),
+        ("Connect+join CPU s", getter("connect_cpu_s"), fmt_dec(2)),
     ],
 }
 
@@ -298,6 +299,7 @@ PEER_COLUMNS: dict[str, list[Column]] = {
         ("Connections", connections, fmt_int),
         ("Server RSS MiB", scaled(getter("server_rss_bytes"), MIB), fmt_dec(1)),
         ("RSS/conn KiB", scaled(getter("rss_per_connection_bytes"), KIB), fmt_dec(1)),
+        ("Connect+join CPU s", getter("connect_cpu_s"), fmt_dec(2)),
     ],
 }
 

@@ -31,12 +31,21 @@ pub async fn run(
             .transpose()
     };
     let baseline = rss()?;
+    let cpu = || {
+        (!target.pids.is_empty())
+            .then(|| probe::cpu_seconds(&target.pids))
+            .transpose()
+    };
+    // What connecting and joining costs the nodes: what a reconnect storm
+    // after a node loss costs the survivors.
+    let cpu_before = cpu()?;
 
     eprintln!("{label}: connecting {connections} idle clients");
     let clients = client::connect_all(target, connections, |i| {
         format!("idle-{run_id}-{}", i / room_size)
     })
     .await?;
+    let connect_cpu_s = cpu_before.zip(cpu()?).map(|(before, after)| after - before);
     let holding = Held::start(clients, target.protocol);
     let progress = Progress::start({
         let label = label.to_owned();
@@ -66,6 +75,7 @@ pub async fn run(
         }),
         connections,
         server_rss_bytes: held,
+        connect_cpu_s,
         baseline_rss_bytes: baseline,
         rss_per_connection_bytes: per_connection,
         ..Report::default()

@@ -55,6 +55,8 @@ pub struct Report {
     pub latency_ms: Option<Latency>,
     /// CPU seconds of the node processes during the run.
     pub server_cpu_s: Option<f64>,
+    /// Node CPU seconds spent connecting and joining every client (idle).
+    pub connect_cpu_s: Option<f64>,
     /// Node CPU seconds per million deliveries.
     pub cpu_s_per_million_deliveries: Option<f64>,
     /// Deliveries per node CPU second.
@@ -150,6 +152,9 @@ impl Report {
         }
         if let (Some(cpu), Some(per_m)) = (self.server_cpu_s, self.cpu_s_per_million_deliveries) {
             out += &format!("\n  node CPU {cpu:.2} s = {per_m:.2} s per million deliveries");
+        }
+        if let Some(cpu) = self.connect_cpu_s {
+            out += &format!("\n  node CPU to connect and join: {cpu:.2} s");
         }
         if let Some(redis) = self.redis_cpu_s {
             out += &format!("\n  redis CPU {redis:.2} s");
