@@ -221,6 +221,8 @@ fn command_name(command: &redis::Cmd) -> &'static str {
         "HKEYS",
         "HGETALL",
         "SMEMBERS",
+        "ZRANGEBYSCORE",
+        "TIME",
     ];
     let name = match command.args_iter().next() {
         Some(redis::Arg::Simple(name)) => name,
