@@ -461,12 +461,18 @@ struct Deadlines {
 /// flagged slow, the token expires, the peer has been silent for the idle
 /// timeout, or the socket takes nothing for the write timeout (a reader that
 /// stopped reading: closed with 1013 and counted as a slow consumer). The
-/// step goes first, so a write that completes at once arms no timer.
+/// step is tried alone first: a write the socket takes at once (nearly all
+/// of them) builds no timer at all.
 async fn guarded(
     stops: &mut Stops,
     deadlines: &Deadlines,
     step: impl Future<Output = Result<(), axum::Error>>,
 ) -> Result<(), End> {
+    let mut step = std::pin::pin!(step);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(step.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(done) = first {
+        return done.map_err(|_| End::Gone);
+    }
     let expiry = async {
         match deadlines.expires {
             Some(at) => tokio::time::sleep_until(at).await,

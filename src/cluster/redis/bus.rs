@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::history::entries;
+use super::keys::Keys;
 use super::{COMMAND_TIMEOUT, Redis, unavailable};
 use crate::cluster::{Bus, ClusterError, ClusterResult, Deliver, Log, Publication, Topic};
 use crate::domain::{MessageId, UserName};
@@ -177,16 +178,6 @@ fn open_envelope(raw: Bytes) -> Option<(Publication, String)> {
         payload: raw.slice(header..),
     };
     Some((publication, pair))
-}
-
-/// The DM pair tag of `a` and `b`, as `append.lua` writes it.
-fn pair_tag(a: &UserName, b: &UserName) -> (Log, String) {
-    let log = Log::direct(a.clone(), b.clone());
-    let tag = match &log {
-        Log::Direct(a, b) => format!("{a}:{b}"),
-        Log::Room(room) => room.to_string(),
-    };
-    (log, tag)
 }
 
 impl RedisBus {
@@ -583,7 +574,8 @@ impl RedisBus {
                     .iter()
                     .filter_map(|p| UserName::parse(p).ok())
                     .map(|partner| {
-                        let (log, tag) = pair_tag(user, &partner);
+                        let log = Log::direct(user.clone(), partner);
+                        let tag = Keys::pair_tag(&log);
                         let after = pairs.get(&tag).copied().unwrap_or(floor).max(floor);
                         (log, tag, after)
                     })

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use redis::{Script, Value};
 
 use super::Redis;
+use super::keys::Keys;
 use crate::cluster::{
     Appended, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Since, Stored, Topic,
 };
@@ -106,19 +107,11 @@ impl History for RedisHistory {
             .arg(draft.prefix.as_ref())
             .arg(draft.suffix.as_ref())
             .arg(self.ttl_ms);
+        invocation.arg(Keys::pair_tag(log));
         let partners: Vec<(&UserName, &UserName)> = match log {
-            Log::Room(_) => {
-                invocation.arg("");
-                Vec::new()
-            }
-            Log::Direct(a, b) => {
-                invocation.arg(format!("{a}:{b}"));
-                if a == b {
-                    vec![(a, b)]
-                } else {
-                    vec![(a, b), (b, a)]
-                }
-            }
+            Log::Room(_) => Vec::new(),
+            Log::Direct(a, b) if a == b => vec![(a, b)],
+            Log::Direct(a, b) => vec![(a, b), (b, a)],
         };
         invocation
             .arg(if idempotency.is_some() { "1" } else { "0" })

@@ -56,6 +56,15 @@ impl Keys {
         format!("{}:idem:{user}:{key}", self.history(log))
     }
 
+    /// The tag a DM pair's publications carry (`a:b`, as in its history
+    /// key), so a subscriber can tell pairs apart; empty for a room.
+    pub(crate) fn pair_tag(log: &Log) -> String {
+        match log {
+            Log::Room(_) => String::new(),
+            Log::Direct(a, b) => format!("{a}:{b}"),
+        }
+    }
+
     /// The DM partners of `user`, by the time of their last DM.
     pub(crate) fn partners(&self, user: &UserName) -> String {
         format!("{}partners:{user}", self.prefix)
