@@ -87,10 +87,11 @@ pub struct Settings {
     #[arg(long, env = "CHORUS_OUTBOUND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub outbound_queue: u32,
 
-    /// Milliseconds a connection's fan-out frames may wait to share one socket
-    /// write with the frames behind them: at most one write per interval, and
-    /// the first frame after a quiet spell goes at once. 0 writes every frame
-    /// as soon as it arrives.
+    /// Milliseconds a connection that falls behind may hold its fan-out
+    /// frames so they share one socket write: a connection that keeps up
+    /// (nothing queued, the frame waited under a fifth of this) writes at
+    /// once; one that does not writes at most once per interval. 0 writes
+    /// every frame as soon as it arrives.
     #[arg(long, env = "CHORUS_WRITE_DELAY_MS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub write_delay_ms: u64,
 

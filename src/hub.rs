@@ -31,6 +31,9 @@ pub struct Delivery {
     pub except: Option<UserName>,
     /// The encoded frame.
     pub frame: Utf8Bytes,
+    /// When the hub queued it: how long it waited tells a session whether
+    /// it keeps up.
+    pub queued: std::time::Instant,
 }
 
 /// The hub's handle on one session: where to queue its frames and how to tell
@@ -218,6 +221,7 @@ impl Deliver for Hub {
             id: publication.id,
             except: publication.except,
             frame,
+            queued: started,
         });
         let size = delivery.frame.len();
         self.buffered

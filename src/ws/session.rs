@@ -232,8 +232,9 @@ impl Session {
                 // burst and reads is never mistaken for a slow reader, and a
                 // sender cannot outrun its own echoes.
                 Some(delivery) = self.queue.recv() => {
+                    let prompt = held.is_empty() && self.keeps_up(&delivery);
                     held.push(delivery);
-                    if held.len() >= hold_limit || Instant::now() >= self.next_write {
+                    if prompt || held.len() >= hold_limit || Instant::now() >= self.next_write {
                         self.write_batch(&mut held).await
                     } else {
                         if held.len() == 1 {
@@ -385,6 +386,14 @@ impl Session {
         self.delivered.increment(written);
         self.next_write = Instant::now() + self.state.limits.write_delay;
         Ok(())
+    }
+
+    /// Whether this session keeps up with its fan-out: nothing queued behind
+    /// the frame, which waited less than a fifth of the write delay. Then the
+    /// frame goes out at once, and only a session that falls behind (a busy
+    /// room on a busy node) holds frames for the write delay to batch them.
+    fn keeps_up(&self, delivery: &Delivery) -> bool {
+        self.queue.is_empty() && delivery.queued.elapsed() < self.state.limits.write_delay / 5
     }
 
     /// Whether a fan-out frame is for this connection now: not excluded, for

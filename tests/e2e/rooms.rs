@@ -385,3 +385,31 @@ async fn ping_answers_pong_with_the_ref() {
     alice.send(json!({"type": "ping", "ref": "p1"})).await;
     assert_eq!(alice.recv().await, json!({"type": "pong", "ref": "p1"}));
 }
+
+#[tokio::test]
+async fn a_message_right_after_another_in_a_quiet_room_is_not_held_for_the_write_delay() {
+    // The longest write delay there is: a second frame held for it would
+    // arrive a second after the first.
+    let node = TestNode::spawn_with(|s| s.write_delay_ms = 1000).await;
+    let room = unique("room");
+    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    // Sent without waiting for the echo: alice's own frames may be held
+    // (she was just sent bob's `join`), bob's must not be.
+    alice
+        .send(json!({"type": "message", "room": room, "content": "first"}))
+        .await;
+    bob.recv_until(|f| f["type"] == "message").await;
+    alice
+        .send(json!({"type": "message", "room": room, "content": "second"}))
+        .await;
+    let second = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        bob.recv_until(|f| f["type"] == "message"),
+    )
+    .await
+    .expect("a reader that keeps up gets the next frame at once, not after the write delay");
+    assert_eq!(second["content"], "second");
+}
