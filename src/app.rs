@@ -254,6 +254,10 @@ impl App {
             upkeep::interval(state.presence_ttl),
             token.clone(),
         ));
+        state
+            .shutdown
+            .tracker
+            .spawn(telemetry::upkeep(token.clone()));
         tracing::info!(%addr, node = %state.chat.node(), "listening");
 
         tokio::select! {

@@ -143,6 +143,24 @@ pub fn register_at_zero() {
     }
 }
 
+/// How often histogram samples are folded into their buckets without a scrape.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Folds recorded histogram samples into their buckets every second until
+/// `stop`. The recorder keeps every sample until a scrape or an upkeep folds
+/// it in, so a node that nobody scrapes would otherwise grow by every
+/// message's samples.
+pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => prometheus().run_upkeep(),
+        }
+    }
+}
+
 /// The process-wide Prometheus recorder, installed on first use. Several
 /// nodes embedded in one process (tests) share it.
 pub fn prometheus() -> &'static PrometheusHandle {
