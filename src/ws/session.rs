@@ -11,11 +11,13 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use metrics::Counter;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
+use super::admission::IpPermit;
 use crate::app::AppState;
 use crate::cluster::Topic;
 use crate::domain::{MessageId, RoomName, UserName};
@@ -94,6 +96,8 @@ pub(super) struct Session {
     /// The connection counts as online: `connect` succeeded, so `finish`
     /// must disconnect (a failed connect undid itself already).
     registered: bool,
+    /// Given back when the session is dropped, after `finish`.
+    _held: Held,
 }
 
 /// The two events that end a session whatever it is doing, each registered
@@ -124,18 +128,60 @@ impl Stops {
     }
 }
 
+/// What a connection holds until its session has finished: its place in
+/// the node's and its address's connection counts, and in the drain's task
+/// count.
+pub(super) struct Held {
+    pub(super) _permit: OwnedSemaphorePermit,
+    pub(super) _ip_permit: Option<IpPermit>,
+    pub(super) _task: TaskTrackerToken,
+}
+
 /// Runs one connection to its end; `address` is the client's (grouped)
 /// address, whose connections share one part of the node's buffered output.
-pub(super) async fn run(
+///
+/// Not an `async fn`: the session is built and boxed at once, so the task
+/// holds one pointer to it. An async fn would keep its arguments (the
+/// socket among them) in its state beside the session they were moved
+/// into, and every idle connection would carry both.
+pub(super) fn run(
     state: Arc<AppState>,
     socket: WebSocket,
     user: UserName,
     expires: Option<Instant>,
     address: IpAddr,
-) {
+    held: Held,
+) -> impl Future<Output = ()> + Send {
     let id = uuid::Uuid::new_v4();
     let span = tracing::info_span!("session", session = %id, user = %user);
+    let session = Box::new(Session::new(state, socket, user, expires, address, held));
     async move {
+        let mut session = session;
+        metrics::counter!(telemetry::CONNECTIONS_OPENED).increment(1);
+        metrics::gauge!(telemetry::CONNECTIONS).increment(1);
+        tracing::info!("connected");
+        let end = session.serve(&id.to_string()).await;
+        // Boxed, like the command handling in `serve`: a future is as large
+        // as its largest await point, and an idle connection should not
+        // carry the state of a cleanup it is not running.
+        Box::pin(session.finish(end)).await;
+        drop(session);
+        metrics::gauge!(telemetry::CONNECTIONS).decrement(1);
+        metrics::counter!(telemetry::CONNECTIONS_CLOSED, "code" => end.code()).increment(1);
+        tracing::info!(code = end.code(), ?end, "disconnected");
+    }
+    .instrument(span)
+}
+
+impl Session {
+    fn new(
+        state: Arc<AppState>,
+        socket: WebSocket,
+        user: UserName,
+        expires: Option<Instant>,
+        address: IpAddr,
+        held: Held,
+    ) -> Self {
         let (queue_tx, queue) = mpsc::channel(state.limits.outbound_queue);
         let recipient = Recipient {
             session: state.chat.hub().next_session(),
@@ -152,7 +198,7 @@ pub(super) async fn run(
         let join_burst = u32::try_from(limits.max_rooms_per_connection)
             .unwrap_or(u32::MAX)
             .max(limits.join_rate.saturating_mul(2));
-        let mut session = Session {
+        Session {
             bucket: TokenBucket::new(limits.rate_limit, limits.rate_burst, now),
             joins: TokenBucket::new(limits.join_rate, join_burst, now),
             // As many pages at once as joins: a reconnecting client may
@@ -171,24 +217,10 @@ pub(super) async fn run(
             expires,
             last_heard: Instant::now(),
             registered: false,
-        };
-        metrics::counter!(telemetry::CONNECTIONS_OPENED).increment(1);
-        metrics::gauge!(telemetry::CONNECTIONS).increment(1);
-        tracing::info!("connected");
-        let end = session.serve(&id.to_string()).await;
-        // Boxed, like the command handling in `serve`: a future is as large
-        // as its largest await point, and an idle connection should not
-        // carry the state of a cleanup it is not running.
-        Box::pin(session.finish(end)).await;
-        metrics::gauge!(telemetry::CONNECTIONS).decrement(1);
-        metrics::counter!(telemetry::CONNECTIONS_CLOSED, "code" => end.code()).increment(1);
-        tracing::info!(code = end.code(), ?end, "disconnected");
+            _held: held,
+        }
     }
-    .instrument(span)
-    .await;
-}
 
-impl Session {
     async fn serve(&mut self, id: &str) -> End {
         if let Err(error) = Box::pin(self.state.chat.connect(&self.user, &self.recipient)).await {
             tracing::warn!(%error, "could not register the connection");
@@ -202,14 +234,11 @@ impl Session {
         let interval = self.state.limits.ping_interval;
         let idle_timeout = self.state.limits.idle_timeout;
         let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
-        let expires = self.expires;
-        let expiry = async move {
-            match expires {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(expiry);
+        // Boxed, and only with a token that expires: a timer is about a
+        // tenth of an idle connection's state.
+        let mut expiry = self
+            .expires
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
         // Fan-out frames that arrived within the write delay of the last
         // write: they wait for the frames behind them while input is still
         // read. Half the queue's size at most, so that a client reading as
@@ -224,7 +253,7 @@ impl Session {
             let step = tokio::select! {
                 biased;
                 end = self.stops.fired() => Err(end),
-                () = &mut expiry => Err(End::Close(CLOSE_POLICY_VIOLATION, "token expired")),
+                () = expired(&mut expiry) => Err(End::Close(CLOSE_POLICY_VIOLATION, "token expired")),
                 () = &mut hold, if !held.is_empty() => {
                     self.write_batch(&mut held).await
                 }
@@ -459,6 +488,14 @@ impl Session {
     }
 }
 
+/// Resolves when the token expires; never without one.
+async fn expired(expiry: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match expiry {
+        Some(at) => at.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// When a waiting write gives up.
 struct Deadlines {
     expires: Option<Instant>,
@@ -482,6 +519,16 @@ async fn guarded(
     if let std::task::Poll::Ready(done) = first {
         return done.map_err(|_| End::Gone);
     }
+    // Boxed: its timers would otherwise sit in every idle session's state.
+    Box::pin(wait_for_socket(stops, deadlines, step)).await
+}
+
+/// The rest of a write step the socket did not take at once.
+async fn wait_for_socket(
+    stops: &mut Stops,
+    deadlines: &Deadlines,
+    step: Pin<&mut impl Future<Output = Result<(), axum::Error>>>,
+) -> Result<(), End> {
     let expiry = async {
         match deadlines.expires {
             Some(at) => tokio::time::sleep_until(at).await,
