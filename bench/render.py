@@ -304,6 +304,85 @@ PEER_COLUMNS: dict[str, list[Column]] = {
 }
 
 
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.2f} ms"
+
+
+def _latency(run: Run) -> str:
+    return f"p50 {_ms(field(run, 'latency_ms', 'p50'))}, p99 {_ms(field(run, 'latency_ms', 'p99'))}"
+
+
+def _efficiency(run: Run) -> str:
+    per_cpu = field(run, "deliveries_per_cpu_s")
+    rate = "—" if per_cpu is None else f"{per_cpu / 1000:,.0f} k"
+    return f"{rate} ({fmt_int(field(run, 'lost'))} lost, {fmt_int(field(run, 'out_of_order'))} out of order)"
+
+
+def _saturation(run: Run) -> str:
+    return f"p99 {_ms(field(run, 'latency_ms', 'p99'))}, {fmt_int(field(run, 'deliveries_per_sec'))} deliveries/s"
+
+
+def _p99_at_most(limit: float) -> Callable[[Run], bool]:
+    def check(run: Run) -> bool:
+        p99 = field(run, "latency_ms", "p99")
+        return p99 is not None and p99 <= limit and not field(run, "lost")
+    return check
+
+
+def _efficient(run: Run) -> bool:
+    per_cpu = field(run, "deliveries_per_cpu_s")
+    return per_cpu is not None and per_cpu >= 1.6e6 and not field(run, "lost") and not field(run, "out_of_order")
+
+
+def _at_most(path: tuple[str, ...], limit: float) -> Callable[[Run], bool]:
+    def check(run: Run) -> bool:
+        value = field(run, *path)
+        return value is not None and value <= limit
+    return check
+
+
+# The targets of issue 14 ("Latency at ordinary load, and efficiency at
+# saturation"), each read from one case of a side-by-side run: (what, case,
+# how a run's figure reads, target, whether chorus's run meets it).
+TARGETS: list[tuple[str, str, Callable[[Run], str], str, Callable[[Run], bool]]] = [
+    ("rooms: 2 000 clients in rooms of 10, 1 msg/s each", "rooms-2000x1mps",
+     _latency, "p99 ≤ 1 ms", _p99_at_most(1.0)),
+    ("fanout: 1 room × 1 000, 100 msg/s", "fanout-1x1000-100mps",
+     _latency, "p99 ≤ 10 ms", _p99_at_most(10.0)),
+    ("fanout: 1 room × 1 000, 1 000 msg/s: deliveries per node CPU-second", "fanout-1x1000-1000mps",
+     _efficiency, "≥ 1.6 M, 0 lost, 0 out of order", _efficient),
+    ("idle: 10 000 connections, RSS per connection", "idle-10000",
+     lambda run: f"{fmt_dec(1)(scaled(getter('rss_per_connection_bytes'), KIB)(run))} KiB", "≤ 4 KiB",
+     lambda run: (field(run, "rss_per_connection_bytes") or math.inf) <= 4 * KIB),
+    ("idle: node CPU-seconds to connect and join 10 000 clients", "idle-10000",
+     lambda run: f"{fmt_dec(2)(field(run, 'connect_cpu_s'))} s", "≤ 0.77 s", _at_most(("connect_cpu_s",), 0.77)),
+    ("rooms: 10 000 clients × 1 msg/s (10 000 msg/s through Redis)", "rooms-10000x1mps",
+     _saturation, "p99 ≤ 50 ms, not saturated", _p99_at_most(50.0)),
+]
+
+
+def render_targets(peer_runs: list[Run]) -> list[str]:
+    """The table of issue 14's targets: each server's figure for the case,
+    the target, and whether chorus meets it. Empty without side-by-side runs."""
+    by_case: dict[str, dict[str, Run]] = {}
+    for run in peer_runs:
+        by_case.setdefault(peer_case(run) or "", {})[str(run.get("server"))] = run
+    servers = sorted({server for runs in by_case.values() for server in runs}, key=server_rank)
+    if not servers:
+        return []
+    header = ["scenario (2 nodes + Redis, 2 cores)"] + servers + ["target", "chorus meets it"]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join([":---"] * len(header)) + " |"]
+    for what, case, reads, target, meets in TARGETS:
+        runs = by_case.get(case, {})
+        if not runs:
+            continue
+        cells = [what] + [reads(runs[server]) if server in runs else "—" for server in servers]
+        chorus = runs.get("chorus")
+        cells += [target, "—" if chorus is None else ("yes" if meets(chorus) else "**no**")]
+        lines.append("| " + " | ".join(md_escape(cell) for cell in cells) + " |")
+    return lines
+
+
 def md_escape(text: str) -> str:
     """Escape characters that would break a Markdown table cell."""
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
@@ -366,6 +445,12 @@ def render_markdown(
             {str(run.get("server")) for runs in peer_groups.values() for run in runs},
             key=server_rank,
         )
+        targets = render_targets([run for runs in peer_groups.values() for run in runs])
+        if targets:
+            lines.append("### Targets of issue 14, from the side-by-side run")
+            lines.append("")
+            lines.extend(targets)
+            lines.append("")
         lines.append(f"### Side by side: {', '.join(servers)}")
         lines.append("")
         lines.append(
