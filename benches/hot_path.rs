@@ -113,6 +113,7 @@ fn fanout(c: &mut Criterion) {
                 queue,
                 slow: CancellationToken::new(),
                 share: hub.share(std::net::Ipv4Addr::LOCALHOST.into()),
+                pressure: Default::default(),
             };
             hub.add(&topic, &recipient);
             receivers.push((recipient.slow, rx));

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use axum::extract::ws::Utf8Bytes;
 use metrics::{Counter, Histogram};
+use tokio::sync::Notify;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +53,17 @@ pub struct Recipient {
     /// The bytes queued for every connection of the session's client
     /// address; `None` when per-address limits are off.
     pub share: Option<Arc<AddressShare>>,
+    /// Notified when the queue holds `hold_limit` frames: a session that is
+    /// holding its frames does not wake for each one, only for this (or its
+    /// hold timer).
+    pub pressure: Arc<Notify>,
+}
+
+/// The most frames a session holds before it writes them, for a queue of
+/// `capacity`: half the queue, so that a client reading as fast as it can is
+/// never taken for a slow one, and at most 64.
+pub fn hold_limit(capacity: usize) -> usize {
+    (capacity / 2).clamp(1, 64)
 }
 
 /// Output queued for the connections of one client address, together.
@@ -237,7 +249,13 @@ impl Deliver for Hub {
                 share.bytes.fetch_add(size, Ordering::Relaxed) + size > limit
             });
             let queued = match recipient.queue.try_send(delivery.clone()) {
-                Ok(()) => true,
+                Ok(()) => {
+                    let capacity = recipient.queue.max_capacity();
+                    if capacity - recipient.queue.capacity() >= hold_limit(capacity) {
+                        recipient.pressure.notify_one();
+                    }
+                    true
+                }
                 Err(TrySendError::Full(_)) => {
                     self.flag_slow(recipient);
                     false
@@ -283,6 +301,7 @@ mod tests {
             queue,
             slow: CancellationToken::new(),
             share: hub.share(address.parse().unwrap()),
+            pressure: Arc::default(),
         };
         (r, rx)
     }
@@ -313,6 +332,23 @@ mod tests {
         assert_eq!((one.frame.as_str(), two.frame.as_str()), ("one", "two"));
         assert!(slow.slow.is_cancelled());
         assert!(!fast.slow.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_queue_that_reaches_the_hold_limit_notifies_its_session() {
+        let hub = Hub::new(None);
+        let topic = Topic::Room(crate::domain::RoomName::parse("r").unwrap());
+        let (r, _rx) = recipient(&hub, 8);
+        hub.add(&topic, &r);
+        assert_eq!(hold_limit(8), 4);
+        let waiting = r.pressure.notified();
+        tokio::pin!(waiting);
+        for _ in 0..3 {
+            hub.deliver(&topic, publication("x"));
+        }
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        hub.deliver(&topic, publication("x"));
+        assert!(futures_util::poll!(waiting.as_mut()).is_ready());
     }
 
     #[test]

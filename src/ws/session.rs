@@ -189,6 +189,7 @@ impl Session {
             queue: queue_tx,
             slow: CancellationToken::new(),
             share: state.chat.hub().share(address),
+            pressure: Arc::default(),
         };
         let limits = &state.limits;
         let stops = Stops::new(&state.shutdown.token, &recipient.slow);
@@ -239,12 +240,12 @@ impl Session {
         let mut expiry = self
             .expires
             .map(|at| Box::pin(tokio::time::sleep_until(at)));
-        // Fan-out frames that arrived within the write delay of the last
-        // write: they wait for the frames behind them while input is still
-        // read. Half the queue's size at most, so that a client reading as
-        // fast as it can is never taken for a slow one.
+        // A fan-out frame held back by a session that falls behind: it and
+        // the frames queued behind it go out together when the hold ends or
+        // the queue reaches the hold limit (the hub then notifies), while
+        // input is still read. Meanwhile the session does not wake for each
+        // frame the hub queues: at saturation that wake was most of its work.
         let mut held = Vec::new();
-        let hold_limit = (self.state.limits.outbound_queue / 2).clamp(1, MAX_BATCH);
         // One timer for the whole session, reset when holding starts, rather
         // than a fresh one built on every turn of the loop.
         let hold = tokio::time::sleep_until(self.next_write);
@@ -257,18 +258,19 @@ impl Session {
                 () = &mut hold, if !held.is_empty() => {
                     self.write_batch(&mut held).await
                 }
+                () = self.recipient.pressure.notified(), if !held.is_empty() => {
+                    self.write_batch(&mut held).await
+                }
                 // Queued output goes before more input: a client that sends a
                 // burst and reads is never mistaken for a slow reader, and a
                 // sender cannot outrun its own echoes.
-                Some(delivery) = self.queue.recv() => {
-                    let prompt = held.is_empty() && self.keeps_up(&delivery);
+                Some(delivery) = self.queue.recv(), if held.is_empty() => {
+                    let prompt = self.keeps_up(&delivery);
                     held.push(delivery);
-                    if prompt || held.len() >= hold_limit || Instant::now() >= self.next_write {
+                    if prompt || Instant::now() >= self.next_write {
                         self.write_batch(&mut held).await
                     } else {
-                        if held.len() == 1 {
-                            hold.as_mut().reset(self.next_write);
-                        }
+                        hold.as_mut().reset(self.next_write);
                         Ok(())
                     }
                 }
