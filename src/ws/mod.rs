@@ -23,7 +23,7 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::domain::UserName;
+use crate::domain::{RoomName, UserName};
 use crate::http::ApiError;
 use crate::telemetry;
 
@@ -55,6 +55,26 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 struct Params {
     username: Option<String>,
     token: Option<String>,
+    /// Rooms to join at once, comma-separated.
+    room: Option<String>,
+}
+
+/// The rooms of `?room=a,b`, each once, in order; refused whole if one name
+/// is invalid or there are more than a connection may join.
+fn rooms_to_join(list: Option<&str>, limit: usize) -> Result<Vec<RoomName>, ApiError> {
+    let mut rooms: Vec<RoomName> = Vec::new();
+    for name in list.into_iter().flat_map(|list| list.split(',')) {
+        let room = RoomName::parse(name)?;
+        if !rooms.contains(&room) {
+            rooms.push(room);
+        }
+    }
+    if rooms.len() > limit {
+        return Err(ApiError::BadRequest(format!(
+            "at most {limit} rooms per connection"
+        )));
+    }
+    Ok(rooms)
 }
 
 async fn upgrade(
@@ -89,6 +109,10 @@ async fn upgrade(
             )
         }
     };
+    let rooms = rooms_to_join(
+        params.room.as_deref(),
+        state.limits.max_rooms_per_connection,
+    )?;
     let upgrade = upgrade.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     // Without a trusted proxy the connection was counted when accepted, and
     // the session takes that count over (below); behind one, the client is
@@ -143,6 +167,7 @@ async fn upgrade(
                 expires,
                 admission::address_group(ip),
                 held,
+                rooms,
             )
         }))
 }

@@ -151,6 +151,7 @@ pub(super) fn run(
     expires: Option<Instant>,
     address: IpAddr,
     held: Held,
+    rooms: Vec<RoomName>,
 ) -> impl Future<Output = ()> + Send {
     let id = uuid::Uuid::new_v4();
     let span = tracing::info_span!("session", session = %id, user = %user);
@@ -160,7 +161,7 @@ pub(super) fn run(
         metrics::counter!(telemetry::CONNECTIONS_OPENED).increment(1);
         metrics::gauge!(telemetry::CONNECTIONS).increment(1);
         tracing::info!("connected");
-        let end = session.serve(&id.to_string()).await;
+        let end = session.serve(&id.to_string(), rooms).await;
         // Boxed, like the command handling in `serve`: a future is as large
         // as its largest await point, and an idle connection should not
         // carry the state of a cleanup it is not running.
@@ -222,7 +223,10 @@ impl Session {
         }
     }
 
-    async fn serve(&mut self, id: &str) -> End {
+    /// Registers the connection, welcomes it, joins `rooms` (from the
+    /// connect URL) as if the client had sent a `join` for each, then serves
+    /// it until it ends.
+    async fn serve(&mut self, id: &str, rooms: Vec<RoomName>) -> End {
         if let Err(error) = Box::pin(self.state.chat.connect(&self.user, &self.recipient)).await {
             tracing::warn!(%error, "could not register the connection");
             return End::Close(CLOSE_TRY_AGAIN_LATER, "backend unavailable");
@@ -231,6 +235,15 @@ impl Session {
         let welcome = protocol::welcome(&self.user, self.state.chat.node(), id);
         if let Err(end) = self.send(welcome).await {
             return end;
+        }
+        for room in rooms {
+            let join = protocol::ClientFrame {
+                reference: None,
+                command: protocol::Command::Join { room, since: None },
+            };
+            if let Err(end) = Box::pin(self.execute(join)).await {
+                return end;
+            }
         }
         let interval = self.state.limits.ping_interval;
         let idle_timeout = self.state.limits.idle_timeout;

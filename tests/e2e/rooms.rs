@@ -413,3 +413,52 @@ async fn a_message_right_after_another_in_a_quiet_room_is_not_held_for_the_write
     .expect("a reader that keeps up gets the next frame at once, not after the write delay");
     assert_eq!(second["content"], "second");
 }
+
+#[tokio::test]
+async fn a_room_in_the_connect_url_is_joined_at_once_after_the_welcome() {
+    let node = TestNode::spawn().await;
+    let (a, b) = (unique("room"), unique("room"));
+    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    alice.join(&a).await;
+    alice.say(&a, "before bob").await;
+
+    let mut bob =
+        WsClient::connect(&node.ws_url_query(&format!("username=bob&room={a},{b},{a}"))).await;
+    let first = bob.recv().await;
+    let second = bob.recv().await;
+    assert_eq!(first["type"], "joined", "{first}");
+    assert_eq!(first["room"], a.as_str());
+    assert_eq!(first["history"][0]["content"], "before bob");
+    assert_eq!(second["type"], "joined", "{second}");
+    assert_eq!(second["room"], b.as_str());
+    // Joined like any join: members see it, and the room is bob's to send to.
+    let presence = alice.recv_until(|f| f["type"] == "presence").await;
+    assert_eq!(presence["user"], "bob");
+    bob.say(&b, "hi").await;
+    assert!(
+        bob.recv_within(std::time::Duration::from_millis(200))
+            .await
+            .is_none(),
+        "a repeated room is joined once"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_room_in_the_connect_url_refuses_the_upgrade() {
+    let node = TestNode::spawn().await;
+    let refused = WsClient::try_connect(&node.ws_url_query("username=bob&room=ok,bad%20name"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.body["error"]["code"], "invalid_room", "{refused:?}");
+    let rooms: Vec<String> = (0..101).map(|i| format!("r{i}")).collect();
+    let refused = WsClient::try_connect(
+        &node.ws_url_query(&format!("username=bob&room={}", rooms.join(","))),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.body["error"]["code"], "bad_request", "{refused:?}");
+}
