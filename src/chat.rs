@@ -409,7 +409,7 @@ impl Chat {
             .iter()
             .filter(|r| r.members > 0)
             .count();
-        let nodes = self.backend.presence.nodes().await?;
+        let nodes = self.backend.liveness.nodes().await?;
         Ok(Stats {
             users_online,
             rooms_active,

@@ -33,9 +33,9 @@ pub async fn run(chat: Chat, every: Duration, stop: CancellationToken) {
 
 async fn beat(chat: &Chat) {
     chat.retry_announcements().await;
-    let presence = &chat.backend().presence;
-    match presence.heartbeat().await {
-        Ok(true) => match presence.restore().await {
+    let liveness = &chat.backend().liveness;
+    match liveness.heartbeat().await {
+        Ok(true) => match liveness.restore().await {
             Ok(changes) => {
                 tracing::info!(
                     changes = changes.len(),
@@ -60,7 +60,7 @@ async fn beat(chat: &Chat) {
             return;
         }
     }
-    match presence.reap().await {
+    match liveness.reap().await {
         Ok(departures) => {
             for departure in departures {
                 metrics::counter!(telemetry::PRESENCE_REAPED).increment(1);
