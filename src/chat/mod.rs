@@ -1,7 +1,7 @@
 //! The chat operations both front ends share (WebSocket commands and REST):
 //! sending, joining and leaving, presence announcements, reads; the node's
-//! liveness beat ([`liveness`]); and what a session needs from the hub
-//! ([`output`]). This is the only place that combines the hub with the
+//! liveness beat (`liveness.rs`); and what a session needs from the hub
+//! (`output.rs`). This is the only place that combines the hub with the
 //! backend roles: `app` builds both and hands them here, and nothing else
 //! keeps either.
 
