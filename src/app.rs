@@ -288,7 +288,7 @@ impl App {
         {
             tracing::warn!("HTTP server did not stop in time");
         }
-        if let Err(error) = state.chat.backend().presence.remove_node().await {
+        if let Err(error) = state.chat.leave_cluster().await {
             tracing::warn!(%error, "could not remove this node's presence");
         }
         tracing::info!("drained");

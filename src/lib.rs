@@ -4,7 +4,7 @@
 //! sessions ([`ws`]) and REST handlers ([`http`]) speak the wire formats of
 //! [`protocol`] and call the operations of [`chat`], which combine the
 //! node-local fan-out of [`hub`] with the backend roles of [`cluster`]
-//! (`Bus`, `Presence`, `History`), kept in memory for one node or in Redis for
+//! (`Bus`, `Presence`, `Liveness`, `History`), kept in memory for one node or in Redis for
 //! a cluster. [`domain`] holds the validated names and ids every layer shares;
 //! [`telemetry`] the logs and metrics; [`shutdown`] the drain; [`upkeep`]
 //! the presence heartbeat and the reaper of dead nodes.

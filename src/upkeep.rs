@@ -1,15 +1,13 @@
-//! The node's background presence upkeep: a heartbeat that keeps this node
-//! listed as alive (and rewrites its presence from its own sockets when the
-//! backend lost or missed some), and the reaper that removes nodes that died
-//! without cleanup and announces their users' departures.
+//! The node's background upkeep: the timer of [`Chat::beat`], which keeps
+//! this node listed as alive (and rewrites its presence from its own sockets
+//! when the backend lost or missed some), reaps nodes that died without
+//! cleanup, and announces what that changed.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::Chat;
-use crate::protocol::PresenceEvent;
-use crate::telemetry;
 
 /// The upkeep interval for a presence TTL: four beats per TTL. A node counts
 /// as dead half a TTL after its last beat (one late beat is tolerated), and a
@@ -19,60 +17,14 @@ pub fn interval(ttl: Duration) -> Duration {
     (ttl / 4).max(Duration::from_millis(100))
 }
 
-/// Beats and reaps every `every` until `stop`.
+/// Beats every `every` until `stop`.
 pub async fn run(chat: Chat, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = tick.tick() => beat(&chat).await,
+            _ = tick.tick() => chat.beat().await,
         }
-    }
-}
-
-async fn beat(chat: &Chat) {
-    chat.retry_announcements().await;
-    let presence = &chat.backend().presence;
-    match presence.heartbeat().await {
-        Ok(true) => match presence.restore().await {
-            Ok(changes) => {
-                tracing::info!(
-                    changes = changes.len(),
-                    "presence restored from local connections"
-                );
-                for change in changes {
-                    let event = if change.joined {
-                        PresenceEvent::Join
-                    } else {
-                        PresenceEvent::Leave
-                    };
-                    if let Err(error) = chat.announce(&change.room, &change.user, event).await {
-                        tracing::warn!(%error, "could not announce a restored presence change");
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "presence restore failed; will retry"),
-        },
-        Ok(false) => {}
-        Err(error) => {
-            tracing::warn!(%error, "heartbeat failed");
-            return;
-        }
-    }
-    match presence.reap().await {
-        Ok(departures) => {
-            for departure in departures {
-                metrics::counter!(telemetry::PRESENCE_REAPED).increment(1);
-                tracing::info!(room = %departure.room, user = %departure.user, "reaped a user of a dead node");
-                if let Err(error) = chat
-                    .announce(&departure.room, &departure.user, PresenceEvent::Leave)
-                    .await
-                {
-                    tracing::warn!(%error, "could not announce a reaped leave");
-                }
-            }
-        }
-        Err(error) => tracing::warn!(%error, "reaping failed"),
     }
 }

@@ -1,5 +1,5 @@
-//! The cluster seam: the role traits [`Bus`], [`Presence`] and [`History`] that
-//! every backend implements, and the types that cross them.
+//! The cluster seam: the role traits [`Bus`], [`Presence`], [`Liveness`] and
+//! [`History`] that every backend implements, and the types that cross them.
 //!
 //! Nothing here knows about sockets, axum or JSON frames: payloads are opaque
 //! bytes, keys are typed names. Publications reach the node-local hub through
@@ -226,14 +226,21 @@ pub trait Presence: Send + Sync {
     /// listed already, [`ClusterError::Full`] if `max` rooms were created
     /// already (rooms with members do not count).
     async fn create_room(&self, room: &RoomName, max: usize) -> ClusterResult<()>;
+}
 
+/// Which nodes are alive, and what follows from a node's death or return:
+/// a node beats to stay listed; one whose beats stop has its entries reaped
+/// by a survivor; one whose entries the backend lost or may have missed
+/// rewrites them from its own connections.
+#[async_trait]
+pub trait Liveness: Send + Sync {
     /// The nodes that are alive, sorted.
     async fn nodes(&self) -> ClusterResult<Vec<NodeId>>;
 
     /// Marks this node alive. Returns true when the backend may no longer
     /// match this node's sockets (it lost the node's entries, a write failed,
     /// or this process just took over the node id from an earlier one) and
-    /// [`Presence::restore`] must rewrite them.
+    /// [`Liveness::restore`] must rewrite them.
     async fn heartbeat(&self) -> ClusterResult<bool>;
 
     /// Rewrites this node's entries from what its connections amount to now
@@ -247,7 +254,8 @@ pub trait Presence: Send + Sync {
     /// exactly one caller in the cluster.
     async fn reap(&self) -> ClusterResult<Vec<Departure>>;
 
-    /// Removes every entry of this node at once (clean shutdown).
+    /// Removes every entry of this node at once (clean shutdown): its users
+    /// leave, the rooms it created stay listed.
     async fn remove_node(&self) -> ClusterResult<()>;
 }
 
@@ -279,13 +287,15 @@ pub trait History: Send + Sync {
     ) -> ClusterResult<Vec<Stored>>;
 }
 
-/// The three roles of one backend, chosen once at start-up.
+/// The four roles of one backend, chosen once at start-up.
 #[derive(Clone)]
 pub struct Backend {
     /// Publish/subscribe.
     pub bus: Arc<dyn Bus>,
     /// Membership and directory.
     pub presence: Arc<dyn Presence>,
+    /// Which nodes are alive, and the repair of their entries.
+    pub liveness: Arc<dyn Liveness>,
     /// Message histories.
     pub history: Arc<dyn History>,
 }

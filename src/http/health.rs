@@ -57,7 +57,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         clippy::cast_precision_loss,
         reason = "a gauge of bytes needs no precision past 2^53"
     )]
-    let buffered = state.chat.hub().buffered_bytes() as f64;
+    let buffered = state.chat.buffered_bytes() as f64;
     metrics::gauge!(telemetry::OUTBOUND_BUFFERED_BYTES).set(buffered);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

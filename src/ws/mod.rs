@@ -127,7 +127,7 @@ async fn upgrade(
         ),
         _ => None,
     };
-    if state.chat.hub().buffered_bytes() > state.max_buffered_bytes {
+    if state.chat.buffered_bytes() > state.max_buffered_bytes {
         return Err(refuse(ApiError::Overloaded, "overloaded"));
     }
     let permit = state

@@ -184,14 +184,7 @@ impl Session {
         held: Held,
     ) -> Self {
         let (queue_tx, queue) = mpsc::channel(state.limits.outbound_queue);
-        let recipient = Recipient {
-            session: state.chat.hub().next_session(),
-            user: user.clone(),
-            queue: queue_tx,
-            slow: CancellationToken::new(),
-            share: state.chat.hub().share(address),
-            pressure: Arc::default(),
-        };
+        let recipient = state.chat.recipient(user.clone(), queue_tx, address);
         let limits = &state.limits;
         let stops = Stops::new(&state.shutdown.token, &recipient.slow);
         let now = Instant::now().into_std();
@@ -308,7 +301,6 @@ impl Session {
                 // or, here, dropped.
                 self.state
                     .chat
-                    .hub()
                     .release(&self.recipient, held.iter().map(|d| d.frame.len()).sum());
                 return end;
             }
@@ -363,10 +355,9 @@ impl Session {
     /// for the socket.
     pub(super) async fn send(&mut self, frame: String) -> Result<(), End> {
         let size = frame.len();
-        let hub = self.state.chat.hub();
-        hub.hold(&self.recipient, size);
+        self.state.chat.hold(&self.recipient, size);
         let written = self.write(Message::Text(frame.into())).await;
-        self.state.chat.hub().release(&self.recipient, size);
+        self.state.chat.release(&self.recipient, size);
         written
     }
 
@@ -410,7 +401,7 @@ impl Session {
                 batch.push(delivery.frame.clone());
             }
         }
-        self.state.chat.hub().release(&self.recipient, taken);
+        self.state.chat.release(&self.recipient, taken);
         if batch.is_empty() {
             return Ok(());
         }
@@ -471,7 +462,7 @@ impl Session {
         while let Ok(delivery) = self.queue.try_recv() {
             dequeued += delivery.frame.len();
         }
-        self.state.chat.hub().release(&self.recipient, dequeued);
+        self.state.chat.release(&self.recipient, dequeued);
         if let End::Close(code, reason) = end {
             let close = Message::Close(Some(CloseFrame {
                 code,

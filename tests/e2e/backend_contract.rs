@@ -2,6 +2,9 @@
 //! state. Each check is written once as a function of a factory and run by
 //! [`contract_suite!`]; the memory backend runs it below. Another backend
 //! (Redis) adds one module with its own factory and the same macro line.
+//! The few checks where a lone node and a cluster differ by design (whether
+//! a node that left is still listed, whether a new process must restore)
+//! are named in each backend's module with `contract_suite!(@tests …)`.
 //!
 //! A factory must give a backend that shares nothing with the ones it made
 //! before (for Redis: a fresh key prefix), because several checks assert the
@@ -52,8 +55,12 @@ macro_rules! contract_suite {
             presence_rooms_lists_member_counts_and_created_rooms_by_name,
             presence_create_room_conflicts_with_an_existing_room,
             presence_create_room_stops_at_the_bound_but_rooms_with_members_are_listed,
-            presence_nodes_lists_this_node,
-            presence_remove_node_clears_this_nodes_users_but_keeps_created_rooms,
+            liveness_nodes_lists_this_node_once_it_beats,
+            liveness_heartbeat_asks_for_a_restore_at_most_once_while_nothing_is_lost,
+            liveness_restore_of_a_node_without_connections_changes_nothing,
+            liveness_restore_keeps_the_presence_the_node_has_written,
+            liveness_reap_without_dead_nodes_returns_nothing_and_keeps_this_node,
+            liveness_remove_node_clears_this_nodes_users_but_keeps_created_rooms,
             history_append_assigns_strictly_increasing_ids,
             history_append_publishes_to_every_given_topic_in_history_order,
             history_concurrent_appends_are_delivered_in_history_order,
@@ -91,6 +98,7 @@ mod memory {
     }
 
     super::contract_suite!(memory);
+    super::contract_suite!(@tests memory; liveness_a_lone_node_stays_listed_after_remove_node);
 }
 
 /// The cluster backend, on a real `redis-server` of its own.
@@ -130,6 +138,10 @@ mod redis {
     }
 
     super::contract_suite!(redis);
+    super::contract_suite!(@tests redis;
+        liveness_remove_node_takes_this_node_out_of_the_live_nodes,
+        liveness_a_fresh_process_asks_for_one_restore,
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -650,38 +662,143 @@ pub(crate) async fn presence_create_room_stops_at_the_bound_but_rooms_with_membe
     );
 }
 
-pub(crate) async fn presence_nodes_lists_this_node(make: impl AsyncFn(Parts) -> Backend) {
+// ---------------------------------------------------------------------------
+// Liveness
+
+/// Connects `user` and joins it to `room` on the subject's node.
+async fn seat(subject: &Subject, room: &RoomName, user: &UserName) {
+    let presence = &subject.backend.presence;
+    presence.connect(user).await.expect("connect");
+    presence.join(room, user).await.expect("join");
+}
+
+/// Beats once, and restores if the beat asks for it, as the upkeep does.
+async fn beat(subject: &Subject) {
+    let liveness = &subject.backend.liveness;
+    if liveness.heartbeat().await.expect("heartbeat") {
+        liveness.restore().await.expect("restore");
+    }
+}
+
+pub(crate) async fn liveness_nodes_lists_this_node_once_it_beats(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
     let subject = Subject::build(&make, ROOMY).await;
-    // A node counts as alive from its first heartbeat.
     subject
         .backend
-        .presence
+        .liveness
         .heartbeat()
         .await
         .expect("heartbeat");
 
-    let nodes = subject.backend.presence.nodes().await.expect("nodes");
+    let nodes = subject.backend.liveness.nodes().await.expect("nodes");
 
     assert!(nodes.contains(&subject.node), "{nodes:?}");
     assert!(nodes.is_sorted(), "{nodes:?}");
 }
 
-pub(crate) async fn presence_remove_node_clears_this_nodes_users_but_keeps_created_rooms(
+pub(crate) async fn liveness_heartbeat_asks_for_a_restore_at_most_once_while_nothing_is_lost(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let liveness = &subject.backend.liveness;
+    let tag = unique("t");
+    seat(
+        &subject,
+        &room(&format!("{tag}-lobby")),
+        &user(&format!("{tag}-alice")),
+    )
+    .await;
+
+    beat(&subject).await;
+
+    assert!(
+        !liveness.heartbeat().await.expect("heartbeat"),
+        "nothing was lost since the restore"
+    );
+    assert!(
+        !liveness.heartbeat().await.expect("heartbeat"),
+        "nor since the last beat"
+    );
+}
+
+pub(crate) async fn liveness_restore_of_a_node_without_connections_changes_nothing(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let liveness = &subject.backend.liveness;
+    liveness.heartbeat().await.expect("heartbeat");
+
+    let changes = liveness.restore().await.expect("restore");
+
+    assert_eq!(changes, []);
+    assert_eq!(subject.backend.presence.online().await.expect("online"), []);
+    assert_eq!(subject.backend.presence.rooms().await.expect("rooms"), []);
+}
+
+pub(crate) async fn liveness_restore_keeps_the_presence_the_node_has_written(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let (presence, liveness) = (&subject.backend.presence, &subject.backend.liveness);
+    let tag = unique("t");
+    let lobby = room(&format!("{tag}-lobby"));
+    let alice = user(&format!("{tag}-alice"));
+    seat(&subject, &lobby, &alice).await;
+    liveness.heartbeat().await.expect("heartbeat");
+
+    let changes = liveness.restore().await.expect("restore");
+
+    assert_eq!(changes, [], "every entry was written already");
+    let alone = std::slice::from_ref(&alice);
+    assert_eq!(presence.members(&lobby).await.expect("members"), alone);
+    assert_eq!(presence.online().await.expect("online"), alone);
+    assert_eq!(presence.rooms().await.expect("rooms"), [summary(&lobby, 1)]);
+}
+
+pub(crate) async fn liveness_reap_without_dead_nodes_returns_nothing_and_keeps_this_node(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let (presence, liveness) = (&subject.backend.presence, &subject.backend.liveness);
+    let tag = unique("t");
+    let lobby = room(&format!("{tag}-lobby"));
+    let alice = user(&format!("{tag}-alice"));
+    seat(&subject, &lobby, &alice).await;
+    beat(&subject).await;
+
+    let departures = liveness.reap().await.expect("reap");
+
+    assert_eq!(departures, []);
+    assert!(
+        liveness
+            .nodes()
+            .await
+            .expect("nodes")
+            .contains(&subject.node)
+    );
+    assert_eq!(presence.members(&lobby).await.expect("members"), [alice]);
+}
+
+pub(crate) async fn liveness_remove_node_clears_this_nodes_users_but_keeps_created_rooms(
     make: impl AsyncFn(Parts) -> Backend,
 ) {
     let subject = Subject::build(&make, ROOMY).await;
     let presence = &subject.backend.presence;
     let tag = unique("t");
     let (lobby, created) = (room(&format!("{tag}-lobby")), room(&format!("{tag}-made")));
-    let alice = user(&format!("{tag}-alice"));
-    presence.connect(&alice).await.expect("connect");
-    presence.join(&lobby, &alice).await.expect("join");
+    seat(&subject, &lobby, &user(&format!("{tag}-alice"))).await;
     presence
         .create_room(&created, NO_BOUND)
         .await
         .expect("create_room");
 
-    presence.remove_node().await.expect("remove");
+    subject
+        .backend
+        .liveness
+        .remove_node()
+        .await
+        .expect("remove");
 
     assert_eq!(presence.online().await.expect("online"), []);
     assert_eq!(presence.members(&lobby).await.expect("members"), []);
@@ -689,6 +806,53 @@ pub(crate) async fn presence_remove_node_clears_this_nodes_users_but_keeps_creat
         presence.rooms().await.expect("rooms"),
         [summary(&created, 0)]
     );
+}
+
+/// Cluster backends: a node that left is no longer among the live ones.
+pub(crate) async fn liveness_remove_node_takes_this_node_out_of_the_live_nodes(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let liveness = &subject.backend.liveness;
+    beat(&subject).await;
+    assert!(
+        liveness
+            .nodes()
+            .await
+            .expect("nodes")
+            .contains(&subject.node)
+    );
+
+    liveness.remove_node().await.expect("remove");
+
+    let nodes = liveness.nodes().await.expect("nodes");
+    assert!(!nodes.contains(&subject.node), "{nodes:?}");
+}
+
+/// Cluster backends: a process is new under its node id, so its first beat
+/// asks for a restore, which takes over whatever an earlier process left.
+pub(crate) async fn liveness_a_fresh_process_asks_for_one_restore(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let liveness = &subject.backend.liveness;
+
+    assert!(liveness.heartbeat().await.expect("heartbeat"), "first beat");
+    assert_eq!(liveness.restore().await.expect("restore"), []);
+    assert!(!liveness.heartbeat().await.expect("heartbeat"), "restored");
+}
+
+/// The embedded backend: the lone node is the cluster, alive as long as its
+/// process, so it stays listed after its users are removed.
+pub(crate) async fn liveness_a_lone_node_stays_listed_after_remove_node(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let liveness = &subject.backend.liveness;
+
+    liveness.remove_node().await.expect("remove");
+
+    assert_eq!(liveness.nodes().await.expect("nodes"), [subject.node]);
 }
 
 // ---------------------------------------------------------------------------

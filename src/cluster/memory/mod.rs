@@ -4,6 +4,7 @@
 
 mod bus;
 mod history;
+mod liveness;
 mod presence;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 pub use bus::MemoryBus;
 pub use history::MemoryHistory;
+pub use liveness::MemoryLiveness;
 pub use presence::MemoryPresence;
 
 use super::{Backend, Deliver};
@@ -27,9 +29,11 @@ impl Backend {
         history_ttl: Option<Duration>,
     ) -> Self {
         let bus = Arc::new(MemoryBus::new(deliver));
+        let presence = Arc::new(MemoryPresence::default());
         Self {
             history: Arc::new(MemoryHistory::new(bus.clone(), history_limit, history_ttl)),
-            presence: Arc::new(MemoryPresence::new(node)),
+            liveness: Arc::new(MemoryLiveness::new(node, presence.clone())),
+            presence,
             bus,
         }
     }

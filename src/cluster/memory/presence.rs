@@ -6,12 +6,12 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::cluster::{ClusterError, ClusterResult, Departure, Presence, RoomChange, RoomSummary};
-use crate::domain::{NodeId, RoomName, UserName};
+use crate::cluster::{ClusterError, ClusterResult, Presence, RoomSummary};
+use crate::domain::{RoomName, UserName};
 
 /// The presence of an embedded node: it is the whole cluster.
+#[derive(Default)]
 pub struct MemoryPresence {
-    node: NodeId,
     state: Mutex<State>,
 }
 
@@ -48,16 +48,15 @@ fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) -
 }
 
 impl MemoryPresence {
-    /// Presence for the node `node`.
-    pub fn new(node: NodeId) -> Self {
-        Self {
-            node,
-            state: Mutex::new(State::default()),
-        }
-    }
-
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets every connection (the node leaves); created rooms stay.
+    pub(super) fn clear_connections(&self) {
+        let mut state = self.state();
+        state.online.clear();
+        state.rooms.clear();
     }
 }
 
@@ -132,29 +131,6 @@ impl Presence for MemoryPresence {
             return Err(ClusterError::Full);
         }
         state.created.insert(room.clone());
-        Ok(())
-    }
-
-    async fn nodes(&self) -> ClusterResult<Vec<NodeId>> {
-        Ok(vec![self.node.clone()])
-    }
-
-    async fn heartbeat(&self) -> ClusterResult<bool> {
-        Ok(false)
-    }
-
-    async fn restore(&self) -> ClusterResult<Vec<RoomChange>> {
-        Ok(Vec::new())
-    }
-
-    async fn reap(&self) -> ClusterResult<Vec<Departure>> {
-        Ok(Vec::new())
-    }
-
-    async fn remove_node(&self) -> ClusterResult<()> {
-        let mut state = self.state();
-        state.online.clear();
-        state.rooms.clear();
         Ok(())
     }
 }

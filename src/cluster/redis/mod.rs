@@ -11,9 +11,19 @@
 //! (`lua/*.lua`, embedded at build time), so it is atomic and one round trip.
 //! [`keys`] documents the key layout.
 
+/// A presence or liveness script with the shared entry parser in front of
+/// it: both read the node's contribution entries.
+macro_rules! presence_script {
+    ($file:literal) => {
+        LazyLock::new(|| Script::new(concat!(include_str!("lua/entry.lua"), include_str!($file))))
+    };
+}
+
 mod bus;
 mod history;
 pub(crate) mod keys;
+mod ledger;
+mod liveness;
 mod presence;
 
 use std::sync::Arc;
@@ -30,9 +40,11 @@ use tokio_util::task::TaskTracker;
 
 pub use bus::RedisBus;
 pub use history::RedisHistory;
+pub use liveness::RedisLiveness;
 pub use presence::RedisPresence;
 
 use self::keys::Keys;
+use self::ledger::Ledger;
 use super::{Backend, ClusterError, ClusterResult, Deliver};
 use crate::domain::NodeId;
 use crate::telemetry;
@@ -59,7 +71,7 @@ pub struct RedisSettings {
     pub presence_ttl: Duration,
 }
 
-/// The command side shared by the three roles: the node's command
+/// The command side shared by the four roles: the node's command
 /// connection, the key layout, and one place that turns every failure into
 /// [`ClusterError::Unavailable`].
 #[derive(Clone)]
@@ -211,6 +223,13 @@ impl Redis {
     }
 }
 
+/// The names Redis returned that parse, sorted.
+fn sorted_names<T: Ord>(raw: Vec<String>, parse: impl Fn(&str) -> Option<T>) -> Vec<T> {
+    let mut names: Vec<T> = raw.iter().filter_map(|s| parse(s)).collect();
+    names.sort();
+    names
+}
+
 /// The command's name as a metric label; a fixed set, so labels stay few.
 fn command_name(command: &redis::Cmd) -> &'static str {
     const KNOWN: &[&str] = &[
@@ -249,12 +268,19 @@ impl Backend {
         let client = redis::Client::open(settings.url.as_str()).map_err(unavailable)?;
         let bus = RedisBus::new(redis.clone(), deliver);
         tracker.spawn(bus.clone().run(client, stop));
+        let ledger = Arc::new(Ledger::new());
         Ok(Self {
             bus: Arc::new(bus),
             presence: Arc::new(RedisPresence::new(
                 redis.clone(),
                 settings.node.clone(),
+                ledger.clone(),
+            )),
+            liveness: Arc::new(RedisLiveness::new(
+                redis.clone(),
+                settings.node.clone(),
                 settings.presence_ttl,
+                ledger,
             )),
             history: Arc::new(RedisHistory::new(
                 redis,

@@ -1,6 +1,12 @@
 //! The chat operations both front ends share (WebSocket commands and REST):
-//! sending, joining and leaving, presence announcements, reads. This is the
-//! only place that combines the hub with the backend roles.
+//! sending, joining and leaving, presence announcements, reads; the node's
+//! liveness beat (`liveness.rs`); and what a session needs from the hub
+//! (`output.rs`). This is the only place that combines the hub with the
+//! backend roles: `app` builds both and hands them here, and nothing else
+//! keeps either.
+
+mod liveness;
+mod output;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -81,11 +87,6 @@ impl Chat {
         &self.node
     }
 
-    /// The node-local hub.
-    pub fn hub(&self) -> &Hub {
-        &self.hub
-    }
-
     /// Stores and delivers a room message, unless `key` names a send of
     /// `user` to `room` already stored (then that one is returned, replayed).
     pub async fn send_message(
@@ -158,7 +159,7 @@ impl Chat {
     /// the event cannot be published now it is kept and retried by
     /// [`Chat::retry_announcements`], since the presence change it reports
     /// was made.
-    pub async fn announce(
+    async fn announce(
         &self,
         room: &RoomName,
         user: &UserName,
@@ -206,7 +207,7 @@ impl Chat {
     /// unless the user's presence in the room has changed back since (a
     /// late `leave` must not follow a newer join). Stops at the first
     /// failure, keeping the rest.
-    pub async fn retry_announcements(&self) {
+    async fn retry_announcements(&self) {
         let pending: Vec<Announcement> = self.unannounced().drain(..).collect();
         let mut pending = pending.into_iter();
         while let Some(a) = pending.next() {
@@ -409,7 +410,7 @@ impl Chat {
             .iter()
             .filter(|r| r.members > 0)
             .count();
-        let nodes = self.backend.presence.nodes().await?;
+        let nodes = self.backend.liveness.nodes().await?;
         Ok(Stats {
             users_online,
             rooms_active,
@@ -420,10 +421,5 @@ impl Chat {
     /// Succeeds when the backend answers.
     pub async fn ready(&self) -> ClusterResult<()> {
         self.backend.bus.ping().await
-    }
-
-    /// The backend, for the background upkeep and the drain.
-    pub fn backend(&self) -> &Backend {
-        &self.backend
     }
 }
