@@ -152,6 +152,7 @@ pub struct Topology {
 /// One node of a [`Topology`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterNode {
+    /// Its client port, which names it in the fixture's methods.
     pub port: u16,
     /// Its cluster node id (40 hex characters).
     pub id: String,
@@ -208,6 +209,8 @@ pub struct Failover {
     pub took: Duration,
 }
 
+/// A Redis Cluster of [`NODES`] local nodes; see the module documentation.
+/// Dropping it SIGKILLs every node and removes its directory.
 pub struct RedisCluster {
     /// One temp directory with a folder per node.
     dir: PathBuf,
@@ -220,6 +223,7 @@ pub struct RedisCluster {
     lifeline: Option<PipeWriter>,
     /// The read end, kept to hand a copy to every node started later.
     lifeline_reader: PipeReader,
+    /// The `sh` of [`JANITOR`].
     janitor: Option<Child>,
 }
 
@@ -772,6 +776,7 @@ impl NodeProcess {
 pub struct SharedRedisCluster(OnceCell<RedisCluster>);
 
 impl SharedRedisCluster {
+    /// Nothing started yet: for a `static`.
     pub const fn new() -> Self {
         Self(OnceCell::const_new())
     }
