@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# (redis-server for the cluster tests, iproute2 for the partition test, nginx
+# (redis-server for the cluster tests, redis-cli to form the Redis Cluster of
+# tests/e2e/redis_cluster.rs, iproute2 for the partition test, nginx
 # and prometheus for the deployment tests; tests/browser/run.sh installs
 # chromium and its npm packages), checks the deployment artifacts with the
 # real tools, then runs every test of the workspace and the browser tests.
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# Debian's redis-server brings redis-tools; a machine may have one without the other.
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)

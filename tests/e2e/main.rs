@@ -23,6 +23,7 @@ mod limits;
 mod malformed;
 mod metrics;
 mod partition;
+mod redis_cluster;
 mod redis_outage;
 mod rest_limits;
 mod rooms;

@@ -1,6 +1,6 @@
 //! Test support: nodes (in process and as processes), a WebSocket client with
-//! bounded waits, an HTTP helper, and the deployment's real tools (nginx,
-//! Prometheus) as owned child processes.
+//! bounded waits, an HTTP helper, a real Redis and Redis Cluster, and the
+//! deployment's real tools (nginx, Prometheus) as owned child processes.
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
@@ -12,6 +12,7 @@ pub mod node;
 pub mod prometheus;
 pub mod raw;
 pub mod redis;
+pub mod redis_cluster;
 pub mod tools;
 pub mod ws_client;
 
@@ -23,6 +24,7 @@ pub use nginx::Nginx;
 pub use node::{ProcessNode, TestNode};
 pub use prometheus::Prometheus;
 pub use redis::RedisServer;
+pub use redis_cluster::{RedisCluster, SharedRedisCluster};
 pub use ws_client::WsClient;
 
 /// How long any single wait in a test may take before it fails.
