@@ -13,6 +13,7 @@ use axum::http::HeaderName;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::admission::PerIp;
 use crate::auth::Auth;
 use crate::chat::Chat;
 use crate::cluster::Backend;
@@ -22,7 +23,6 @@ use crate::http::PostLimiter;
 use crate::hub::Hub;
 use crate::origins::AllowedOrigins;
 use crate::shutdown::Shutdown;
-use crate::ws::PerIp;
 use crate::{server, telemetry, upkeep};
 
 /// How long the drain waits for sessions to close; leaves room in the

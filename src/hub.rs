@@ -86,7 +86,7 @@ pub struct Hub {
     /// one address alone must not push the node over its buffered limit.
     /// `None`: per-address limits are off.
     share_limit: Option<usize>,
-    /// Client address (grouped, see `ws::admission`) → its share, while it
+    /// Client address (grouped, see `admission`) → its share, while it
     /// has connections.
     shares: Mutex<HashMap<IpAddr, Weak<AddressShare>>>,
     slow_disconnects: Counter,

@@ -9,6 +9,7 @@
 //! [`telemetry`] the logs and metrics; [`shutdown`] the drain; [`upkeep`]
 //! the presence heartbeat and the reaper of dead nodes.
 
+mod admission;
 pub mod app;
 pub mod auth;
 pub mod chat;

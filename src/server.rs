@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::admission::{HeldPermit, PerIp};
 use crate::http::ApiError;
 use crate::telemetry;
-use crate::ws::{HeldPermit, PerIp};
 
 /// Pause after a failed accept (out of file descriptors, say), so the loop
 /// does not spin while the condition lasts.

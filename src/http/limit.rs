@@ -4,7 +4,7 @@
 //! limits. In anonymous mode the body's `user` is the client's claim, so it
 //! cannot be the key: a client would get a fresh bucket per name.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::ApiError;
+use crate::admission::{address_group, client_ip};
 use crate::app::AppState;
 use crate::auth::Identity;
 use crate::domain::UserName;
@@ -25,7 +26,8 @@ use crate::telemetry;
 pub(crate) enum RateKey {
     /// An authenticated user, wherever it connects from.
     User(UserName),
-    /// An anonymous client's address, IPv6 grouped by /64.
+    /// An anonymous client's address, grouped as the per-address
+    /// connection limit groups it (an IPv6 client by its /64).
     Address(IpAddr),
 }
 
@@ -36,24 +38,7 @@ pub(crate) type PostLimiter = KeyedBuckets<RateKey>;
 fn rate_key(identity: Option<&Identity>, ip: IpAddr) -> RateKey {
     match identity {
         Some(identity) => RateKey::User(identity.user.clone()),
-        None => RateKey::Address(address_key(ip)),
-    }
-}
-
-/// The address a bucket belongs to. An IPv6 host is usually given a whole
-/// /64 and can pick any address in it, so the /64 is the client; an
-/// IPv4-mapped address is the IPv4 client it maps. One small function, so
-/// that it can become the same grouping the per-address connection limit
-/// uses.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(
-                u128::from(v6) & 0xffff_ffff_ffff_ffff_0000_0000_0000_0000,
-            )),
-        },
+        None => RateKey::Address(address_group(ip)),
     }
 }
 
@@ -75,7 +60,7 @@ pub(super) async fn limit_posts(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    let ip = crate::ws::client_ip(request.headers(), peer, state.proxy_header.as_ref());
+    let ip = client_ip(request.headers(), peer, state.proxy_header.as_ref());
     let key = rate_key(request.extensions().get::<Identity>(), ip);
     if let Err(wait) = state.posts.try_take(key, Instant::now()) {
         metrics::counter!(telemetry::RATE_LIMITED, "kind" => "rest").increment(1);
@@ -93,22 +78,6 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_addresses_of_one_64_share_a_key_and_ipv4_keeps_its_own() {
-        assert_eq!(
-            address_key(ip("2001:db8::1")),
-            address_key(ip("2001:db8::ffff:2"))
-        );
-        assert_eq!(address_key(ip("2001:db8::1")), ip("2001:db8::"));
-        assert_ne!(
-            address_key(ip("2001:db8::1")),
-            address_key(ip("2001:db8:0:1::1"))
-        );
-        assert_eq!(address_key(ip("192.0.2.1")), ip("192.0.2.1"));
-        assert_ne!(address_key(ip("192.0.2.1")), address_key(ip("192.0.2.2")));
-        assert_eq!(address_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
-    }
-
-    #[test]
     fn an_identity_is_the_key_whatever_the_address() {
         let alice = Identity {
             user: UserName::parse("alice").unwrap(),
@@ -121,6 +90,11 @@ mod tests {
         assert_eq!(
             rate_key(None, ip("192.0.2.1")),
             RateKey::Address(ip("192.0.2.1"))
+        );
+        assert_eq!(
+            rate_key(None, ip("2001:db8::1")),
+            rate_key(None, ip("2001:db8::ffff:2")),
+            "one /64 is one client"
         );
     }
 }

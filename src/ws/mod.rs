@@ -2,11 +2,8 @@
 //! the connection limits before upgrading, then hands the socket to a
 //! [`session`].
 
-mod admission;
 mod commands;
 mod session;
-
-pub(crate) use admission::{HeldPermit, PerIp, client_ip};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +19,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::admission::{self, HeldPermit};
 use crate::app::AppState;
 use crate::domain::{RoomName, UserName};
 use crate::http::ApiError;

@@ -17,7 +17,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
-use super::admission::IpPermit;
+use crate::admission::IpPermit;
 use crate::app::AppState;
 use crate::cluster::Topic;
 use crate::domain::{MessageId, RoomName, UserName};

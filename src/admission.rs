@@ -1,6 +1,7 @@
 //! Who a connection comes from, and how many connections each client
 //! address holds: the per-address limit stops one host from taking a node's
-//! whole connection budget.
+//! whole connection budget. Shared by the accept loop, the WebSocket upgrade
+//! and the REST `POST` limit, so that all three see one client the same way.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -21,7 +22,7 @@ pub(crate) fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: Option<&Head
         .unwrap_or(peer)
 }
 
-/// What the per-address limit counts by: an IPv4 address (an IPv4-mapped
+/// What the per-address limits count by: an IPv4 address (an IPv4-mapped
 /// IPv6 one included) whole, an IPv6 address by its /64. One host is handed
 /// a whole /64 (SLAAC, privacy addresses), so counting IPv6 addresses one by
 /// one would let it open practically unlimited connections.
