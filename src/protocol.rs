@@ -1,5 +1,6 @@
 //! The WebSocket wire: decoding client frames and encoding server frames.
-//! Every client-facing JSON shape of the socket lives here and nowhere else.
+//! Every client-facing JSON shape of the socket lives here and nowhere else,
+//! and so does the largest frame, which REST bodies are held to as well.
 
 use std::borrow::Cow;
 
@@ -11,6 +12,12 @@ use crate::domain::{
     Content, ContentError, IdempotencyKey, MessageId, NameError, NodeId, RoomName, UserName,
 };
 
+/// Largest WebSocket frame or message accepted, from the contract; larger
+/// ones close the connection with 1009.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Largest HTTP request body, the same as the largest frame: a message is
+/// no bigger over REST than over a socket.
+pub const MAX_BODY_BYTES: usize = MAX_FRAME_BYTES;
 /// Longest `ref` a client may attach to a command, in characters (not
 /// bytes), from the contract.
 pub const MAX_REF_LEN: usize = 64;

@@ -14,13 +14,8 @@ use serde::Serialize;
 use crate::auth::AuthError;
 use crate::cluster::ClusterError;
 use crate::domain::{ContentError, MessageIdError, NameError};
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, MAX_BODY_BYTES};
 use crate::telemetry;
-use crate::ws::MAX_FRAME_BYTES;
-
-/// Largest request body, the same as the largest WebSocket frame: a message
-/// is no bigger over REST than over a socket.
-pub(crate) const MAX_BODY_BYTES: usize = MAX_FRAME_BYTES;
 
 /// An HTTP error response.
 #[derive(Debug, thiserror::Error)]

@@ -30,6 +30,7 @@ pub use error::{ApiError, AppJson};
 pub(crate) use limit::PostLimiter;
 
 use crate::app::AppState;
+use crate::protocol::MAX_BODY_BYTES;
 use crate::telemetry;
 
 /// Every HTTP route of the node, WebSocket included, and `/metrics` unless
@@ -70,12 +71,13 @@ pub(crate) fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found),
     };
-    router = router
-        .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            read_body_in_time,
-        ));
+    router =
+        router
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                read_body_in_time,
+            ));
     // Outermost, so that preflights get their CORS answer before routing
     // (which knows no OPTIONS) and the origin check.
     if let Some(cors) = state.origins.cors() {
@@ -96,7 +98,7 @@ fn embedded_web_client() -> Router<Arc<AppState>> {
         .into_router()
 }
 
-/// Reads a request's whole body, at most [`error::MAX_BODY_BYTES`], within
+/// Reads a request's whole body, at most [`MAX_BODY_BYTES`], within
 /// the handshake timeout, before any handler sees it. hyper only times the
 /// head; without this a client announcing a body it never sends (or drips a
 /// byte at a time, which would defeat a per-read timer) holds its socket
@@ -113,11 +115,11 @@ async fn read_body_in_time(
         return next.run(request).await;
     }
     // An announced length over the limit is refused without reading it.
-    if usize::try_from(hint.lower()).map_or(true, |n| n > error::MAX_BODY_BYTES) {
+    if usize::try_from(hint.lower()).map_or(true, |n| n > MAX_BODY_BYTES) {
         return closing(ApiError::BodyTooLarge);
     }
     let (parts, body) = request.into_parts();
-    let read = axum::body::to_bytes(body, error::MAX_BODY_BYTES);
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
     match tokio::time::timeout(state.handshake_timeout, read).await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))

@@ -23,11 +23,9 @@ use crate::admission::{self, HeldPermit};
 use crate::app::AppState;
 use crate::domain::{RoomName, UserName};
 use crate::http::ApiError;
+use crate::protocol::MAX_FRAME_BYTES;
 use crate::telemetry;
 
-/// Largest WebSocket frame or message accepted, from the contract; larger
-/// ones close the connection with 1009.
-pub(crate) const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Read buffer per connection. Chat frames are small; tungstenite's 128 KiB
 /// default would dominate the memory of an idle connection, and tungstenite
 /// zero-fills the whole buffer on every read attempt, which a session makes
