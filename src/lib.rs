@@ -10,12 +10,14 @@
 //! the presence heartbeat and the reaper of dead nodes.
 
 mod admission;
+pub mod api_error;
 pub mod app;
 pub mod auth;
 pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod domain;
+pub mod error_code;
 pub mod http;
 pub mod hub;
 pub mod origins;

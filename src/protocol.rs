@@ -8,9 +8,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Draft, Stored};
-use crate::domain::{
-    Content, ContentError, IdempotencyKey, MessageId, NameError, NodeId, RoomName, UserName,
-};
+use crate::domain::{Content, IdempotencyKey, MessageId, NameError, NodeId, RoomName, UserName};
+use crate::error_code::ErrorCode;
 
 /// Largest WebSocket frame or message accepted, from the contract; larger
 /// ones close the connection with 1009.
@@ -45,41 +44,6 @@ pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 /// Close code: the client read too slowly; reconnect and `join` with `since`.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
-
-/// The error codes of `error` frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// Not JSON, unknown type, missing or mistyped field.
-    BadRequest,
-    /// A room name that breaks the naming rule.
-    InvalidRoom,
-    /// A user name that breaks the naming rule.
-    InvalidUser,
-    /// The room was not joined on this connection.
-    NotMember,
-    /// Content over the size limit.
-    TooLarge,
-    /// Over the per-connection rate; the message was not sent.
-    RateLimited,
-    /// The backend could not take it; it was not sent.
-    Unavailable,
-}
-
-impl ErrorCode {
-    /// The code as it appears on the wire and in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BadRequest => "bad_request",
-            Self::InvalidRoom => "invalid_room",
-            Self::InvalidUser => "invalid_user",
-            Self::NotMember => "not_member",
-            Self::TooLarge => "too_large",
-            Self::RateLimited => "rate_limited",
-            Self::Unavailable => "unavailable",
-        }
-    }
-}
 
 /// A command from a client, with its optional `ref`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,11 +228,7 @@ fn required<'a>(field: Option<Cow<'a, str>>, name: &str) -> Result<Cow<'a, str>,
 }
 
 fn name_error(e: NameError) -> FieldError {
-    let code = match e {
-        NameError::User => ErrorCode::InvalidUser,
-        NameError::Room => ErrorCode::InvalidRoom,
-    };
-    (code, e.to_string())
+    ((&e).into(), e.to_string())
 }
 
 fn room(field: Option<Cow<'_, str>>, name: &str) -> Result<RoomName, FieldError> {
@@ -280,13 +240,8 @@ fn user(field: Option<Cow<'_, str>>, name: &str) -> Result<UserName, FieldError>
 }
 
 fn content(field: Option<Cow<'_, str>>) -> Result<Content, FieldError> {
-    Content::parse(required(field, "content")?.into_owned()).map_err(|e| {
-        let code = match e {
-            ContentError::TooLarge(_) => ErrorCode::TooLarge,
-            ContentError::Empty => ErrorCode::BadRequest,
-        };
-        (code, e.to_string())
-    })
+    Content::parse(required(field, "content")?.into_owned())
+        .map_err(|e| ((&e).into(), e.to_string()))
 }
 
 fn message_id(field: Option<Cow<'_, str>>, name: &str) -> Result<Option<MessageId>, FieldError> {
@@ -532,10 +487,17 @@ pub fn pong(reference: Option<&str>) -> String {
 pub fn error(code: ErrorCode, message: &str, reference: Option<&str>) -> String {
     #[derive(Serialize)]
     struct Error<'a> {
-        code: ErrorCode,
+        code: &'static str,
         message: &'a str,
     }
-    reply("error", Error { code, message }, reference)
+    reply(
+        "error",
+        Error {
+            code: code.as_str(),
+            message,
+        },
+        reference,
+    )
 }
 
 /// A presence change in a room.

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::admission::{HeldPermit, PerIp};
-use crate::http::ApiError;
+use crate::api_error::ApiError;
 use crate::telemetry;
 
 /// Pause after a failed accept (out of file descriptors, say), so the loop

@@ -23,9 +23,10 @@ use chorus::domain::{
     Content, ContentError, MAX_CONTENT_BYTES, MAX_ROOM_LEN, MAX_USER_LEN, MessageId, NameError,
     RoomName, UserName,
 };
+use chorus::error_code::ErrorCode;
 use chorus::protocol::{
-    ClientFrame, Command, DEFAULT_HISTORY_LIMIT, DecodeError, ErrorCode, HistoryTarget,
-    MAX_HISTORY_LIMIT, MAX_REF_LEN,
+    ClientFrame, Command, DEFAULT_HISTORY_LIMIT, DecodeError, HistoryTarget, MAX_HISTORY_LIMIT,
+    MAX_REF_LEN,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;

@@ -7,7 +7,8 @@
 #![no_main]
 
 use chorus::domain::{Content, MessageId, RoomName, UserName};
-use chorus::protocol::{ClientFrame, ErrorCode, MAX_REF_LEN};
+use chorus::error_code::ErrorCode;
+use chorus::protocol::{ClientFrame, MAX_REF_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

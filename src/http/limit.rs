@@ -13,8 +13,8 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::ApiError;
 use crate::admission::{address_group, client_ip};
+use crate::api_error::ApiError;
 use crate::app::AppState;
 use crate::auth::Identity;
 use crate::domain::UserName;

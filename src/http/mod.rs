@@ -3,8 +3,8 @@
 //! request bodies, and the web client (built into the binary, or a folder's
 //! when CHORUS_STATIC_DIR is set).
 
-mod error;
 mod health;
+mod json;
 mod limit;
 mod rooms;
 mod stats;
@@ -26,9 +26,10 @@ use http_body_util::LengthLimitError;
 use memory_serve::CacheControl;
 use tower_http::services::ServeDir;
 
-pub use error::{ApiError, AppJson};
+pub use json::AppJson;
 pub(crate) use limit::PostLimiter;
 
+use crate::api_error::ApiError;
 use crate::app::AppState;
 use crate::protocol::MAX_BODY_BYTES;
 use crate::telemetry;

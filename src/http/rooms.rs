@@ -11,7 +11,8 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppJson};
+use super::AppJson;
+use crate::api_error::ApiError;
 use crate::app::AppState;
 use crate::auth::Identity;
 use crate::cluster::{Appended, ClusterError, Log};

@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::routing::get;
 use serde::Serialize;
 
-use super::{ApiError, AppJson};
+use super::AppJson;
+use crate::api_error::ApiError;
 use crate::app::AppState;
 use crate::domain::NodeId;
 

@@ -6,7 +6,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 
-use super::{ApiError, AppJson};
+use super::AppJson;
+use crate::api_error::ApiError;
 use crate::app::AppState;
 use crate::domain::UserName;
 

@@ -6,7 +6,8 @@ use std::time::Instant;
 use super::session::{End, Session};
 use crate::cluster::{Appended, ClusterError, Log};
 use crate::domain::{MessageId, RoomName};
-use crate::protocol::{self, ClientFrame, Command, ErrorCode, HistoryTarget};
+use crate::error_code::ErrorCode;
+use crate::protocol::{self, ClientFrame, Command, HistoryTarget};
 use crate::rate::TokenBucket;
 
 /// Why a command was refused. Mapped to the wire only in [`Session::execute`].

@@ -20,9 +20,9 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::admission::{self, HeldPermit};
+use crate::api_error::ApiError;
 use crate::app::AppState;
 use crate::domain::{RoomName, UserName};
-use crate::http::ApiError;
 use crate::protocol::MAX_FRAME_BYTES;
 use crate::telemetry;
 

@@ -21,6 +21,7 @@ use crate::admission::IpPermit;
 use crate::app::AppState;
 use crate::cluster::Topic;
 use crate::domain::{MessageId, RoomName, UserName};
+use crate::error_code::ErrorCode;
 use crate::hub::{Delivery, Recipient};
 use crate::protocol::{
     self, CLOSE_GOING_AWAY, CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION,
@@ -318,7 +319,7 @@ impl Session {
             Some(Ok(Message::Text(text))) => self.on_text(text).await,
             Some(Ok(Message::Binary(_))) => {
                 self.send_error(
-                    protocol::ErrorCode::BadRequest,
+                    ErrorCode::BadRequest,
                     "binary frames are not supported; send JSON text",
                     None,
                 )
@@ -343,7 +344,7 @@ impl Session {
     /// Sends an `error` frame and counts it.
     pub(super) async fn send_error(
         &mut self,
-        code: protocol::ErrorCode,
+        code: ErrorCode,
         message: &str,
         reference: Option<&str>,
     ) -> Result<(), End> {

@@ -1,11 +1,11 @@
-//! `ApiError`: every HTTP failure, mapped once to a status and the contract's
-//! `{"error":{"code","message"}}` body. Internal causes are logged, never sent.
+//! `ApiError`: every HTTP error answer of the node, a REST call's or a
+//! refused WebSocket upgrade's, mapped once to a code of the table and sent
+//! as the contract's `{"error":{"code","message"}}` body. Internal causes are
+//! logged, never sent.
 
-use axum::Json;
-use axum::extract::FromRequest;
-use axum::extract::rejection::JsonRejection;
 use std::time::Duration;
 
+use axum::Json;
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,10 +14,11 @@ use serde::Serialize;
 use crate::auth::AuthError;
 use crate::cluster::ClusterError;
 use crate::domain::{ContentError, MessageIdError, NameError};
-use crate::protocol::{ErrorCode, MAX_BODY_BYTES};
+use crate::error_code::ErrorCode;
+use crate::protocol::MAX_BODY_BYTES;
 use crate::telemetry;
 
-/// An HTTP error response.
+/// An HTTP error answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Malformed request: body, query, or a bad id.
@@ -101,64 +102,54 @@ impl From<MessageIdError> for ApiError {
 }
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The one mapping of HTTP errors to the wire.
+    fn code(&self) -> ErrorCode {
         match self {
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::Name(NameError::User) => (StatusCode::BAD_REQUEST, "invalid_user"),
-            Self::Name(NameError::Room) => (StatusCode::BAD_REQUEST, "invalid_room"),
-            Self::Content(ContentError::TooLarge(_)) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
-            }
-            Self::Content(ContentError::Empty) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            Self::RoomExists => (StatusCode::CONFLICT, "room_exists"),
-            // 409 like `room_exists`: the request conflicts with the state
-            // of the directory, and repeating it will not help until rooms
-            // are gone (unlike 429/503, which say "later").
-            Self::TooManyRooms(_) => (StatusCode::CONFLICT, "too_many_rooms"),
-            Self::ForbiddenOrigin => (StatusCode::FORBIDDEN, "forbidden_origin"),
-            Self::TooManyFromAddress(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
-            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            Self::TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
-            Self::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-            Self::RateLimited(_) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::RateLimited.as_str(),
-            ),
-            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::Name(e) => e.into(),
+            Self::Content(e) => e.into(),
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::BodyTooLarge => ErrorCode::TooLarge,
+            Self::RequestTimeout => ErrorCode::RequestTimeout,
+            Self::RoomExists => ErrorCode::RoomExists,
+            Self::TooManyRooms(_) => ErrorCode::TooManyRooms,
+            Self::ForbiddenOrigin => ErrorCode::ForbiddenOrigin,
+            Self::TooManyFromAddress(_) => ErrorCode::TooManyFromAddress,
+            Self::Overloaded => ErrorCode::Overloaded,
+            Self::TooManyConnections => ErrorCode::TooManyConnections,
+            Self::Draining => ErrorCode::Draining,
+            Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::Unavailable => ErrorCode::Unavailable,
         }
     }
-}
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
-}
+    /// The status and the body, the error counted: the one answer both the
+    /// router and the accept loop send.
+    fn answer(&self) -> (StatusCode, Body) {
+        let code = self.code();
+        metrics::counter!(telemetry::ERRORS, "code" => code.as_str()).increment(1);
+        // Only `not_member` has no status, and it is a WebSocket frame's
+        // code that no `ApiError` maps to.
+        let status = code
+            .http_status()
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = Body {
+            error: Detail {
+                code: code.as_str(),
+                message: self.to_string(),
+            },
+        };
+        (status, body)
+    }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: String,
-}
-
-impl ApiError {
     /// The whole HTTP/1.1 response, `Connection: close` included, as bytes:
     /// for the accept loop, which refuses a connection before hyper (or any
     /// request) is involved.
     pub(crate) fn to_http1_bytes(&self) -> Vec<u8> {
-        let (status, code) = self.status_and_code();
-        metrics::counter!(telemetry::ERRORS, "code" => code).increment(1);
-        let body = serde_json::to_vec(&Body {
-            error: Detail {
-                code,
-                message: self.to_string(),
-            },
-        })
-        .unwrap_or_default();
+        let (status, body) = self.answer();
+        let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut bytes = format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             body.len()
@@ -169,16 +160,20 @@ impl ApiError {
     }
 }
 
+#[derive(Serialize)]
+struct Body {
+    error: Detail,
+}
+
+#[derive(Serialize)]
+struct Detail {
+    code: &'static str,
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        metrics::counter!(telemetry::ERRORS, "code" => code).increment(1);
-        let body = Body {
-            error: Detail {
-                code,
-                message: self.to_string(),
-            },
-        };
+        let (status, body) = self.answer();
         let mut response = (status, Json(body)).into_response();
         if let Self::RateLimited(wait) = self {
             response
@@ -194,27 +189,6 @@ impl IntoResponse for ApiError {
 fn retry_after_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
-}
-
-/// `Json` whose rejections answer in the contract's error shape.
-#[derive(Debug, FromRequest)]
-#[from_request(via(Json), rejection(ApiError))]
-pub struct AppJson<T>(pub T);
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::BodyTooLarge
-        } else {
-            Self::BadRequest(rejection.body_text())
-        }
-    }
-}
-
-impl<T: Serialize> IntoResponse for AppJson<T> {
-    fn into_response(self) -> Response {
-        Json(self.0).into_response()
-    }
 }
 
 #[cfg(test)]
