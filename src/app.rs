@@ -23,7 +23,7 @@ use crate::http::PostLimiter;
 use crate::hub::Hub;
 use crate::origins::AllowedOrigins;
 use crate::shutdown::Shutdown;
-use crate::{server, telemetry, upkeep};
+use crate::{routes, server, telemetry, upkeep};
 
 /// How long the drain waits for sessions to close; leaves room in the
 /// contract's 10 s for the rest of the shutdown.
@@ -225,7 +225,7 @@ impl App {
         let state = self.state;
         let token = state.shutdown.token.clone();
         let addr = self.listener.local_addr()?;
-        let router = crate::http::router(state.clone(), self.metrics_listener.is_none());
+        let router = routes::router(state.clone(), self.metrics_listener.is_none());
         // Behind a trusted proxy every connection comes from the proxy: the
         // count then waits for the proxy's header, at the WebSocket upgrade.
         let tcp_per_ip = match state.proxy_header {

@@ -23,6 +23,7 @@ pub mod hub;
 pub mod origins;
 pub mod protocol;
 mod rate;
+mod routes;
 mod server;
 pub mod shutdown;
 pub mod telemetry;
