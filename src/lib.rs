@@ -26,6 +26,7 @@ mod rate;
 mod routes;
 mod server;
 pub mod shutdown;
+pub mod state;
 pub mod telemetry;
 pub mod upkeep;
 mod ws;

@@ -6,8 +6,11 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::domain::UserName;
 
 /// Tokens refill at `rate` per second up to `burst`; each send takes one.
 #[derive(Debug, Clone)]
@@ -171,6 +174,19 @@ impl<K> Keyed<K> {
             .clamp(PRUNE_FLOOR.min(max_keys), max_keys);
     }
 }
+
+/// Whose bucket a request without a session takes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum RateKey {
+    /// An authenticated user, wherever it connects from.
+    User(UserName),
+    /// An anonymous client's address, grouped as the per-address
+    /// connection limit groups it (an IPv6 client by its /64).
+    Address(IpAddr),
+}
+
+/// The buckets of every REST `POST` caller on this node.
+pub(crate) type PostLimiter = KeyedBuckets<RateKey>;
 
 fn take(bucket: &mut TokenBucket, now: Instant) -> Result<(), Duration> {
     if bucket.try_take(now) {

@@ -20,8 +20,8 @@ use memory_serve::CacheControl;
 use tower_http::services::ServeDir;
 
 use crate::api_error::ApiError;
-use crate::app::AppState;
 use crate::protocol::MAX_BODY_BYTES;
+use crate::state::AppState;
 use crate::{http, telemetry, ws};
 
 /// Every route of the node: WebSocket, REST, and `/metrics` unless it has a

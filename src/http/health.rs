@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::telemetry;
 
 pub(super) fn router() -> Router<Arc<AppState>> {

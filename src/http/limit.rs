@@ -15,24 +15,10 @@ use axum::response::Response;
 
 use crate::admission::{address_group, client_ip};
 use crate::api_error::ApiError;
-use crate::app::AppState;
 use crate::auth::Identity;
-use crate::domain::UserName;
-use crate::rate::KeyedBuckets;
+use crate::rate::RateKey;
+use crate::state::AppState;
 use crate::telemetry;
-
-/// Whose bucket a request takes from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum RateKey {
-    /// An authenticated user, wherever it connects from.
-    User(UserName),
-    /// An anonymous client's address, grouped as the per-address
-    /// connection limit groups it (an IPv6 client by its /64).
-    Address(IpAddr),
-}
-
-/// The buckets of every `POST` caller on this node.
-pub(crate) type PostLimiter = KeyedBuckets<RateKey>;
 
 /// The key for a request: its identity when auth is on, else its address.
 fn rate_key(identity: Option<&Identity>, ip: IpAddr) -> RateKey {
@@ -72,6 +58,7 @@ pub(super) async fn limit_posts(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::UserName;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -18,10 +18,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 
 pub use json::AppJson;
-pub(crate) use limit::PostLimiter;
 
 use crate::api_error::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Every REST route, and `/metrics` unless it has a listener of its own.
 pub(crate) fn router(state: &Arc<AppState>, with_metrics: bool) -> Router<Arc<AppState>> {

@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use super::AppJson;
 use crate::api_error::ApiError;
-use crate::app::AppState;
 use crate::auth::Identity;
 use crate::cluster::{Appended, ClusterError, Log};
 use crate::domain::{Content, IdempotencyKey, MessageId, RoomName, UserName};
 use crate::protocol;
+use crate::state::AppState;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()

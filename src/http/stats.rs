@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::AppJson;
 use crate::api_error::ApiError;
-use crate::app::AppState;
 use crate::domain::NodeId;
+use crate::state::AppState;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/api/stats", get(stats))

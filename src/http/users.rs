@@ -8,8 +8,8 @@ use axum::routing::get;
 
 use super::AppJson;
 use crate::api_error::ApiError;
-use crate::app::AppState;
 use crate::domain::UserName;
+use crate::state::AppState;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/api/users", get(online))

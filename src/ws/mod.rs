@@ -21,9 +21,9 @@ use serde::Deserialize;
 
 use crate::admission::{self, HeldPermit};
 use crate::api_error::ApiError;
-use crate::app::AppState;
 use crate::domain::{RoomName, UserName};
 use crate::protocol::MAX_FRAME_BYTES;
+use crate::state::AppState;
 use crate::telemetry;
 
 /// Read buffer per connection. Chat frames are small; tungstenite's 128 KiB

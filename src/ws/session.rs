@@ -18,7 +18,6 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
 use crate::admission::IpPermit;
-use crate::app::AppState;
 use crate::cluster::Topic;
 use crate::domain::{MessageId, RoomName, UserName};
 use crate::error_code::ErrorCode;
@@ -28,6 +27,7 @@ use crate::protocol::{
     CLOSE_PROTOCOL_ERROR, CLOSE_TRY_AGAIN_LATER,
 };
 use crate::rate::TokenBucket;
+use crate::state::AppState;
 use crate::telemetry;
 
 /// Queued frames written per flush; bounds the time one session spends
