@@ -1,7 +1,9 @@
 //! Every error code on the wire, in one table both front ends map into: the
 //! string a WebSocket `error` frame or an HTTP error body carries, and the
-//! HTTP status it is sent with. `ws::commands` and `api_error` each map
-//! their errors to a code in one place; nothing else spells a code.
+//! HTTP status it is sent with. The frame decoder (`protocol`),
+//! `ws::commands` and `api_error` each pick a code for their errors in one
+//! place, name and content errors are mapped here for all of them, and
+//! nothing spells a code but this table.
 
 use axum::http::StatusCode;
 
