@@ -4,7 +4,7 @@
 //! leaves all that causes, as for live ones.
 
 use super::Chat;
-use crate::cluster::ClusterResult;
+use crate::cluster::{ClusterResult, Departure};
 use crate::protocol::PresenceEvent;
 use crate::telemetry;
 
@@ -44,24 +44,40 @@ impl Chat {
         }
         match liveness.reap().await {
             Ok(departures) => {
-                for departure in departures {
+                for departure in &departures {
                     metrics::counter!(telemetry::PRESENCE_REAPED).increment(1);
                     tracing::info!(room = %departure.room, user = %departure.user, "reaped a user of a dead node");
-                    if let Err(error) = self
-                        .announce(&departure.room, &departure.user, PresenceEvent::Leave)
-                        .await
-                    {
-                        tracing::warn!(%error, "could not announce a reaped leave");
-                    }
                 }
+                self.announce_departures(departures).await;
             }
             Err(error) => tracing::warn!(%error, "reaping failed"),
         }
     }
 
     /// Takes this node out of the cluster at the end of a drain: whatever
-    /// presence its sessions did not clean up themselves goes at once.
+    /// presence its sessions did not clean up themselves (a leave that
+    /// failed, a session the drain gave up on) goes at once, and the rooms
+    /// hear those users leave.
     pub async fn leave_cluster(&self) -> ClusterResult<()> {
-        self.backend.liveness.remove_node().await
+        let departures = self.backend.liveness.remove_node().await?;
+        for departure in &departures {
+            tracing::info!(room = %departure.room, user = %departure.user, "a user left with this node");
+        }
+        self.announce_departures(departures).await;
+        Ok(())
+    }
+
+    /// Announces that each user left its room; a failed announcement is
+    /// logged (reaped and removed users are announced once, by whoever
+    /// removed them).
+    async fn announce_departures(&self, departures: Vec<Departure>) {
+        for departure in departures {
+            if let Err(error) = self
+                .announce(&departure.room, &departure.user, PresenceEvent::Leave)
+                .await
+            {
+                tracing::warn!(%error, "could not announce a departure");
+            }
+        }
     }
 }

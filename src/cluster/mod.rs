@@ -119,7 +119,8 @@ pub struct Since {
     pub truncated: bool,
 }
 
-/// A user who left a room because the node holding its connections died.
+/// A user who left a room because the node holding its connections died
+/// or left the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Departure {
     /// The room left.
@@ -255,8 +256,9 @@ pub trait Liveness: Send + Sync {
     async fn reap(&self) -> ClusterResult<Vec<Departure>>;
 
     /// Removes every entry of this node at once (clean shutdown): its users
-    /// leave, the rooms it created stay listed.
-    async fn remove_node(&self) -> ClusterResult<()>;
+    /// leave, the rooms it created stay listed. Returns who thereby left a
+    /// room everywhere, to be announced like the reaped.
+    async fn remove_node(&self) -> ClusterResult<Vec<Departure>>;
 }
 
 /// Stored, ordered, capped message histories.

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus::cluster::{
-    Backend, ClusterError, Deliver, Draft, Idempotency, Log, Publication, RoomSummary, Stored,
-    Topic,
+    Backend, ClusterError, Deliver, Departure, Draft, Idempotency, Log, Publication, RoomSummary,
+    Stored, Topic,
 };
 use chorus::domain::{IdempotencyKey, MessageId, NodeId, RoomName, UserName};
 use tokio::sync::mpsc;
@@ -60,7 +60,7 @@ macro_rules! contract_suite {
             liveness_restore_of_a_node_without_connections_changes_nothing,
             liveness_restore_keeps_the_presence_the_node_has_written,
             liveness_reap_without_dead_nodes_returns_nothing_and_keeps_this_node,
-            liveness_remove_node_clears_this_nodes_users_but_keeps_created_rooms,
+            liveness_remove_node_clears_and_returns_this_nodes_users_but_keeps_created_rooms,
             history_append_assigns_strictly_increasing_ids,
             history_append_publishes_to_every_given_topic_in_history_order,
             history_concurrent_appends_are_delivered_in_history_order,
@@ -780,26 +780,35 @@ pub(crate) async fn liveness_reap_without_dead_nodes_returns_nothing_and_keeps_t
     assert_eq!(presence.members(&lobby).await.expect("members"), [alice]);
 }
 
-pub(crate) async fn liveness_remove_node_clears_this_nodes_users_but_keeps_created_rooms(
+pub(crate) async fn liveness_remove_node_clears_and_returns_this_nodes_users_but_keeps_created_rooms(
     make: impl AsyncFn(Parts) -> Backend,
 ) {
     let subject = Subject::build(&make, ROOMY).await;
     let presence = &subject.backend.presence;
     let tag = unique("t");
     let (lobby, created) = (room(&format!("{tag}-lobby")), room(&format!("{tag}-made")));
-    seat(&subject, &lobby, &user(&format!("{tag}-alice"))).await;
+    let alice = user(&format!("{tag}-alice"));
+    seat(&subject, &lobby, &alice).await;
     presence
         .create_room(&created, NO_BOUND)
         .await
         .expect("create_room");
 
-    subject
+    let departures = subject
         .backend
         .liveness
         .remove_node()
         .await
         .expect("remove");
 
+    // Returned, so that the rooms hear them leave.
+    assert_eq!(
+        departures,
+        [Departure {
+            room: lobby.clone(),
+            user: alice
+        }]
+    );
     assert_eq!(presence.online().await.expect("online"), []);
     assert_eq!(presence.members(&lobby).await.expect("members"), []);
     assert_eq!(

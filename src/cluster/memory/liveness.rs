@@ -46,8 +46,7 @@ impl Liveness for MemoryLiveness {
 
     /// The node's users leave; the node itself stays listed, since the
     /// cluster it alone makes up ends only with its process.
-    async fn remove_node(&self) -> ClusterResult<()> {
-        self.presence.clear_connections();
-        Ok(())
+    async fn remove_node(&self) -> ClusterResult<Vec<Departure>> {
+        Ok(self.presence.clear_connections())
     }
 }

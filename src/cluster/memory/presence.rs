@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::cluster::{ClusterError, ClusterResult, Presence, RoomSummary};
+use crate::cluster::{ClusterError, ClusterResult, Departure, Presence, RoomSummary};
 use crate::domain::{RoomName, UserName};
 
 /// The presence of an embedded node: it is the whole cluster.
@@ -53,10 +53,20 @@ impl MemoryPresence {
     }
 
     /// Forgets every connection (the node leaves); created rooms stay.
-    pub(super) fn clear_connections(&self) {
+    /// Returns every member of every room, who all left.
+    pub(super) fn clear_connections(&self) -> Vec<Departure> {
         let mut state = self.state();
         state.online.clear();
-        state.rooms.clear();
+        state
+            .rooms
+            .drain()
+            .flat_map(|(room, members)| {
+                members.into_keys().map(move |user| Departure {
+                    room: room.clone(),
+                    user,
+                })
+            })
+            .collect()
     }
 }
 

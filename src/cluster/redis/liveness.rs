@@ -146,7 +146,7 @@ impl Liveness for RedisLiveness {
         Ok(departures)
     }
 
-    async fn remove_node(&self) -> ClusterResult<()> {
-        self.reap_node(self.node.as_str(), "self").await.map(drop)
+    async fn remove_node(&self) -> ClusterResult<Vec<Departure>> {
+        self.reap_node(self.node.as_str(), "self").await
     }
 }
