@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use chorus::cluster::{Deliver, Publication, Topic};
 use chorus::domain::{Content, MessageId, RoomName, UserName};
@@ -111,12 +110,11 @@ fn fanout(c: &mut Criterion) {
                 session: hub.next_session(),
                 user: user(),
                 queue,
-                slow: CancellationToken::new(),
                 share: hub.share(std::net::Ipv4Addr::LOCALHOST.into()),
-                pressure: Default::default(),
+                signal: Default::default(),
             };
             hub.add(&topic, &recipient);
-            receivers.push((recipient.slow, rx));
+            receivers.push((recipient.signal, rx));
         }
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
@@ -139,7 +137,7 @@ fn fanout(c: &mut Criterion) {
             });
         });
         assert!(
-            receivers.iter().all(|(slow, _)| !slow.is_cancelled()),
+            receivers.iter().all(|(signal, _)| !signal.is_slow()),
             "no recipient may fall behind, or the bench measures the slow path"
         );
     }

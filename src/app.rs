@@ -200,6 +200,7 @@ impl App {
         state.draining.store(true, Ordering::Relaxed);
         metrics::gauge!(telemetry::DRAINING).set(1.0);
         token.cancel();
+        state.chat.wake_sessions();
         state.shutdown.tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, state.shutdown.tracker.wait())
             .await

@@ -8,14 +8,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::task::Waker;
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use metrics::{Counter, Histogram};
-use tokio::sync::Notify;
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Deliver, Publication, Topic};
 use crate::domain::{MessageId, UserName};
@@ -47,16 +47,58 @@ pub struct Recipient {
     pub user: UserName,
     /// The session's bounded outbound queue.
     pub queue: mpsc::Sender<Arc<Delivery>>,
-    /// Cancelled when the queue overflowed or the client address's share of
-    /// buffered output ran out.
-    pub slow: CancellationToken,
+    /// How the hub reaches the session: flagged slow when the queue
+    /// overflowed or the client address's share of buffered output ran out,
+    /// pressed when the queue reached the hold limit.
+    pub signal: Arc<Signal>,
     /// The bytes queued for every connection of the session's client
     /// address; `None` when per-address limits are off.
     pub share: Option<Arc<AddressShare>>,
-    /// Notified when the queue holds `hold_limit` frames: a session that is
-    /// holding its frames does not wake for each one, only for this (or its
-    /// hold timer).
-    pub pressure: Arc<Notify>,
+}
+
+/// Flags a session checks on every wake, and its task's waker, so that the
+/// hub (and the drain) can wake it. Lock-free: a session that keeps up
+/// checks them once per frame it writes.
+#[derive(Debug, Default)]
+pub struct Signal {
+    waker: AtomicWaker,
+    slow: AtomicBool,
+    pressure: AtomicBool,
+}
+
+impl Signal {
+    /// Marks the session too slow and wakes it; true the first time.
+    pub fn flag_slow(&self) -> bool {
+        let first = !self.slow.swap(true, Ordering::AcqRel);
+        self.waker.wake();
+        first
+    }
+
+    /// Whether the session was flagged slow.
+    pub fn is_slow(&self) -> bool {
+        self.slow.load(Ordering::Acquire)
+    }
+
+    /// Tells a holding session that its queue reached the hold limit.
+    pub fn press(&self) {
+        self.pressure.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether the queue reached the hold limit since the last call.
+    pub fn take_pressure(&self) -> bool {
+        self.pressure.swap(false, Ordering::AcqRel)
+    }
+
+    /// Wakes the session to look at its flags and the node's.
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+
+    /// Where [`Signal::wake`] reaches the session's task.
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
 }
 
 /// The most frames a session holds before it writes them, for a queue of
@@ -200,9 +242,16 @@ impl Hub {
     }
 
     fn flag_slow(&self, recipient: &Recipient) {
-        if !recipient.slow.is_cancelled() {
+        if recipient.signal.flag_slow() {
             self.slow_disconnects.increment(1);
-            recipient.slow.cancel();
+        }
+    }
+
+    /// Wakes every registered session, to see that the node drains.
+    pub fn wake_all(&self) {
+        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+        for recipient in topics.values().flat_map(|recipients| recipients.iter()) {
+            recipient.signal.wake();
         }
     }
 
@@ -252,7 +301,7 @@ impl Deliver for Hub {
                 Ok(()) => {
                     let capacity = recipient.queue.max_capacity();
                     if capacity - recipient.queue.capacity() >= hold_limit(capacity) {
-                        recipient.pressure.notify_one();
+                        recipient.signal.press();
                     }
                     true
                 }
@@ -299,9 +348,8 @@ mod tests {
             session: hub.next_session(),
             user: UserName::parse("u").unwrap(),
             queue,
-            slow: CancellationToken::new(),
             share: hub.share(address.parse().unwrap()),
-            pressure: Arc::default(),
+            signal: Arc::default(),
         };
         (r, rx)
     }
@@ -330,25 +378,24 @@ mod tests {
         let one = fast_rx.try_recv().unwrap();
         let two = fast_rx.try_recv().unwrap();
         assert_eq!((one.frame.as_str(), two.frame.as_str()), ("one", "two"));
-        assert!(slow.slow.is_cancelled());
-        assert!(!fast.slow.is_cancelled());
+        assert!(slow.signal.is_slow());
+        assert!(!fast.signal.is_slow());
     }
 
-    #[tokio::test]
-    async fn a_queue_that_reaches_the_hold_limit_notifies_its_session() {
+    #[test]
+    fn a_queue_that_reaches_the_hold_limit_presses_its_session() {
         let hub = Hub::new(None);
         let topic = Topic::Room(crate::domain::RoomName::parse("r").unwrap());
         let (r, _rx) = recipient(&hub, 8);
         hub.add(&topic, &r);
         assert_eq!(hold_limit(8), 4);
-        let waiting = r.pressure.notified();
-        tokio::pin!(waiting);
         for _ in 0..3 {
             hub.deliver(&topic, publication("x"));
         }
-        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        assert!(!r.signal.take_pressure());
         hub.deliver(&topic, publication("x"));
-        assert!(futures_util::poll!(waiting.as_mut()).is_ready());
+        assert!(r.signal.take_pressure());
+        assert!(!r.signal.take_pressure(), "taken once");
     }
 
     #[test]
@@ -399,10 +446,10 @@ mod tests {
         }
 
         hub.deliver(&topic, publication("1234"));
-        assert!(!a1.slow.is_cancelled() && !a2.slow.is_cancelled(), "8 of 8");
+        assert!(!a1.signal.is_slow() && !a2.signal.is_slow(), "8 of 8");
         hub.deliver(&topic, publication("1"));
-        assert!(a1.slow.is_cancelled() || a2.slow.is_cancelled(), "past 8");
-        assert!(!b.slow.is_cancelled(), "other addresses unaffected");
+        assert!(a1.signal.is_slow() || a2.signal.is_slow(), "past 8");
+        assert!(!b.signal.is_slow(), "other addresses unaffected");
         assert!(Arc::ptr_eq(
             a1.share.as_ref().unwrap(),
             a2.share.as_ref().unwrap()

@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::Chat;
 use crate::domain::UserName;
@@ -31,9 +30,8 @@ impl Chat {
             session: self.hub.next_session(),
             user,
             queue,
-            slow: CancellationToken::new(),
             share: self.hub.share(address),
-            pressure: Arc::default(),
+            signal: Arc::default(),
         }
     }
 
@@ -48,6 +46,11 @@ impl Chat {
     #[inline]
     pub fn release(&self, recipient: &Recipient, bytes: usize) {
         self.hub.release(recipient, bytes);
+    }
+
+    /// Wakes every registered session, to see that the node drains.
+    pub fn wake_sessions(&self) {
+        self.hub.wake_all();
     }
 
     /// Bytes of output queued for this node's sessions now.
