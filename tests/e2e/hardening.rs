@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::node::Endpoint;
-use crate::support::{Cluster, WsClient, eventually, eventually_within, get_json, unique};
+use crate::support::{
+    Cluster, WsClient, eventually, eventually_within, get_json, unique, wait_ready,
+};
 
 /// The presence TTL of the restart test.
 const TTL_SECS: u64 = 3;
@@ -30,6 +32,9 @@ async fn a_node_restarted_under_its_id_takes_it_over_and_its_former_users_leave_
     let ttl = TTL_SECS.to_string();
     let env = [("CHORUS_PRESENCE_TTL_SECS", ttl.as_str())];
     let mut first = cluster.spawn_process(&id, &env);
+    // A node listens before its subscriber is up, and closes a connection
+    // it cannot register with 1013: wait until each is ready.
+    wait_ready(&first.url("/ready")).await;
     let room = unique("room");
     let mut bob = WsClient::connect(&cluster.nodes[0].ws_url("bob")).await;
     bob.join(&room).await;
@@ -42,6 +47,7 @@ async fn a_node_restarted_under_its_id_takes_it_over_and_its_former_users_leave_
     first.sigkill();
     let killed = Instant::now();
     let second = cluster.spawn_process(&id, &env);
+    wait_ready(&second.url("/ready")).await;
     let mut carol = WsClient::connect(&second.ws_url("carol")).await;
     carol.join(&room).await;
 
