@@ -104,7 +104,7 @@ impl Signal {
 /// The most frames a session holds before it writes them, for a queue of
 /// `capacity`: half the queue, so that a client reading as fast as it can is
 /// never taken for a slow one, and at most 64.
-pub fn hold_limit(capacity: usize) -> usize {
+fn hold_limit(capacity: usize) -> usize {
     (capacity / 2).clamp(1, 64)
 }
 

@@ -61,14 +61,16 @@ fn rooms_to_join(list: Option<&str>, limit: usize) -> Result<Vec<RoomName>, ApiE
     let mut rooms: Vec<RoomName> = Vec::new();
     for name in list.into_iter().flat_map(|list| list.split(',')) {
         let room = RoomName::parse(name)?;
-        if !rooms.contains(&room) {
-            rooms.push(room);
+        if rooms.contains(&room) {
+            continue;
         }
-    }
-    if rooms.len() > limit {
-        return Err(ApiError::BadRequest(format!(
-            "at most {limit} rooms per connection"
-        )));
+        // Refused as soon as it is over: a long URL costs no more than this.
+        if rooms.len() == limit {
+            return Err(ApiError::BadRequest(format!(
+                "at most {limit} rooms per connection"
+            )));
+        }
+        rooms.push(room);
     }
     Ok(rooms)
 }

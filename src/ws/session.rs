@@ -282,7 +282,7 @@ impl Session {
         // the queue reaches the hold limit (the hub then notifies), while
         // input is still read. Meanwhile the session does not wake for each
         // frame the hub queues: at saturation that wake was most of its work.
-        let mut held = Vec::new();
+        let mut held: Option<Arc<Delivery>> = None;
         // One timer for the whole session, reset when holding starts, rather
         // than a fresh one built on every turn of the loop.
         let hold = tokio::time::sleep_until(self.next_write);
@@ -290,21 +290,22 @@ impl Session {
         loop {
             let step = tokio::select! {
                 biased;
-                fired = self.stops.fired(!held.is_empty()) => match fired {
+                fired = self.stops.fired(held.is_some()) => match fired {
                     Fired::End(end) => Err(end),
                     Fired::Pressed => self.write_batch(&mut held).await,
                 },
                 () = expired(&mut expiry) => Err(End::Close(CLOSE_POLICY_VIOLATION, "token expired")),
-                () = &mut hold, if !held.is_empty() => {
+                () = &mut hold, if held.is_some() => {
                     self.write_batch(&mut held).await
                 }
                 // Queued output goes before more input: a client that sends a
                 // burst and reads is never mistaken for a slow reader, and a
                 // sender cannot outrun its own echoes.
-                Some(delivery) = self.queue.recv(), if held.is_empty() => {
-                    let prompt = self.keeps_up(&delivery);
-                    held.push(delivery);
-                    if prompt || Instant::now() >= self.next_write {
+                Some(delivery) = self.queue.recv(), if held.is_none() => {
+                    let now = Instant::now();
+                    let prompt = now >= self.next_write || self.keeps_up(&delivery, now);
+                    held = Some(delivery);
+                    if prompt {
                         self.write_batch(&mut held).await
                     } else {
                         hold.as_mut().reset(self.next_write);
@@ -332,7 +333,7 @@ impl Session {
                 // or, here, dropped.
                 self.state
                     .chat
-                    .release(&self.recipient, held.iter().map(|d| d.frame.len()).sum());
+                    .release(&self.recipient, held.map_or(0, |d| d.frame.len()));
                 return end;
             }
         }
@@ -408,19 +409,19 @@ impl Session {
         guarded(&self.stops, &deadlines, self.socket.send(message)).await
     }
 
-    /// Writes the `held` frames and whatever else is queued (up to a batch),
+    /// Writes the `held` frame and whatever else is queued (up to a batch),
     /// then flushes once, and holds the next fan-out write back for the write
     /// delay: a busy room costs one socket write per delay rather than one
     /// per message.
-    async fn write_batch(&mut self, held: &mut Vec<Arc<Delivery>>) -> Result<(), End> {
+    async fn write_batch(&mut self, held: &mut Option<Arc<Delivery>>) -> Result<(), End> {
         // This write empties the queue down to below the hold limit (or as
         // far as a batch goes): an earlier word of pressure is answered.
         self.stops.signal.take_pressure();
-        let mut batch = Vec::with_capacity(held.len() + self.queue.len().min(MAX_BATCH));
+        let mut batch = Vec::with_capacity(1 + self.queue.len().min(MAX_BATCH));
         // Counted out of the node's buffered bytes once per batch, not per
         // frame: the counter is shared by every session of the node.
         let mut taken = 0;
-        for delivery in held.drain(..) {
+        if let Some(delivery) = held.take() {
             taken += delivery.frame.len();
             if self.accepts(&delivery) {
                 batch.push(delivery.frame.clone());
@@ -461,8 +462,10 @@ impl Session {
     /// the frame, which waited less than a fifth of the write delay. Then the
     /// frame goes out at once, and only a session that falls behind (a busy
     /// room on a busy node) holds frames for the write delay to batch them.
-    fn keeps_up(&self, delivery: &Delivery) -> bool {
-        self.queue.is_empty() && delivery.queued.elapsed() < self.state.limits.write_delay / 5
+    fn keeps_up(&self, delivery: &Delivery, now: Instant) -> bool {
+        self.queue.is_empty()
+            && now.into_std().saturating_duration_since(delivery.queued)
+                < self.state.limits.write_delay / 5
     }
 
     /// Whether a fan-out frame is for this connection now: not excluded, for
