@@ -15,7 +15,7 @@ use crate::admission::PerIp;
 use crate::auth::Auth;
 use crate::chat::Chat;
 use crate::cluster::Backend;
-use crate::cluster::redis::RedisSettings;
+use crate::cluster::redis::{RedisSettings, RedisTarget};
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::rate::PostLimiter;
@@ -53,16 +53,20 @@ impl App {
         ));
         let history_limit = usize::try_from(settings.history_limit).unwrap_or(usize::MAX);
         let shutdown = Shutdown::default();
-        let backend = match &settings.redis_url {
+        let backend = match settings.redis_target()? {
             None => Backend::memory(
                 node.clone(),
                 hub.clone(),
                 history_limit,
                 settings.history_ttl(),
             ),
-            Some(url) => {
+            Some(target) => {
+                let setting = match target {
+                    RedisTarget::Single(_) => "REDIS_URL",
+                    RedisTarget::Cluster(_) => "REDIS_CLUSTER_URLS",
+                };
                 let redis = RedisSettings {
-                    url: url.clone(),
+                    target,
                     prefix: settings.redis_prefix.clone(),
                     node: node.clone(),
                     history_limit,
@@ -75,7 +79,7 @@ impl App {
                     shutdown.token.clone(),
                     &shutdown.tracker,
                 )
-                .context("REDIS_URL")?
+                .context(setting)?
             }
         };
         let listener = TcpListener::bind((settings.host, settings.port))

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::http::HeaderName;
 use clap::Parser;
 
+use crate::cluster::redis::RedisTarget;
 use crate::domain::NodeId;
 use crate::origins::AllowedOrigins;
 
@@ -42,6 +43,12 @@ pub struct Settings {
     /// everything in memory. Set: cluster mode with every node on that Redis.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Seed nodes of a Redis Cluster (Redis 7+), comma-separated
+    /// `redis://host:port`. Set: cluster mode over Redis Cluster, with
+    /// sharded pub/sub. Not together with REDIS_URL.
+    #[arg(long, env = "REDIS_CLUSTER_URLS")]
+    pub redis_cluster_urls: Option<String>,
 
     /// This node's id [default: hostname plus a short random suffix].
     #[arg(long, env = "CHORUS_NODE_ID")]
@@ -266,14 +273,7 @@ impl Settings {
                 problem: format!("expected printable ASCII without spaces or ':', got {id:?}"),
             });
         }
-        if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err(ConfigError::Value {
-                setting: "REDIS_URL",
-                problem: format!("expected redis://host:port/db, got {url:?}"),
-            });
-        }
+        self.redis_target()?;
         if let Some(secret) = &self.jwt_secret
             && secret.len() < MIN_JWT_SECRET_BYTES
         {
@@ -287,10 +287,12 @@ impl Settings {
                 ),
             });
         }
-        if self.redis_prefix.is_empty() {
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}']) {
+            // Braces would make the prefix a Redis Cluster hash tag and put
+            // every key in one slot.
             return Err(ConfigError::Value {
                 setting: "CHORUS_REDIS_PREFIX",
-                problem: "must not be empty".to_owned(),
+                problem: format!("must be non-empty and without '{{' or '}}', got {:?}", self.redis_prefix),
             });
         }
         if self.idle_timeout_secs <= self.ping_interval_secs {
@@ -309,6 +311,45 @@ impl Settings {
             problem: e.to_string(),
         })?;
         Ok(())
+    }
+
+    /// Which Redis the node uses: none (embedded), one, or a cluster.
+    pub fn redis_target(&self) -> Result<Option<RedisTarget>, ConfigError> {
+        let url_ok = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
+        match (&self.redis_url, &self.redis_cluster_urls) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(ConfigError::Value {
+                setting: "REDIS_CLUSTER_URLS",
+                problem: "set together with REDIS_URL; set one: REDIS_URL for one Redis, \
+                          REDIS_CLUSTER_URLS for a Redis Cluster"
+                    .to_owned(),
+            }),
+            (Some(url), None) if url_ok(url) => Ok(Some(RedisTarget::Single(url.clone()))),
+            (Some(url), None) => Err(ConfigError::Value {
+                setting: "REDIS_URL",
+                problem: format!("expected redis://host:port/db, got {url:?}"),
+            }),
+            (None, Some(urls)) => {
+                let seeds: Vec<String> = urls
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                match seeds.iter().find(|u| !url_ok(u)) {
+                    _ if seeds.is_empty() => Err(ConfigError::Value {
+                        setting: "REDIS_CLUSTER_URLS",
+                        problem: "names no seed node; expected redis://host:port[,redis://host:port…]"
+                            .to_owned(),
+                    }),
+                    Some(bad) => Err(ConfigError::Value {
+                        setting: "REDIS_CLUSTER_URLS",
+                        problem: format!("expected redis://host:port, got {bad:?}"),
+                    }),
+                    None => Ok(Some(RedisTarget::Cluster(seeds))),
+                }
+            }
+        }
     }
 
     /// This node's id: the setting, or hostname plus a short random suffix.

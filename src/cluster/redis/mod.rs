@@ -54,11 +54,20 @@ use crate::telemetry;
 /// client is answered quickly during an outage.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The Redis a cluster of nodes shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One Redis: `redis://host:port/db`.
+    Single(String),
+    /// A Redis Cluster, by its seed nodes (`redis://host:port` each).
+    Cluster(Vec<String>),
+}
+
 /// What cluster mode needs to know.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://host:port/db`.
-    pub url: String,
+    /// Where Redis is.
+    pub target: RedisTarget,
     /// Prefix of every key and channel.
     pub prefix: String,
     /// This node.
