@@ -106,7 +106,7 @@ mod redis {
     use super::Parts;
     use crate::support::{RedisServer, unique};
     use chorus::cluster::Backend;
-    use chorus::cluster::redis::RedisSettings;
+    use chorus::cluster::redis::{RedisSettings, RedisTarget};
     use std::time::Duration;
     use tokio_util::sync::CancellationToken;
     use tokio_util::task::TaskTracker;
@@ -114,7 +114,7 @@ mod redis {
     async fn redis(parts: Parts) -> Backend {
         let server = RedisServer::start();
         let settings = RedisSettings {
-            url: server.url(),
+            target: RedisTarget::Single(server.url()),
             prefix: format!("{}:", unique("contract")),
             node: parts.node,
             history_limit: parts.history_limit,

@@ -273,8 +273,14 @@ impl Backend {
         stop: CancellationToken,
         tracker: &TaskTracker,
     ) -> ClusterResult<Self> {
-        let redis = Redis::connect(&settings.url, &settings.prefix)?;
-        let client = redis::Client::open(settings.url.as_str()).map_err(unavailable)?;
+        let RedisTarget::Single(url) = &settings.target else {
+            return Err(unavailable(CannotConnect(Arc::new(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "Redis Cluster mode is being built",
+            ))))));
+        };
+        let redis = Redis::connect(url, &settings.prefix)?;
+        let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
         let bus = RedisBus::new(redis.clone(), deliver);
         tracker.spawn(bus.clone().run(client, stop));
         let ledger = Arc::new(Ledger::new());
