@@ -292,7 +292,10 @@ impl Settings {
             // every key in one slot.
             return Err(ConfigError::Value {
                 setting: "CHORUS_REDIS_PREFIX",
-                problem: format!("must be non-empty and without '{{' or '}}', got {:?}", self.redis_prefix),
+                problem: format!(
+                    "must be non-empty and without '{{' or '}}', got {:?}",
+                    self.redis_prefix
+                ),
             });
         }
         if self.idle_timeout_secs <= self.ping_interval_secs {
@@ -339,8 +342,9 @@ impl Settings {
                 match seeds.iter().find(|u| !url_ok(u)) {
                     _ if seeds.is_empty() => Err(ConfigError::Value {
                         setting: "REDIS_CLUSTER_URLS",
-                        problem: "names no seed node; expected redis://host:port[,redis://host:port…]"
-                            .to_owned(),
+                        problem:
+                            "names no seed node; expected redis://host:port[,redis://host:port…]"
+                                .to_owned(),
                     }),
                     Some(bad) => Err(ConfigError::Value {
                         setting: "REDIS_CLUSTER_URLS",

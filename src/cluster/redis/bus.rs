@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::history::entries;
 use super::keys::Keys;
-use super::{COMMAND_TIMEOUT, Redis, unavailable};
+use super::{COMMAND_TIMEOUT, Redis, RedisTarget, unavailable};
 use crate::cluster::{Bus, ClusterError, ClusterResult, Deliver, Log, Publication, Topic};
 use crate::domain::{MessageId, UserName};
 use crate::telemetry;
@@ -382,7 +382,14 @@ impl RedisBus {
 
     /// Owns the subscriber connection until `stop`: connect, resubscribe,
     /// gap-fill, deliver; on failure wait and start again.
-    pub(super) async fn run(self, client: redis::Client, stop: CancellationToken) {
+    pub(super) async fn run(self, target: RedisTarget, stop: CancellationToken) {
+        let RedisTarget::Single(url) = target else {
+            tracing::error!("sharded pub/sub is not built yet");
+            return;
+        };
+        let Ok(client) = redis::Client::open(url) else {
+            return;
+        };
         let mut backoff = MIN_BACKOFF;
         let mut first = true;
         loop {

@@ -33,8 +33,10 @@ use std::sync::{Mutex, PoisonError};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, FromRedisValue, ScriptInvocation};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, FromRedisValue, RedisFuture, ScriptInvocation};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -85,13 +87,62 @@ pub struct RedisSettings {
 /// [`ClusterError::Unavailable`].
 #[derive(Clone)]
 pub(crate) struct Redis {
-    client: redis::Client,
+    client: Client,
     connection: Arc<Mutex<Connection>>,
     keys: Keys,
 }
 
+/// What command connections are made from.
+#[derive(Clone)]
+enum Client {
+    Single(redis::Client),
+    /// Connections to every primary, routed by slot, following the cluster
+    /// through failovers and slot migrations.
+    Cluster(ClusterClient),
+}
+
+/// One command connection: to the one Redis, or to the whole cluster.
+#[derive(Clone)]
+enum Commands {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How often the cluster client follows a redirection or retries a command
+/// on a reconnected node before the caller hears of it: enough for a slot
+/// migration's ASK and MOVED; [`COMMAND_TIMEOUT`] bounds the whole.
+const CLUSTER_RETRIES: u32 = 4;
+
 /// A connection attempt every caller may await; its result is shared.
-type Connecting = Shared<BoxFuture<'static, Result<MultiplexedConnection, Arc<redis::RedisError>>>>;
+type Connecting = Shared<BoxFuture<'static, Result<Commands, Arc<redis::RedisError>>>>;
 
 /// The command connection, numbered so that a failure retires only the
 /// connection it happened on.
@@ -118,30 +169,66 @@ struct TimedOut(Duration);
 impl Redis {
     /// Lazily: the first command connects, so a node starts while Redis is
     /// down.
-    fn connect(url: &str, prefix: &str) -> ClusterResult<Self> {
+    fn connect(target: &RedisTarget, prefix: &str) -> ClusterResult<Self> {
+        let client = match target {
+            RedisTarget::Single(url) => {
+                Client::Single(redis::Client::open(url.as_str()).map_err(unavailable)?)
+            }
+            RedisTarget::Cluster(seeds) => Client::Cluster(
+                ClusterClient::builder(seeds.iter().map(String::as_str))
+                    .connection_timeout(COMMAND_TIMEOUT)
+                    .response_timeout(COMMAND_TIMEOUT)
+                    .retries(CLUSTER_RETRIES)
+                    .build()
+                    .map_err(unavailable)?,
+            ),
+        };
         Ok(Self {
-            client: redis::Client::open(url).map_err(unavailable)?,
+            client,
             connection: Arc::default(),
             keys: Keys::new(prefix),
         })
     }
 
+    /// True on a Redis Cluster: publications go over sharded pub/sub.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.client, Client::Cluster(_))
+    }
+
+    /// The command that publishes: `SPUBLISH` on a cluster (the message
+    /// travels only through the shard that owns the channel), else `PUBLISH`.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        if self.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
     /// The current connection and its number, connecting if there is none.
     /// No lock is held while connecting: callers share one attempt.
-    async fn connection(&self) -> ClusterResult<(u64, MultiplexedConnection)> {
+    async fn connection(&self) -> ClusterResult<(u64, Commands)> {
         let (generation, connecting) = {
             let mut state = self.state();
             let connecting = state
                 .current
                 .get_or_insert_with(|| {
                     let client = self.client.clone();
-                    let config =
-                        AsyncConnectionConfig::new().set_connection_timeout(Some(COMMAND_TIMEOUT));
                     async move {
-                        client
-                            .get_multiplexed_async_connection_with_config(&config)
-                            .await
-                            .map_err(Arc::new)
+                        match client {
+                            Client::Single(client) => {
+                                let config = AsyncConnectionConfig::new()
+                                    .set_connection_timeout(Some(COMMAND_TIMEOUT));
+                                client
+                                    .get_multiplexed_async_connection_with_config(&config)
+                                    .await
+                                    .map(Commands::Single)
+                            }
+                            Client::Cluster(client) => {
+                                client.get_async_connection().await.map(Commands::Cluster)
+                            }
+                        }
+                        .map_err(Arc::new)
                     }
                     .boxed()
                     .shared()
@@ -202,7 +289,7 @@ impl Redis {
     async fn timed<T>(
         &self,
         op: &'static str,
-        call: impl AsyncFnOnce(&mut MultiplexedConnection) -> ClusterResult<T>,
+        call: impl AsyncFnOnce(&mut Commands) -> ClusterResult<T>,
     ) -> ClusterResult<T> {
         let started = Instant::now();
         let mut used = None;
@@ -273,16 +360,9 @@ impl Backend {
         stop: CancellationToken,
         tracker: &TaskTracker,
     ) -> ClusterResult<Self> {
-        let RedisTarget::Single(url) = &settings.target else {
-            return Err(unavailable(CannotConnect(Arc::new(redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "Redis Cluster mode is being built",
-            ))))));
-        };
-        let redis = Redis::connect(url, &settings.prefix)?;
-        let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+        let redis = Redis::connect(&settings.target, &settings.prefix)?;
         let bus = RedisBus::new(redis.clone(), deliver);
-        tracker.spawn(bus.clone().run(client, stop));
+        tracker.spawn(bus.clone().run(settings.target.clone(), stop));
         let ledger = Arc::new(Ledger::new());
         Ok(Self {
             bus: Arc::new(bus),
