@@ -233,16 +233,16 @@ async fn a_node_subscribes_only_to_rooms_it_serves() {
 
     let channels = redis_channels(&cluster).await;
 
-    assert!(channels.contains(&format!("{}room:{served}", cluster.prefix)));
-    assert!(channels.contains(&format!("{}room:{elsewhere}", cluster.prefix)));
+    assert!(channels.contains(&format!("{}{{r:{served}}}", cluster.prefix)));
+    assert!(channels.contains(&format!("{}{{r:{elsewhere}}}", cluster.prefix)));
     // Each room channel has exactly one subscriber: the node serving it.
     for room in [&served, &elsewhere] {
-        let count = numsub(&cluster, &format!("{}room:{room}", cluster.prefix)).await;
+        let count = numsub(&cluster, &format!("{}{{r:{room}}}", cluster.prefix)).await;
         assert_eq!(count, 1, "{room}");
     }
     bob.request(json!({"type": "leave", "room": elsewhere}))
         .await;
-    let channel = format!("{}room:{elsewhere}", cluster.prefix);
+    let channel = format!("{}{{r:{elsewhere}}}", cluster.prefix);
     eventually("the last leave unsubscribes", || {
         let (cluster, channel) = (&cluster, channel.clone());
         async move { (numsub(cluster, &channel).await == 0).then_some(()) }

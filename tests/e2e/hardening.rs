@@ -299,16 +299,28 @@ async fn presence_restores_under_churn_count_every_connection_exactly_once() {
             let (mut admin, prefix) = (admin.clone(), cluster.prefix.clone());
             let (expected, room) = (expected.clone(), room.clone());
             async move {
-                let online: BTreeMap<String, i64> = redis::cmd("HGETALL")
-                    .arg(format!("{prefix}online"))
+                // The online tally is split over partitions.
+                let partitions: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}*:online"))
                     .query_async(&mut admin)
                     .await
                     .ok()?;
-                let members: BTreeMap<String, i64> = redis::cmd("HGETALL")
-                    .arg(format!("{prefix}room:{room}:members"))
+                let mut online = BTreeMap::new();
+                for key in partitions {
+                    let part: BTreeMap<String, i64> = redis::cmd("HGETALL")
+                        .arg(key)
+                        .query_async(&mut admin)
+                        .await
+                        .ok()?;
+                    online.extend(part);
+                }
+                let mut members: BTreeMap<String, i64> = redis::cmd("HGETALL")
+                    .arg(format!("{prefix}{{r:{room}}}:m"))
                     .query_async(&mut admin)
                     .await
                     .ok()?;
+                // The version of the room's member count, not a user.
+                members.remove(":v");
                 let want: BTreeMap<String, i64> = expected.iter().map(|u| (u.clone(), 1)).collect();
                 (online == want && members == want).then_some(())
             }

@@ -354,15 +354,18 @@ async fn history_expires_after_the_ttl_on_redis_through_key_ttls() {
         .request(json!({"type": "dm", "to": "bob", "content": "fleeting"}))
         .await;
     let mut redis = cluster.redis_connection().await;
-    let stream = format!("{}history:room:{room}", cluster.prefix);
+    let stream = format!("{}{{r:{room}}}:h", cluster.prefix);
     let ttl: i64 = redis.pttl(&stream).await.unwrap();
-    let idem: i64 = redis.pttl(format!("{stream}:idem:alice:k")).await.unwrap();
-    let pair: i64 = redis
-        .pttl(format!("{}history:dm:alice:bob", cluster.prefix))
+    let idem: i64 = redis
+        .pttl(format!("{}{{r:{room}}}:i:alice:k", cluster.prefix))
         .await
         .unwrap();
-    let partners: i64 = redis
-        .pttl(format!("{}partners:alice", cluster.prefix))
+    let pair: i64 = redis
+        .pttl(format!("{}{{d:alice:bob}}:h", cluster.prefix))
+        .await
+        .unwrap();
+    let inbox: i64 = redis
+        .pttl(format!("{}{{u:alice}}:x", cluster.prefix))
         .await
         .unwrap();
 
@@ -375,8 +378,8 @@ async fn history_expires_after_the_ttl_on_redis_through_key_ttls() {
         "the DM pair's stream expires: PTTL {pair}"
     );
     assert!(
-        0 < partners && partners <= 2000,
-        "the partner index expires: PTTL {partners}"
+        0 < inbox && inbox <= 2000,
+        "the DM inbox expires: PTTL {inbox}"
     );
     assert!(
         0 < idem && idem <= 600_000,

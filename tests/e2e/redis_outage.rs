@@ -416,7 +416,7 @@ async fn killing_subscriber_connections_repeatedly_loses_and_duplicates_no_messa
     // Arrange
     let (cluster, room, mut alice, mut bob) = two_members().await;
     let mut admin = cluster.redis_connection().await;
-    let channel = format!("{}room:{room}", cluster.prefix);
+    let channel = format!("{}{{r:{room}}}", cluster.prefix);
     let reconnects_before = metric(&cluster.nodes[0].url("/metrics"), RECONNECTS).await;
     const ROUNDS: usize = 5;
     const BURST: usize = 5;

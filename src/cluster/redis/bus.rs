@@ -3,10 +3,9 @@
 //! The node subscribes to a room's channel only while it has local members in
 //! it, and to a user's channel only while that user is connected here. A
 //! background loop owns the connection: it reconnects with backoff,
-//! resubscribes every live channel, and gap-fills each subscribed room from
-//! its history stream, and each user channel from the streams of the DM pairs
-//! active since (found through the user's partner index), after the newest
-//! id this node delivered, so a dropped subscription loses nothing. No lock
+//! resubscribes every live channel, and gap-fills each from its stream (a
+//! room's history, a user's DM inbox) after the newest id this node
+//! delivered there, so a dropped subscription loses nothing. No lock
 //! is held across a round trip: concurrent joins subscribe independently.
 
 use std::collections::HashMap;
@@ -21,10 +20,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::history::entries;
-use super::keys::Keys;
+use super::history::topic_entries;
 use super::{COMMAND_TIMEOUT, Redis, RedisTarget, unavailable};
-use crate::cluster::{Bus, ClusterError, ClusterResult, Deliver, Log, Publication, Topic};
+use crate::cluster::{Bus, ClusterError, ClusterResult, Deliver, Publication, Topic};
 use crate::domain::{MessageId, UserName};
 use crate::telemetry;
 
@@ -84,8 +82,10 @@ struct Channel {
     subscribed: bool,
     /// Someone is sending SUBSCRIBE or UNSUBSCRIBE for it now; others wait.
     busy: bool,
-    /// Where delivery stands; set before the first SUBSCRIBE is sent.
-    position: Option<Position>,
+    /// The newest stored id delivered: drops the overlap of a gap fill with
+    /// the live stream, and says where the next gap fill starts. Set before
+    /// the first SUBSCRIBE is sent.
+    position: Option<MessageId>,
 }
 
 /// Held while a task drives a channel's subscription: on drop (done,
@@ -117,20 +117,6 @@ impl Drop for Driving<'_> {
     }
 }
 
-/// How far a channel's stored messages were handed to the hub: drops the
-/// overlap of a gap fill with the live stream, and says where the next gap
-/// fill starts.
-enum Position {
-    /// A room: the newest message id delivered.
-    Room(MessageId),
-    /// A user: the subscription's start, and per DM pair (`a:b`) the newest
-    /// id delivered.
-    User {
-        floor: MessageId,
-        pairs: HashMap<String, MessageId>,
-    },
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("the subscriber connection to redis is down")]
 struct SubscriberDown;
@@ -139,37 +125,41 @@ struct SubscriberDown;
 #[error("redis did not confirm the subscription in time")]
 struct SubscribeTimedOut;
 
-/// `<id>\n<except>\n<pair>\n<payload>`: the only framing on the channels,
-/// read without decoding the payload (`pair` is the DM pair a DM belongs to).
-/// `append.lua` writes the same shape.
+/// `<position>\n<id>\n<except>\n<payload>`: the only framing on the
+/// channels, read without decoding the payload. `position` is the entry's id
+/// in the channel's stream (a room's history, a user's inbox), `id` the
+/// message's, left empty when the same; an ephemeral publication has
+/// neither. `append.lua` and `inbox.lua` write the same shape.
 fn envelope(publication: &Publication) -> Bytes {
     let id = publication.id.map(|id| id.to_string()).unwrap_or_default();
     let except = publication.except.as_ref().map_or("", UserName::as_str);
     let mut out = BytesMut::with_capacity(id.len() + except.len() + 3 + publication.payload.len());
     out.put_slice(id.as_bytes());
-    out.put_u8(b'\n');
-    out.put_slice(except.as_bytes());
     out.put_slice(b"\n\n");
+    out.put_slice(except.as_bytes());
+    out.put_u8(b'\n');
     out.put_slice(&publication.payload);
     out.freeze()
 }
 
-/// The publication and its DM pair tag.
-fn open_envelope(raw: Bytes) -> Option<(Publication, String)> {
+/// The publication and its position in its channel's stream.
+fn open_envelope(raw: Bytes) -> Option<(Option<MessageId>, Publication)> {
     let mut lines = raw.splitn(4, |&b| b == b'\n');
+    let position = std::str::from_utf8(lines.next()?).ok()?;
     let id = std::str::from_utf8(lines.next()?).ok()?;
     let except = std::str::from_utf8(lines.next()?).ok()?;
-    let pair = std::str::from_utf8(lines.next()?).ok()?.to_owned();
-    let header = id.len() + except.len() + pair.len() + 3;
-    if raw.len() < header {
-        return None;
-    }
-    let publication = Publication {
-        id: if id.is_empty() {
-            None
+    lines.next()?;
+    let header = position.len() + id.len() + except.len() + 3;
+    let parse = |id: &str| {
+        if id.is_empty() {
+            Some(None)
         } else {
-            Some(MessageId::parse(id).ok()?)
-        },
+            MessageId::parse(id).ok().map(Some)
+        }
+    };
+    let position = parse(position)?;
+    let publication = Publication {
+        id: if id.is_empty() { position } else { parse(id)? },
         except: if except.is_empty() {
             None
         } else {
@@ -177,7 +167,7 @@ fn open_envelope(raw: Bytes) -> Option<(Publication, String)> {
         },
         payload: raw.slice(header..),
     };
-    Some((publication, pair))
+    Some((position, publication))
 }
 
 impl RedisBus {
@@ -201,20 +191,16 @@ impl RedisBus {
 
     /// Hands a publication to the hub unless it is a stored message this
     /// node already delivered (or one from before the channel's start).
-    fn dispatch(&self, topic: &Topic, pair: &str, publication: Publication) {
-        if let Some(id) = publication.id {
+    fn dispatch(&self, topic: &Topic, position: Option<MessageId>, publication: Publication) {
+        if let Some(id) = position {
             let mut state = self.state();
-            let Some(position) = state
+            let Some(seen) = state
                 .channels
                 .get_mut(topic)
                 .and_then(|c| c.position.as_mut())
             else {
                 // Not subscribed (any more): nobody here listens.
                 return;
-            };
-            let seen = match position {
-                Position::Room(newest) => newest,
-                Position::User { floor, pairs } => pairs.entry(pair.to_owned()).or_insert(*floor),
             };
             if id <= *seen {
                 return;
@@ -224,37 +210,23 @@ impl RedisBus {
         self.inner.deliver.deliver(topic, publication);
     }
 
-    /// Where a new subscription of `topic` starts: a room's newest stored
-    /// id, read before subscribing so nothing live can be older; for a user,
-    /// now on the Redis clock.
-    async fn start_position(&self, topic: &Topic) -> ClusterResult<Position> {
+    /// Where a new subscription of `topic` starts: the newest id of its
+    /// stream, read before subscribing so nothing live can be older.
+    async fn start_position(&self, topic: &Topic) -> ClusterResult<MessageId> {
         let redis = &self.inner.redis;
-        Ok(match topic {
-            Topic::Room(room) => {
-                let found = redis
-                    .query(
-                        redis::cmd("XREVRANGE")
-                            .arg(redis.keys().history(&Log::Room(room.clone())))
-                            .arg("+")
-                            .arg("-")
-                            .arg("COUNT")
-                            .arg(1),
-                    )
-                    .await?;
-                Position::Room(entries(found)?.first().map_or(MessageId::MIN, |m| m.id))
-            }
-            Topic::User(_) => {
-                let (secs, micros): (u64, u64) = redis.query(&redis::cmd("TIME")).await?;
-                // Just before this millisecond: a DM stored in it as `ms-0`
-                // may be published after the SUBSCRIBE and must not count
-                // as already seen.
-                let ms = (secs * 1000 + micros / 1000).saturating_sub(1);
-                Position::User {
-                    floor: MessageId::new(ms, u64::MAX),
-                    pairs: HashMap::new(),
-                }
-            }
-        })
+        let found = redis
+            .query(
+                redis::cmd("XREVRANGE")
+                    .arg(redis.keys().stream(topic))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1),
+            )
+            .await?;
+        Ok(topic_entries(topic, found)?
+            .first()
+            .map_or(MessageId::MIN, |(position, _)| *position))
     }
 
     /// Sends SUBSCRIBE or UNSUBSCRIBE for `topic` until Redis matches the
@@ -509,7 +481,7 @@ impl RedisBus {
         let Some(topic) = keys.topic(message.get_channel_name()) else {
             return;
         };
-        let Some((publication, pair)) =
+        let Some((position, publication)) =
             open_envelope(Bytes::copy_from_slice(message.get_payload_bytes()))
         else {
             tracing::warn!(
@@ -518,7 +490,7 @@ impl RedisBus {
             );
             return;
         };
-        self.dispatch(&topic, &pair, publication);
+        self.dispatch(&topic, position, publication);
     }
 
     /// Delivers every stored message published on a subscribed channel
@@ -553,81 +525,39 @@ impl RedisBus {
         }
     }
 
-    /// Gap-fills one channel.
+    /// Gap-fills one channel from its stream.
     async fn fill(&self, topic: &Topic) -> ClusterResult<()> {
         let redis = &self.inner.redis;
-        // What to read: (log, its tag, read after this id).
-        let reads: Vec<(Log, String, MessageId)> = match topic {
-            Topic::Room(room) => {
-                let after = match self.position(topic) {
-                    Some(Position::Room(after)) => after,
-                    _ => return Ok(()),
-                };
-                vec![(Log::Room(room.clone()), String::new(), after)]
-            }
-            Topic::User(user) => {
-                let Some(Position::User { floor, pairs }) = self.position(topic) else {
-                    return Ok(());
-                };
-                let partners: Vec<String> = redis
-                    .query(
-                        redis::cmd("ZRANGEBYSCORE")
-                            .arg(redis.keys().partners(user))
-                            .arg(floor.ms())
-                            .arg("+inf"),
-                    )
-                    .await?;
-                partners
-                    .iter()
-                    .filter_map(|p| UserName::parse(p).ok())
-                    .map(|partner| {
-                        let log = Log::direct(user.clone(), partner);
-                        let tag = Keys::pair_tag(&log);
-                        let after = pairs.get(&tag).copied().unwrap_or(floor).max(floor);
-                        (log, tag, after)
-                    })
-                    .collect()
-            }
+        let after = self
+            .state()
+            .channels
+            .get(topic)
+            .and_then(|c| c.position);
+        let Some(after) = after.filter(|after| *after != MessageId::MAX) else {
+            return Ok(());
         };
-        for (log, tag, after) in reads {
-            if after == MessageId::MAX {
-                continue;
-            }
-            let found = redis
-                .query(
-                    redis::cmd("XRANGE")
-                        .arg(redis.keys().history(&log))
-                        .arg(format!("({after}"))
-                        .arg("+"),
-                )
-                .await
-                .and_then(entries)?;
-            metrics::counter!(telemetry::GAP_FILL_MESSAGES).increment(found.len() as u64);
-            for message in found {
-                self.dispatch(
-                    topic,
-                    &tag,
-                    Publication {
-                        id: Some(message.id),
-                        except: None,
-                        payload: message.payload,
-                    },
-                );
-            }
+        let found = redis
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(redis.keys().stream(topic))
+                    .arg(format!("({after}"))
+                    .arg("+"),
+            )
+            .await
+            .and_then(|found| topic_entries(topic, found))?;
+        metrics::counter!(telemetry::GAP_FILL_MESSAGES).increment(found.len() as u64);
+        for (position, message) in found {
+            self.dispatch(
+                topic,
+                Some(position),
+                Publication {
+                    id: Some(message.id),
+                    except: None,
+                    payload: message.payload,
+                },
+            );
         }
         Ok(())
-    }
-
-    /// A copy of where `topic` stands.
-    fn position(&self, topic: &Topic) -> Option<Position> {
-        let state = self.state();
-        Some(match state.channels.get(topic)?.position.as_ref()? {
-            Position::Room(id) => Position::Room(*id),
-            Position::User { floor, pairs } => Position::User {
-                floor: *floor,
-                pairs: pairs.clone(),
-            },
-        })
     }
 }
 
@@ -688,23 +618,20 @@ mod tests {
             except: Some(UserName::parse("bob").unwrap()),
             payload: Bytes::from_static(b"{\"a\":\"x\\ny\"}\n"),
         };
-        let (opened, pair) = open_envelope(envelope(&publication)).unwrap();
+        let (position, opened) = open_envelope(envelope(&publication)).unwrap();
+        assert_eq!(position, publication.id);
         assert_eq!(opened.id, publication.id);
         assert_eq!(opened.except, publication.except);
         assert_eq!(opened.payload, publication.payload);
-        assert_eq!(pair, "");
 
-        let (dm, pair) = open_envelope(Bytes::from_static(b"1-0\n\nalice:bob\n{\"a\":1}")).unwrap();
-        assert_eq!(
-            (dm.id, pair.as_str()),
-            (Some(MessageId::new(1, 0)), "alice:bob")
-        );
+        let (position, dm) = open_envelope(Bytes::from_static(b"7-0\n1-0\n\n{\"a\":1}")).unwrap();
+        assert_eq!((position, dm.id), (Some(MessageId::new(7, 0)), Some(MessageId::new(1, 0))));
         assert_eq!(dm.payload.as_ref(), b"{\"a\":1}");
 
-        let (bare, _) = open_envelope(Bytes::from_static(b"\n\n\n{}")).unwrap();
+        let (position, bare) = open_envelope(Bytes::from_static(b"\n\n\n{}")).unwrap();
         assert_eq!(
-            (bare.id, bare.except, bare.payload.as_ref()),
-            (None, None, &b"{}"[..])
+            (position, bare.id, bare.except, bare.payload.as_ref()),
+            (None, None, None, &b"{}"[..])
         );
         assert!(open_envelope(Bytes::from_static(b"no newline")).is_none());
         assert!(open_envelope(Bytes::from_static(b"garbage\n\n\n{}")).is_none());

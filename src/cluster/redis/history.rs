@@ -7,13 +7,17 @@ use bytes::Bytes;
 use redis::{Script, Value};
 
 use super::Redis;
-use super::keys::Keys;
 use crate::cluster::{
     Appended, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Since, Stored, Topic,
 };
 use crate::domain::{IDEMPOTENCY_WINDOW, MessageId, UserName};
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/append.lua")));
+static INBOX: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/inbox.lua")));
+
+/// How long an inbox lives after its last DM when histories live forever:
+/// it only serves gap fills, which reach back seconds.
+const INBOX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 static SINCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/since.lua")));
 
 /// The histories of a cluster.
@@ -71,6 +75,51 @@ pub(super) fn entries(value: Value) -> ClusterResult<Vec<Stored>> {
     items.into_iter().map(entry).collect()
 }
 
+/// One inbox entry as stored by `inbox.lua`: its inbox id, and the DM.
+fn inbox_entry(value: Value) -> ClusterResult<(MessageId, Stored)> {
+    let (position, fields): (String, Vec<(String, Vec<u8>)>) =
+        redis::from_redis_value(value).map_err(|_| malformed("inbox entry"))?;
+    let position = MessageId::parse(&position).map_err(|_| malformed("inbox id"))?;
+    let (mut id, mut frame) = (None, None);
+    for (name, value) in fields {
+        match name.as_str() {
+            "m" => {
+                id = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|m| m.rsplit_once('/'))
+                    .and_then(|(_, id)| MessageId::parse(id).ok());
+            }
+            "f" => frame = Some(Bytes::from(value)),
+            _ => {}
+        }
+    }
+    Ok((
+        position,
+        Stored {
+            id: id.ok_or_else(|| malformed("inbox message id"))?,
+            payload: frame.ok_or_else(|| malformed("inbox frame"))?,
+        },
+    ))
+}
+
+/// The entries of a topic's stream (see [`super::keys::Keys::stream`]), as
+/// its channel carried them, each with its id in that stream: a room's
+/// messages, a user's inbox.
+pub(super) fn topic_entries(
+    topic: &Topic,
+    value: Value,
+) -> ClusterResult<Vec<(MessageId, Stored)>> {
+    match topic {
+        Topic::Room(_) => Ok(entries(value)?.into_iter().map(|m| (m.id, m)).collect()),
+        Topic::User(_) => {
+            let Value::Array(items) = value else {
+                return Err(malformed("inbox range"));
+            };
+            items.into_iter().map(inbox_entry).collect()
+        }
+    }
+}
+
 impl RedisHistory {
     pub(super) fn new(redis: Redis, limit: usize, ttl: Option<std::time::Duration>) -> Self {
         let ttl_ms = ttl.map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
@@ -79,6 +128,32 @@ impl RedisHistory {
             limit,
             ttl_ms,
         }
+    }
+
+    /// Delivers a stored DM to `user`: into the user's inbox and onto the
+    /// user's channel, in one script in the user's slot.
+    async fn deliver_dm(&self, log: &Log, user: &UserName, stored: &Stored, replayed: bool) -> ClusterResult<()> {
+        let keys = self.redis.keys();
+        let Log::Direct(a, b) = log else {
+            return Ok(());
+        };
+        let lifetime = if self.ttl_ms > 0 {
+            self.ttl_ms
+        } else {
+            u64::try_from(INBOX_LIFETIME.as_millis()).unwrap_or(u64::MAX)
+        };
+        let mut invocation = INBOX.prepare_invoke();
+        invocation
+            .key(keys.inbox(user))
+            .arg(format!("{a}:{b}/{}", stored.id))
+            .arg(stored.payload.as_ref())
+            .arg(if replayed { "1" } else { "0" })
+            .arg(self.limit)
+            .arg(lifetime)
+            .arg(self.redis.publish_command())
+            .arg(keys.channel(&Topic::User(user.clone())));
+        let _: String = self.redis.invoke("inbox", &invocation).await?;
+        Ok(())
     }
 }
 
@@ -106,21 +181,13 @@ impl History for RedisHistory {
             .arg(self.limit)
             .arg(draft.prefix.as_ref())
             .arg(draft.suffix.as_ref())
-            .arg(self.ttl_ms);
-        invocation.arg(Keys::pair_tag(log));
-        let partners: Vec<(&UserName, &UserName)> = match log {
-            Log::Room(_) => Vec::new(),
-            Log::Direct(a, b) if a == b => vec![(a, b)],
-            Log::Direct(a, b) => vec![(a, b), (b, a)],
-        };
-        invocation
+            .arg(self.ttl_ms)
             .arg(if idempotency.is_some() { "1" } else { "0" })
             .arg(u64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(u64::MAX))
-            .arg(partners.len());
-        for (user, partner) in &partners {
-            invocation.key(keys.partners(user)).arg(partner.as_str());
-        }
-        for topic in topics {
+            .arg(self.redis.publish_command());
+        // A room's channel shares the room's slot: published in the script.
+        // A user's is in the user's slot: delivered after, through the inbox.
+        for topic in topics.iter().filter(|t| matches!(t, Topic::Room(_))) {
             invocation.arg(keys.channel(topic));
         }
         let reply: Vec<Vec<u8>> = self.redis.invoke("append", &invocation).await?;
@@ -129,7 +196,7 @@ impl History for RedisHistory {
             .next()
             .and_then(|id| MessageId::parse(std::str::from_utf8(&id).ok()?).ok())
             .ok_or_else(|| malformed("message id"))?;
-        Ok(match reply.next() {
+        let appended = match reply.next() {
             Some(frame) => Appended {
                 stored: Stored {
                     id,
@@ -144,7 +211,16 @@ impl History for RedisHistory {
                 },
                 replayed: false,
             },
-        })
+        };
+        // Both users' inboxes at once; a failure answers `unavailable`, and
+        // the client's retry under the same key completes the deliveries
+        // without a second copy.
+        let deliveries = topics.iter().filter_map(|topic| match topic {
+            Topic::User(user) => Some(self.deliver_dm(log, user, &appended.stored, appended.replayed)),
+            Topic::Room(_) => None,
+        });
+        futures_util::future::try_join_all(deliveries).await?;
+        Ok(appended)
     }
 
     async fn since(&self, log: &Log, since: MessageId) -> ClusterResult<Since> {

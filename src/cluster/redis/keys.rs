@@ -1,25 +1,75 @@
 //! Every Redis key and channel chorus uses, built from one prefix
-//! (`CHORUS_REDIS_PREFIX`, default `chorus:`). Names never contain `:`, so the
-//! layout is unambiguous.
+//! (`CHORUS_REDIS_PREFIX`, default `chorus:`, never with braces). One layout
+//! serves one Redis and a Redis Cluster: every key carries a hash tag, so that
+//! the keys one script touches share a slot, and a room's stream and channel
+//! share the room's slot (append and publish stay one atomic script).
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{p}history:room:{room}` | stream | a room's messages (fields `p`, `s`: the encoding around the id) |
-//! | `{p}history:dm:{a}:{b}` | stream | a DM pair's messages, `a` < `b` |
-//! | `<history key>:trimmed` | string | the newest id trimmed from that history |
-//! | `<history key>:idem:{user}:{key}` | string | `<id>\n<frame>` of a send under an idempotency key (10 min) |
-//! | `{p}partners:{user}` | zset | DM partner → ms of the last DM, for the subscriber's gap fill |
-//! | `{p}room:{room}:members` | hash | user → connections in the room, cluster-wide |
-//! | `{p}online` | hash | user → open connections, cluster-wide |
-//! | `{p}rooms:active` | hash | room → distinct members |
-//! | `{p}rooms:created` | set | rooms made by `POST /api/rooms` |
-//! | `{p}nodes` | zset | node → heartbeat deadline (ms, Redis clock) |
-//! | `{p}node:{node}` | hash | that node's contributions: `r:{room}:{user}` / `u:{user}` → connections |
-//! | channel `{p}room:{room}` | pub/sub | a room's publications |
-//! | channel `{p}user:{user}` | pub/sub | a user's DMs |
+//! | `{p}{r:R}:h`, `{p}{d:a:b}:h` | stream | a room's or DM pair's messages (fields `p`, `s`: the encoding around the id) |
+//! | `<history>:t` | string | the newest id trimmed from that history |
+//! | `<history>:i:{user}:{key}` | string | `<id>\n<frame>` of a send under an idempotency key (10 min) |
+//! | `{p}{u:U}:x` | stream | user U's DM inbox (fields `m`: `<pair>/<id>`, `f`: the frame), read by the gap fill |
+//! | `{p}{r:R}:m` | hash | user → connections in room R, cluster-wide; `:v` the version of its size |
+//! | `{p}{r:R}:n:{node}` | hash | one node's entries in R: user → `n/incarnation/seq`, `_floor` |
+//! | `{p}{P}:online` | hash | user → open connections, for the users of partition P |
+//! | `{p}{P}:n:{node}` | hash | one node's user entries in partition P |
+//! | `{p}{P}:rooms` | hash | directory of the rooms of partition P: room → `members/version` |
+//! | `{p}{P}:gone` | zset | rooms of that directory that emptied → ms, pruned after a minute |
+//! | `{p}{P}:nodes` | zset | live nodes of partition P → heartbeat deadline (ms, Redis clock) |
+//! | `{p}{P}:reaping` | zset | dead nodes of P being reaped → lease deadline |
+//! | `{p}{P}:rooms-of:{node}` | zset | rooms where the node (of partition P) may have entries → seq |
+//! | `{p}{created}:rooms` | set | rooms made by `POST /api/rooms` |
+//! | channel `{p}{r:R}` | pub/sub | a room's publications (sharded on a cluster) |
+//! | channel `{p}{u:U}` | pub/sub | a user's DMs |
+//!
+//! A partition `P` is one of [`PARTITIONS`] tags chosen so that their slots
+//! spread evenly over the 16 384 slots of a cluster: the cluster-wide
+//! tallies (online users, the room directory, the live-node index, each
+//! node's user entries) are split across shards instead of loading one.
+
+use std::sync::LazyLock;
 
 use crate::cluster::{Log, Topic};
 use crate::domain::{NodeId, RoomName, UserName};
+
+/// How many partitions the cluster-wide tallies are split into.
+pub(crate) const PARTITIONS: usize = 16;
+
+/// Redis Cluster's slot count.
+const SLOTS: u16 = 16_384;
+
+/// One tag per partition, partition `i`'s slot in the `i`-th sixteenth of
+/// the slots: short numeric tags collide under CRC16, so each is the first
+/// `P<i>.<n>` that lands in its sixteenth.
+static PARTITION_TAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let width = SLOTS / PARTITIONS as u16;
+    (0..PARTITIONS)
+        .map(|i| {
+            (0u32..)
+                .map(|n| format!("P{i}.{n}"))
+                .find(|tag| usize::from(slot(tag) / width) == i)
+                .unwrap_or_else(|| unreachable!("CRC16 reaches every sixteenth"))
+        })
+        .collect()
+});
+
+/// The Redis Cluster slot of `key`: CRC16 of its hash tag (the first
+/// non-empty `{…}`), or of the whole key.
+pub(crate) fn slot(key: &str) -> u16 {
+    let tag = key
+        .split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(tag, _)| tag)
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes()) % SLOTS
+}
+
+/// The partition `name` (a user or room name, a node id) belongs to.
+pub(crate) fn partition_of(name: &str) -> usize {
+    usize::from(slot(name)) % PARTITIONS
+}
 
 /// Builds keys and channels under one prefix.
 #[derive(Debug, Clone)]
@@ -34,92 +84,125 @@ impl Keys {
         }
     }
 
-    /// The prefix itself (scripts build tally keys from it).
-    pub(crate) fn prefix(&self) -> &str {
-        &self.prefix
+    /// The hash-tagged stem every key of `log` starts with.
+    fn log_stem(&self, log: &Log) -> String {
+        match log {
+            Log::Room(room) => self.room_stem(room),
+            Log::Direct(a, b) => format!("{}{{d:{a}:{b}}}", self.prefix),
+        }
+    }
+
+    fn room_stem(&self, room: &RoomName) -> String {
+        format!("{}{{r:{room}}}", self.prefix)
+    }
+
+    fn user_stem(&self, user: &UserName) -> String {
+        format!("{}{{u:{user}}}", self.prefix)
+    }
+
+    fn partition_stem(&self, partition: usize) -> String {
+        format!("{}{{{}}}", self.prefix, PARTITION_TAGS[partition % PARTITIONS])
     }
 
     pub(crate) fn history(&self, log: &Log) -> String {
-        match log {
-            Log::Room(room) => format!("{}history:room:{room}", self.prefix),
-            Log::Direct(a, b) => format!("{}history:dm:{a}:{b}", self.prefix),
-        }
+        format!("{}:h", self.log_stem(log))
     }
 
     /// Where the newest id trimmed from `log` is kept.
     pub(crate) fn trimmed(&self, log: &Log) -> String {
-        format!("{}:trimmed", self.history(log))
+        format!("{}:t", self.log_stem(log))
     }
 
     /// Where a send under an idempotency key is remembered.
     pub(crate) fn idempotency(&self, log: &Log, user: &UserName, key: &str) -> String {
-        format!("{}:idem:{user}:{key}", self.history(log))
+        format!("{}:i:{user}:{key}", self.log_stem(log))
     }
 
-    /// The tag a DM pair's publications carry (`a:b`, as in its history
-    /// key), so a subscriber can tell pairs apart; empty for a room.
-    pub(crate) fn pair_tag(log: &Log) -> String {
-        match log {
-            Log::Room(_) => String::new(),
-            Log::Direct(a, b) => format!("{a}:{b}"),
+    /// A user's DM inbox: every DM to or from the user, in the order the
+    /// user's channel carried them.
+    pub(crate) fn inbox(&self, user: &UserName) -> String {
+        format!("{}:x", self.user_stem(user))
+    }
+
+    /// The stream a topic's stored publications can be read back from: a
+    /// room's history, a user's inbox.
+    pub(crate) fn stream(&self, topic: &Topic) -> String {
+        match topic {
+            Topic::Room(room) => self.history(&Log::Room(room.clone())),
+            Topic::User(user) => self.inbox(user),
         }
-    }
-
-    /// The DM partners of `user`, by the time of their last DM.
-    pub(crate) fn partners(&self, user: &UserName) -> String {
-        format!("{}partners:{user}", self.prefix)
     }
 
     pub(crate) fn channel(&self, topic: &Topic) -> String {
         match topic {
-            Topic::Room(room) => format!("{}room:{room}", self.prefix),
-            Topic::User(user) => format!("{}user:{user}", self.prefix),
+            Topic::Room(room) => self.room_stem(room),
+            Topic::User(user) => self.user_stem(user),
         }
     }
 
     /// The topic a channel name stands for, if it is one of ours.
     pub(crate) fn topic(&self, channel: &str) -> Option<Topic> {
-        let rest = channel.strip_prefix(&self.prefix)?;
-        if let Some(room) = rest.strip_prefix("room:") {
+        let tag = channel.strip_prefix(&self.prefix)?;
+        let tag = tag.strip_prefix('{')?.strip_suffix('}')?;
+        if let Some(room) = tag.strip_prefix("r:") {
             return RoomName::parse(room).ok().map(Topic::Room);
         }
-        let user = rest.strip_prefix("user:")?;
+        let user = tag.strip_prefix("u:")?;
         UserName::parse(user).ok().map(Topic::User)
     }
 
+    /// Room `room`'s members tally.
     pub(crate) fn members(&self, room: &RoomName) -> String {
-        format!("{}room:{room}:members", self.prefix)
+        format!("{}:m", self.room_stem(room))
     }
 
-    pub(crate) fn online(&self) -> String {
-        format!("{}online", self.prefix)
+    /// `node`'s entries in `room`.
+    pub(crate) fn room_entries(&self, room: &RoomName, node: &NodeId) -> String {
+        format!("{}:n:{node}", self.room_stem(room))
     }
 
-    pub(crate) fn active_rooms(&self) -> String {
-        format!("{}rooms:active", self.prefix)
+    /// The online tally of partition `partition`.
+    pub(crate) fn online(&self, partition: usize) -> String {
+        format!("{}:online", self.partition_stem(partition))
     }
 
+    /// `node`'s user entries in partition `partition`.
+    pub(crate) fn user_entries(&self, partition: usize, node: &NodeId) -> String {
+        format!("{}:n:{node}", self.partition_stem(partition))
+    }
+
+    /// The room directory of partition `partition`.
+    pub(crate) fn directory(&self, partition: usize) -> String {
+        format!("{}:rooms", self.partition_stem(partition))
+    }
+
+    /// Rooms of that directory that emptied lately.
+    pub(crate) fn gone(&self, partition: usize) -> String {
+        format!("{}:gone", self.partition_stem(partition))
+    }
+
+    /// The live nodes of partition `partition`.
+    pub(crate) fn nodes(&self, partition: usize) -> String {
+        format!("{}:nodes", self.partition_stem(partition))
+    }
+
+    /// The dead nodes of partition `partition` being reaped.
+    pub(crate) fn reaping(&self, partition: usize) -> String {
+        format!("{}:reaping", self.partition_stem(partition))
+    }
+
+    /// Rooms where `node` may have entries (in `node`'s partition).
+    pub(crate) fn rooms_of(&self, node: &NodeId) -> String {
+        format!(
+            "{}:rooms-of:{node}",
+            self.partition_stem(partition_of(node.as_str()))
+        )
+    }
+
+    /// Rooms made by `POST /api/rooms`: few and cold, so one slot.
     pub(crate) fn created_rooms(&self) -> String {
-        format!("{}rooms:created", self.prefix)
+        format!("{}{{created}}:rooms", self.prefix)
     }
-
-    pub(crate) fn nodes(&self) -> String {
-        format!("{}nodes", self.prefix)
-    }
-
-    pub(crate) fn node(&self, node: &NodeId) -> String {
-        format!("{}node:{node}", self.prefix)
-    }
-}
-
-/// This node's entry for a user's connections in a room.
-pub(crate) fn room_entry(room: &RoomName, user: &UserName) -> String {
-    format!("r:{room}:{user}")
-}
-
-/// This node's entry for a user's connections.
-pub(crate) fn user_entry(user: &UserName) -> String {
-    format!("u:{user}")
 }
 
 #[cfg(test)]
@@ -131,11 +214,11 @@ mod tests {
         let keys = Keys::new("t1:");
         let room = Topic::Room(RoomName::parse("lobby").unwrap());
         let user = Topic::User(UserName::parse("bob").unwrap());
-        assert_eq!(keys.channel(&room), "t1:room:lobby");
+        assert_eq!(keys.channel(&room), "t1:{r:lobby}");
         assert_eq!(keys.topic(&keys.channel(&room)), Some(room));
         assert_eq!(keys.topic(&keys.channel(&user)), Some(user));
-        assert_eq!(keys.topic("other:room:lobby"), None);
-        assert_eq!(keys.topic("t1:room:bad name"), None);
+        assert_eq!(keys.topic("other:{r:lobby}"), None);
+        assert_eq!(keys.topic("t1:{r:bad name}"), None);
     }
 
     #[test]
@@ -146,7 +229,52 @@ mod tests {
             UserName::parse("alice").unwrap(),
         );
         let key = keys.history(&Log::direct(a.clone(), b.clone()));
-        assert_eq!(key, "chorus:history:dm:alice:bob");
+        assert_eq!(key, "chorus:{d:alice:bob}:h");
         assert_eq!(key, keys.history(&Log::direct(b, a)));
+    }
+
+    #[test]
+    fn a_room_keeps_its_stream_tally_entries_and_channel_in_one_slot() {
+        let keys = Keys::new("chorus:");
+        let room = RoomName::parse("lobby").unwrap();
+        let log = Log::Room(room.clone());
+        let node = NodeId::parse("n{1}").unwrap();
+        let room_slot = slot(&keys.channel(&Topic::Room(room.clone())));
+        for key in [
+            keys.history(&log),
+            keys.trimmed(&log),
+            keys.idempotency(&log, &UserName::parse("bob").unwrap(), "k"),
+            keys.members(&room),
+            keys.room_entries(&room, &node),
+        ] {
+            assert_eq!(slot(&key), room_slot, "{key}");
+        }
+    }
+
+    #[test]
+    fn slots_follow_redis_hash_tags() {
+        // Values from `CLUSTER KEYSLOT`.
+        assert_eq!(slot("foo"), 12_182);
+        assert_eq!(slot("{user1000}.following"), slot("user1000"));
+        assert_eq!(slot("{bar}x"), 5061);
+        // An empty tag does not count: the whole key is hashed.
+        assert_ne!(slot("foo{}{bar}"), 5061);
+    }
+
+    #[test]
+    fn partitions_spread_over_the_slots_one_per_sixteenth() {
+        let keys = Keys::new("chorus:");
+        let slots: Vec<u16> = (0..PARTITIONS)
+            .map(|p| slot(&keys.online(p)))
+            .collect();
+        for (i, slot) in slots.iter().enumerate() {
+            assert_eq!(usize::from(slot / 1024), i, "partition {i} at slot {slot}");
+        }
+        // On three primaries of equal ranges, each shard holds five or six.
+        let mut per_shard = [0; 3];
+        for slot in slots {
+            per_shard[usize::from(slot) * 3 / 16_384] += 1;
+        }
+        assert!(per_shard.iter().all(|n| (5..=6).contains(n)), "{per_shard:?}");
     }
 }

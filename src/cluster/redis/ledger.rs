@@ -3,9 +3,43 @@
 //! to restore the node's entries and to compact the zero entries no write in
 //! flight can still need. Both roles hold the one ledger.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
+
+use super::keys::partition_of;
+use crate::domain::{RoomName, UserName};
+
+/// What one of this node's entries counts: a user's connections in a room,
+/// or a user's connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Entry {
+    Room(RoomName, UserName),
+    User(UserName),
+}
+
+/// Where entries live in Redis: a room's keys, or a partition of the users.
+/// One script touches one group, so one slot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Group {
+    Room(RoomName),
+    Users(usize),
+}
+
+impl Entry {
+    pub(super) fn group(&self) -> Group {
+        match self {
+            Self::Room(room, _) => Group::Room(room.clone()),
+            Self::User(user) => Group::Users(partition_of(user.as_str())),
+        }
+    }
+
+    pub(super) fn user(&self) -> &UserName {
+        match self {
+            Self::Room(_, user) | Self::User(user) => user,
+        }
+    }
+}
 
 /// This process's counts, the incarnation they are written under, and
 /// whether Redis may differ from them.
@@ -25,17 +59,20 @@ pub(super) struct Ledger {
 /// writes racing each other and restores in any order.
 #[derive(Default)]
 struct Book {
-    /// Entry (see `keys::room_entry`, `keys::user_entry`) → connections, only
-    /// entries above zero.
-    counts: HashMap<String, usize>,
+    /// Entry → connections, only entries above zero.
+    counts: HashMap<Entry, usize>,
+    /// Room → entries above zero in it: a room's first one lists the room
+    /// among this node's rooms, so a reaper finds it.
+    rooms: HashMap<RoomName, usize>,
     /// The last sequence number handed out.
     seq: u64,
     /// Writes sent and not yet answered.
     in_flight: BTreeSet<u64>,
-    /// Entries written as zero, with the number of that write: Redis keeps
-    /// them (as a guard against older writes still on their way) until a
-    /// heartbeat compacts those no write in flight can still need.
-    zeroed: HashMap<String, u64>,
+    /// Groups where an entry was written as zero (or a restore rewrote
+    /// them), with the newest such write: Redis keeps zero entries (as a
+    /// guard against older writes still on their way) until a heartbeat
+    /// compacts those no write in flight can still need.
+    zeroed: HashMap<Group, u64>,
 }
 
 impl Book {
@@ -46,10 +83,41 @@ impl Book {
             .map_or(self.seq, |oldest| oldest.saturating_sub(1))
     }
 
-    /// Records that `entry` was written as zero by write `seq`.
-    fn zeroed(&mut self, entry: String, seq: u64) {
-        let newest = self.zeroed.entry(entry).or_insert(seq);
+    /// Records that `group` holds zero entries as of write `seq`.
+    fn zeroed(&mut self, group: Group, seq: u64) {
+        let newest = self.zeroed.entry(group).or_insert(seq);
         *newest = (*newest).max(seq);
+    }
+
+    /// Sets `entry`'s count; returns true when it is the first entry of its
+    /// room on this node.
+    fn set(&mut self, entry: &Entry, count: usize) -> bool {
+        let before = self.counts.get(entry).copied().unwrap_or(0);
+        if count == 0 {
+            self.counts.remove(entry);
+        } else {
+            self.counts.insert(entry.clone(), count);
+        }
+        let Entry::Room(room, _) = entry else {
+            return false;
+        };
+        match (before, count) {
+            (0, 1..) => {
+                let n = self.rooms.entry(room.clone()).or_default();
+                *n += 1;
+                *n == 1
+            }
+            (1.., 0) => {
+                if let Some(n) = self.rooms.get_mut(room) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.rooms.remove(room);
+                    }
+                }
+                false
+            }
+            _ => false,
+        }
     }
 }
 
@@ -74,8 +142,8 @@ impl Ledger {
 
     /// Moves this node's count for `entry` by one and numbers the write of
     /// the new count; the caller sends it and says whether Redis answered.
-    pub(super) fn write(&self, entry: String, up: bool) -> Write<'_> {
-        let (seq, count) = {
+    pub(super) fn write(&self, entry: Entry, up: bool) -> Write<'_> {
+        let (seq, count, first_in_room) = {
             let mut book = self.book();
             let count = book.counts.get(&entry).copied().unwrap_or(0);
             let count = if up {
@@ -83,30 +151,28 @@ impl Ledger {
             } else {
                 count.saturating_sub(1)
             };
-            if count == 0 {
-                book.counts.remove(&entry);
-            } else {
-                book.counts.insert(entry.clone(), count);
-            }
+            let first_in_room = book.set(&entry, count);
             book.seq += 1;
             let seq = book.seq;
             book.in_flight.insert(seq);
-            (seq, count)
+            (seq, count, first_in_room)
         };
         Write {
             ledger: self,
             seq,
             entry,
             count,
+            first_in_room,
             up,
             answered: false,
         }
     }
 
-    /// The number every write up to which has finished, and the zero entries
-    /// written by those: a heartbeat may compact them. They are the caller's
-    /// now; [`Ledger::keep_zeroed`] gives them back if it could not.
-    pub(super) fn take_settled_zeroed(&self) -> (u64, HashMap<String, u64>) {
+    /// The number every write up to which has finished, and the groups whose
+    /// zero entries were written by those: a heartbeat may compact them.
+    /// They are the caller's now; [`Ledger::keep_zeroed`] gives back those
+    /// it could not compact.
+    pub(super) fn take_settled_zeroed(&self) -> (u64, HashMap<Group, u64>) {
         let mut book = self.book();
         let settled = book.settled();
         let (done, kept) = std::mem::take(&mut book.zeroed)
@@ -117,19 +183,31 @@ impl Ledger {
     }
 
     /// Takes back zero entries a heartbeat did not compact.
-    pub(super) fn keep_zeroed(&self, zeroed: HashMap<String, u64>) {
+    pub(super) fn keep_zeroed(&self, zeroed: impl IntoIterator<Item = (Group, u64)>) {
         let mut book = self.book();
-        for (entry, seq) in zeroed {
-            book.zeroed(entry, seq);
+        for (group, seq) in zeroed {
+            book.zeroed(group, seq);
         }
     }
 
-    /// Hands `read` the counts and the number of the last write, taken
-    /// together: every write numbered up to it is in the counts, every later
-    /// one is not.
-    pub(super) fn snapshot<R>(&self, read: impl FnOnce(u64, &HashMap<String, usize>) -> R) -> R {
+    /// The counts by group and the number of the last write, taken together:
+    /// every write numbered up to it is in the counts, every later one is
+    /// not.
+    pub(super) fn snapshot(&self) -> (u64, HashMap<Group, Vec<(UserName, usize)>>) {
         let book = self.book();
-        read(book.seq, &book.counts)
+        let mut groups: HashMap<Group, Vec<(UserName, usize)>> = HashMap::new();
+        for (entry, count) in &book.counts {
+            groups
+                .entry(entry.group())
+                .or_default()
+                .push((entry.user().clone(), *count));
+        }
+        (book.seq, groups)
+    }
+
+    /// The rooms where this node has entries now.
+    pub(super) fn rooms(&self) -> HashSet<RoomName> {
+        self.book().rooms.keys().cloned().collect()
     }
 
     /// Redis may no longer match the ledger: the next heartbeat asks for a
@@ -154,9 +232,12 @@ pub(super) struct Write<'a> {
     /// The write's number.
     pub(super) seq: u64,
     /// The entry written.
-    pub(super) entry: String,
+    pub(super) entry: Entry,
     /// The entry's new count.
     pub(super) count: usize,
+    /// The entry is the first of its room on this node: the room must be
+    /// listed among the node's rooms before the entry is written.
+    pub(super) first_in_room: bool,
     up: bool,
     answered: bool,
 }
@@ -174,18 +255,15 @@ impl Drop for Write<'_> {
         book.in_flight.remove(&self.seq);
         if self.answered {
             if self.count == 0 {
-                book.zeroed(std::mem::take(&mut self.entry), self.seq);
+                book.zeroed(self.entry.group(), self.seq);
             }
             return;
         }
         self.ledger.mark_dirty();
         if self.up
-            && let Some(n) = book.counts.get_mut(&self.entry)
+            && let Some(n) = book.counts.get(&self.entry).copied()
         {
-            *n -= 1;
-            if *n == 0 {
-                book.counts.remove(&self.entry);
-            }
+            book.set(&self.entry, n - 1);
         }
     }
 }

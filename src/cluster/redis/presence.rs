@@ -1,22 +1,32 @@
 //! Presence in Redis: cluster-wide connection tallies, each node's own
-//! contributions kept apart so that a dead node's share can be taken out
-//! exactly once (see [`super::liveness`]).
+//! entries kept apart so that a dead node's share can be taken out exactly
+//! once (see [`super::liveness`]). A user's connections in a room count in
+//! the room's slot; a user's connections in the user's partition; the room
+//! directory, one hash per partition, follows each room's member count.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
+use futures_util::future::try_join_all;
 use redis::Script;
 
-use super::keys::{room_entry, user_entry};
-use super::ledger::Ledger;
+use super::keys::{PARTITIONS, partition_of};
+use super::ledger::{Entry, Group, Ledger};
 use super::{Redis, sorted_names};
 use crate::cluster::{ClusterError, ClusterResult, Presence, RoomSummary};
 use crate::domain::{NodeId, RoomName, UserName};
 
 static SET: LazyLock<Script> = presence_script!("lua/presence_set.lua");
+static DIRECTORY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/directory.lua")));
 static CREATE_ROOM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/create_room.lua")));
+
+/// What a group's tally did: crossed is 1 when the user's count rose from
+/// zero, -1 when it fell to zero; members and version (0 when unchanged) are
+/// the room's new member count for the directory.
+type Moved = (i64, i64, i64);
 
 /// The presence of one node of a cluster.
 pub struct RedisPresence {
@@ -24,6 +34,48 @@ pub struct RedisPresence {
     node: NodeId,
     /// What this node's connections amount to, shared with its liveness.
     ledger: Arc<Ledger>,
+}
+
+impl Redis {
+    /// This node's entries in `group`, and the group's tally.
+    pub(super) fn group_keys(&self, group: &Group, node: &NodeId) -> (String, String) {
+        let keys = self.keys();
+        match group {
+            Group::Room(room) => (keys.room_entries(room, node), keys.members(room)),
+            Group::Users(p) => (keys.user_entries(*p, node), keys.online(*p)),
+        }
+    }
+
+    /// Records a room's member count, as of `version`, in the directory.
+    pub(super) async fn list(&self, room: &RoomName, members: i64, version: i64) -> ClusterResult<()> {
+        if version <= 0 {
+            return Ok(());
+        }
+        let keys = self.keys();
+        let partition = partition_of(room.as_str());
+        let mut invocation = DIRECTORY.prepare_invoke();
+        invocation
+            .key(keys.directory(partition))
+            .key(keys.gone(partition))
+            .arg(room.as_str())
+            .arg(members.max(0))
+            .arg(version);
+        let _: i64 = self.invoke("directory", &invocation).await?;
+        Ok(())
+    }
+
+    /// Every field of one hash per partition, merged.
+    async fn partitions<T: redis::FromRedisValue + Send>(
+        &self,
+        command: &str,
+        key: impl Fn(usize) -> String,
+    ) -> ClusterResult<Vec<T>> {
+        let reads = (0..PARTITIONS).map(|p| {
+            let cmd = redis::cmd(command).arg(key(p)).clone();
+            async move { self.query::<Vec<T>>(&cmd).await }
+        });
+        Ok(try_join_all(reads).await?.into_iter().flatten().collect())
+    }
 }
 
 impl RedisPresence {
@@ -36,31 +88,37 @@ impl RedisPresence {
     }
 
     /// Moves this node's count for `entry` by one and writes the new count;
-    /// returns 1 when the user's cluster-wide tally rose from zero, -1 when
-    /// it fell to zero, else 0.
-    async fn count(
-        &self,
-        tally: String,
-        entry: String,
-        user: &UserName,
-        room: Option<&RoomName>,
-        up: bool,
-    ) -> ClusterResult<i64> {
+    /// returns what the tally did.
+    async fn count(&self, entry: Entry, up: bool) -> ClusterResult<i64> {
         let write = self.ledger.write(entry, up);
-        let keys = self.redis.keys();
+        let group = write.entry.group();
+        if let (true, Group::Room(room)) = (write.first_in_room, &group) {
+            // Listed before the entry exists, so a reaper never misses it.
+            let _: i64 = self
+                .redis
+                .query(
+                    redis::cmd("ZADD")
+                        .arg(self.redis.keys().rooms_of(&self.node))
+                        .arg("GT")
+                        .arg(write.seq)
+                        .arg(room.as_str()),
+                )
+                .await?;
+        }
+        let (entries, tally) = self.redis.group_keys(&group, &self.node);
         let mut invocation = SET.prepare_invoke();
         invocation
-            .key(keys.node(&self.node))
+            .key(entries)
             .key(tally)
-            .arg(&write.entry)
-            .arg(user.as_str())
+            .arg(write.entry.user().as_str())
             .arg(self.ledger.incarnation())
             .arg(write.seq)
-            .arg(write.count);
-        if let Some(room) = room {
-            invocation.key(keys.active_rooms()).arg(room.as_str());
+            .arg(write.count)
+            .arg(if matches!(group, Group::Room(_)) { "room" } else { "user" });
+        let (crossed, members, version): Moved = self.redis.invoke("presence", &invocation).await?;
+        if let Group::Room(room) = &group {
+            self.redis.list(room, members, version).await?;
         }
-        let crossed: i64 = self.redis.invoke("presence", &invocation).await?;
         write.answered();
         Ok(crossed)
     }
@@ -69,33 +127,19 @@ impl RedisPresence {
 #[async_trait]
 impl Presence for RedisPresence {
     async fn connect(&self, user: &UserName) -> ClusterResult<bool> {
-        let tally = self.redis.keys().online();
-        let crossed = self
-            .count(tally, user_entry(user), user, None, true)
-            .await?;
-        Ok(crossed == 1)
+        Ok(self.count(Entry::User(user.clone()), true).await? == 1)
     }
 
     async fn disconnect(&self, user: &UserName) -> ClusterResult<bool> {
-        let tally = self.redis.keys().online();
-        let crossed = self
-            .count(tally, user_entry(user), user, None, false)
-            .await?;
-        Ok(crossed == -1)
+        Ok(self.count(Entry::User(user.clone()), false).await? == -1)
     }
 
     async fn join(&self, room: &RoomName, user: &UserName) -> ClusterResult<bool> {
-        let tally = self.redis.keys().members(room);
-        let entry = room_entry(room, user);
-        let crossed = self.count(tally, entry, user, Some(room), true).await?;
-        Ok(crossed == 1)
+        Ok(self.count(Entry::Room(room.clone(), user.clone()), true).await? == 1)
     }
 
     async fn leave(&self, room: &RoomName, user: &UserName) -> ClusterResult<bool> {
-        let tally = self.redis.keys().members(room);
-        let entry = room_entry(room, user);
-        let crossed = self.count(tally, entry, user, Some(room), false).await?;
-        Ok(crossed == -1)
+        Ok(self.count(Entry::Room(room.clone(), user.clone()), false).await? == -1)
     }
 
     async fn members(&self, room: &RoomName) -> ClusterResult<Vec<UserName>> {
@@ -107,19 +151,15 @@ impl Presence for RedisPresence {
     }
 
     async fn online(&self) -> ClusterResult<Vec<UserName>> {
-        let raw: Vec<String> = self
-            .redis
-            .query(redis::cmd("HKEYS").arg(self.redis.keys().online()))
-            .await?;
+        let keys = self.redis.keys();
+        let raw: Vec<String> = self.redis.partitions("HKEYS", |p| keys.online(p)).await?;
         Ok(sorted_names(raw, |s| UserName::parse(s).ok()))
     }
 
     async fn rooms(&self) -> ClusterResult<Vec<RoomSummary>> {
         let keys = self.redis.keys();
-        let active: Vec<(String, i64)> = self
-            .redis
-            .query(redis::cmd("HGETALL").arg(keys.active_rooms()))
-            .await?;
+        let listed: Vec<(String, String)> =
+            self.redis.partitions("HGETALL", |p| keys.directory(p)).await?;
         let created: Vec<String> = self
             .redis
             .query(redis::cmd("SMEMBERS").arg(keys.created_rooms()))
@@ -129,9 +169,13 @@ impl Presence for RedisPresence {
             .filter_map(|r| RoomName::parse(r).ok())
             .map(|r| (r, 0))
             .collect();
-        for (room, members) in active {
-            if let Ok(room) = RoomName::parse(&room) {
-                rooms.insert(room, usize::try_from(members).unwrap_or(0));
+        for (room, entry) in listed {
+            let members = entry
+                .split_once('/')
+                .and_then(|(n, _)| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            if let (Ok(room), 1..) = (RoomName::parse(&room), members) {
+                rooms.insert(room, members);
             }
         }
         Ok(rooms
@@ -142,12 +186,19 @@ impl Presence for RedisPresence {
 
     async fn create_room(&self, room: &RoomName, max: usize) -> ClusterResult<()> {
         let keys = self.redis.keys();
+        let listed: Option<String> = self
+            .redis
+            .query(
+                redis::cmd("HGET")
+                    .arg(keys.directory(partition_of(room.as_str())))
+                    .arg(room.as_str()),
+            )
+            .await?;
+        if listed.is_some_and(|entry| !entry.starts_with("0/")) {
+            return Err(ClusterError::Conflict);
+        }
         let mut invocation = CREATE_ROOM.prepare_invoke();
-        invocation
-            .key(keys.created_rooms())
-            .key(keys.active_rooms())
-            .arg(room.as_str())
-            .arg(max);
+        invocation.key(keys.created_rooms()).arg(room.as_str()).arg(max);
         let created: i64 = self.redis.invoke("create_room", &invocation).await?;
         match created {
             1 => Ok(()),

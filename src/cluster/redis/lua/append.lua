@@ -4,22 +4,17 @@
 -- message is returned instead.
 -- KEYS[1]  the history stream
 -- KEYS[2]  the newest id trimmed from it (string), for `since` truncation
--- KEYS[3]  the idempotency key's record (used when ARGV[6] is "1")
--- KEYS[4…] for a DM pair: each user's partner index (zset: partner -> ms of
---          the last DM), which the subscriber's gap fill reads
+-- KEYS[3]  the idempotency key's record (used when ARGV[5] is "1")
 -- ARGV[1]  the cap
 -- ARGV[2]  the encoded message before its id
 -- ARGV[3]  the encoded message after its id
 -- ARGV[4]  the history's lifetime after this message, ms (0 = forever)
--- ARGV[5]  the DM pair tag carried by publications ("" for rooms)
--- ARGV[6]  "1" when the send carries an idempotency key
--- ARGV[7]  how long an idempotency key is remembered, ms
--- ARGV[8]  the number of partner indexes (KEYS[4…]), k
--- ARGV[9 … 8+k]  the partner recorded in each index
--- ARGV[9+k …]    the channels to publish on
+-- ARGV[5]  "1" when the send carries an idempotency key
+-- ARGV[6]  how long an idempotency key is remembered, ms
+-- ARGV[7]  the publish command (PUBLISH, or SPUBLISH on a cluster)
+-- ARGV[8…] the channels to publish on (in the stream's slot on a cluster)
 -- Returns { id } for a new message, { id, frame } for a replay.
-local partner_indexes = tonumber(ARGV[8])
-if ARGV[6] == '1' then
+if ARGV[5] == '1' then
   local seen = redis.call('GET', KEYS[3])
   if seen then
     local newline = string.find(seen, '\n', 1, true)
@@ -42,21 +37,11 @@ if ttl > 0 then
     redis.call('PEXPIRE', KEYS[2], ttl)
   end
 end
-if ARGV[6] == '1' then
-  redis.call('SET', KEYS[3], id .. '\n' .. frame, 'PX', ARGV[7])
+if ARGV[5] == '1' then
+  redis.call('SET', KEYS[3], id .. '\n' .. frame, 'PX', ARGV[6])
 end
-local ms = tonumber(string.match(id, '^(%d+)'))
-for i = 1, partner_indexes do
-  local index = KEYS[3 + i]
-  redis.call('ZADD', index, ms, ARGV[8 + i])
-  -- The most recent partners are enough for a gap of seconds.
-  redis.call('ZREMRANGEBYRANK', index, 0, -1001)
-  if ttl > 0 then
-    redis.call('PEXPIRE', index, ttl)
-  end
-end
-local envelope = id .. '\n\n' .. ARGV[5] .. '\n' .. frame
-for i = 9 + partner_indexes, #ARGV do
-  redis.call('PUBLISH', ARGV[i], envelope)
+local envelope = id .. '\n\n\n' .. frame
+for i = 8, #ARGV do
+  redis.call(ARGV[7], ARGV[i], envelope)
 end
 return { id }

@@ -1,10 +1,34 @@
--- Shared by the presence scripts (prepended to each at build time): a node's
--- contribution entry is "count/incarnation/seq" (see presence_set.lua).
--- Returns count, incarnation, seq; a missing or foreign value reads as
--- nothing counted and older than any write.
+-- Shared by the presence scripts (prepended to each at build time).
+-- A node's entry for a user in one group (a room, or a partition of users)
+-- is "count/incarnation/seq" (see presence_set.lua). Returns count,
+-- incarnation, seq; a missing or foreign value reads as nothing counted and
+-- older than any write.
 local function parse(v)
   if not v then return 0, '', -1 end
   local n, inc, seq = string.match(v, '^(%d+)/([^/]*)/(%d+)$')
   if not n then return 0, '', -1 end
   return tonumber(n), inc, tonumber(seq)
+end
+-- Moves a user's cluster-wide count in a group's tally (hash: user ->
+-- connections; a room's also ":v", the version of its member count, which
+-- no user name can be). Returns crossed (1 rose from zero, -1 fell to zero,
+-- else 0) and, for a room whose member count changed, members and version
+-- (else 0, 0) for the room directory. A room left empty keeps its version a
+-- day, so directory writes still on their way stay ordered.
+local function tally(key, user, delta, room)
+  local before = tonumber(redis.call('HGET', key, user) or '0')
+  local after = redis.call('HINCRBY', key, user, delta)
+  if after <= 0 then redis.call('HDEL', key, user) end
+  local crossed = 0
+  if before <= 0 and after > 0 then crossed = 1
+  elseif before > 0 and after <= 0 then crossed = -1 end
+  if crossed == 0 or not room then return crossed, 0, 0 end
+  local version = redis.call('HINCRBY', key, ':v', 1)
+  local members = redis.call('HLEN', key) - 1
+  if members == 0 then
+    redis.call('PEXPIRE', key, 86400000)
+  else
+    redis.call('PERSIST', key)
+  end
+  return crossed, members, version
 end
