@@ -144,6 +144,51 @@ mod redis {
     );
 }
 
+/// The cluster backend on a real Redis Cluster (3 primaries, 3 replicas),
+/// shared by the module's checks, each under a key prefix of its own.
+mod redis_cluster {
+    use super::Parts;
+    use crate::support::redis_cluster::SharedRedisCluster;
+    use crate::support::unique;
+    use chorus::cluster::Backend;
+    use chorus::cluster::redis::{RedisSettings, RedisTarget};
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    static CLUSTER: SharedRedisCluster = SharedRedisCluster::new();
+
+    async fn redis_cluster(parts: Parts) -> Backend {
+        let cluster = CLUSTER.get().await;
+        let settings = RedisSettings {
+            target: RedisTarget::Cluster(cluster.seed_urls()),
+            prefix: format!("{}:", unique("contract")),
+            node: parts.node,
+            history_limit: parts.history_limit,
+            history_ttl: parts.history_ttl,
+            presence_ttl: Duration::from_secs(30),
+        };
+        let backend = Backend::redis(
+            &settings,
+            parts.deliver,
+            CancellationToken::new(),
+            &TaskTracker::new(),
+        )
+        .expect("redis cluster backend");
+        crate::support::eventually("the sharded subscriber to connect", || async {
+            backend.bus.ping().await.ok()
+        })
+        .await;
+        backend
+    }
+
+    super::contract_suite!(redis_cluster);
+    super::contract_suite!(@tests redis_cluster;
+        liveness_remove_node_takes_this_node_out_of_the_live_nodes,
+        liveness_a_fresh_process_asks_for_one_restore,
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Harness: a recording `Deliver` and a backend built around it.
 

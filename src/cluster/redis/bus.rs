@@ -528,11 +528,7 @@ impl RedisBus {
     /// Gap-fills one channel from its stream.
     async fn fill(&self, topic: &Topic) -> ClusterResult<()> {
         let redis = &self.inner.redis;
-        let after = self
-            .state()
-            .channels
-            .get(topic)
-            .and_then(|c| c.position);
+        let after = self.state().channels.get(topic).and_then(|c| c.position);
         let Some(after) = after.filter(|after| *after != MessageId::MAX) else {
             return Ok(());
         };
@@ -625,7 +621,10 @@ mod tests {
         assert_eq!(opened.payload, publication.payload);
 
         let (position, dm) = open_envelope(Bytes::from_static(b"7-0\n1-0\n\n{\"a\":1}")).unwrap();
-        assert_eq!((position, dm.id), (Some(MessageId::new(7, 0)), Some(MessageId::new(1, 0))));
+        assert_eq!(
+            (position, dm.id),
+            (Some(MessageId::new(7, 0)), Some(MessageId::new(1, 0)))
+        );
         assert_eq!(dm.payload.as_ref(), b"{\"a\":1}");
 
         let (position, bare) = open_envelope(Bytes::from_static(b"\n\n\n{}")).unwrap();

@@ -18,6 +18,11 @@ static INBOX: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/
 /// How long an inbox lives after its last DM when histories live forever:
 /// it only serves gap fills, which reach back seconds.
 const INBOX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// How often a DM delivery reads the pair's history again because another
+/// delivery of the pair moved the user's cursor first: each retry finds
+/// more delivered, so a few suffice unless the pair is flooded.
+const DELIVERY_ATTEMPTS: usize = 8;
 static SINCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/since.lua")));
 
 /// The histories of a cluster.
@@ -130,30 +135,108 @@ impl RedisHistory {
         }
     }
 
-    /// Delivers a stored DM to `user`: into the user's inbox and onto the
-    /// user's channel, in one script in the user's slot.
-    async fn deliver_dm(&self, log: &Log, user: &UserName, stored: &Stored, replayed: bool) -> ClusterResult<()> {
+    /// Delivers the DMs of `log` up to `stored` to `user`'s inbox and
+    /// channel, in the pair's history order. `previous` is the id before
+    /// `stored` in the pair's history when known (a fresh append): then
+    /// nothing else is normally missing and one script does it. Otherwise, or
+    /// when another delivery moved the user's cursor first, the pair's
+    /// history after the cursor is read and delivered in one go.
+    async fn deliver_dm(
+        &self,
+        log: &Log,
+        user: &UserName,
+        stored: &Stored,
+        previous: Option<&str>,
+    ) -> ClusterResult<()> {
         let keys = self.redis.keys();
         let Log::Direct(a, b) = log else {
             return Ok(());
         };
-        let lifetime = if self.ttl_ms > 0 {
+        let pair = format!("{a}:{b}");
+        let lifetime = self.inbox_lifetime();
+        let mut expected = previous.map(str::to_owned);
+        let mut batch = vec![(stored.id, stored.payload.clone())];
+        for _ in 0..DELIVERY_ATTEMPTS {
+            let cursor = match expected.take() {
+                Some(cursor) => cursor,
+                None => {
+                    let cursor: Option<String> = self
+                        .redis
+                        .query(redis::cmd("HGET").arg(keys.cursors(user)).arg(&pair))
+                        .await?;
+                    let cursor = cursor.unwrap_or_default();
+                    batch = self.pair_after(log, &cursor, stored.id, lifetime).await?;
+                    cursor
+                }
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut invocation = INBOX.prepare_invoke();
+            invocation
+                .key(keys.inbox(user))
+                .key(keys.cursors(user))
+                .arg(&pair)
+                .arg(&cursor)
+                .arg(self.limit)
+                .arg(lifetime)
+                .arg(self.redis.publish_command())
+                .arg(keys.channel(&Topic::User(user.clone())));
+            for (id, frame) in &batch {
+                invocation.arg(id.to_string()).arg(frame.as_ref());
+            }
+            let reply: Vec<String> = self.redis.invoke("inbox", &invocation).await?;
+            match reply.as_slice() {
+                [moved, now] if moved == "moved" => {
+                    batch = self.pair_after(log, now, stored.id, lifetime).await?;
+                    expected = Some(now.clone());
+                }
+                _ => return Ok(()),
+            }
+        }
+        Err(malformed("inbox cursor kept moving"))
+    }
+
+    /// The pair's messages after `cursor` up to `last`. Without a cursor
+    /// (none delivered within the inbox's lifetime), those of that
+    /// lifetime: older ones were delivered then.
+    async fn pair_after(
+        &self,
+        log: &Log,
+        cursor: &str,
+        last: MessageId,
+        lifetime: u64,
+    ) -> ClusterResult<Vec<(MessageId, Bytes)>> {
+        let start = if cursor.is_empty() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            format!("{}-0", now.saturating_sub(lifetime))
+        } else {
+            format!("({cursor}")
+        };
+        let found = self
+            .redis
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(self.redis.keys().history(log))
+                    .arg(start)
+                    .arg(last.to_string()),
+            )
+            .await?;
+        Ok(entries(found)?
+            .into_iter()
+            .map(|m| (m.id, m.payload))
+            .collect())
+    }
+
+    /// How long an inbox and its cursors live after their last DM.
+    fn inbox_lifetime(&self) -> u64 {
+        if self.ttl_ms > 0 {
             self.ttl_ms
         } else {
             u64::try_from(INBOX_LIFETIME.as_millis()).unwrap_or(u64::MAX)
-        };
-        let mut invocation = INBOX.prepare_invoke();
-        invocation
-            .key(keys.inbox(user))
-            .arg(format!("{a}:{b}/{}", stored.id))
-            .arg(stored.payload.as_ref())
-            .arg(if replayed { "1" } else { "0" })
-            .arg(self.limit)
-            .arg(lifetime)
-            .arg(self.redis.publish_command())
-            .arg(keys.channel(&Topic::User(user.clone())));
-        let _: String = self.redis.invoke("inbox", &invocation).await?;
-        Ok(())
+        }
     }
 }
 
@@ -184,7 +267,12 @@ impl History for RedisHistory {
             .arg(self.ttl_ms)
             .arg(if idempotency.is_some() { "1" } else { "0" })
             .arg(u64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(u64::MAX))
-            .arg(self.redis.publish_command());
+            .arg(self.redis.publish_command())
+            .arg(if matches!(log, Log::Direct(..)) {
+                "1"
+            } else {
+                "0"
+            });
         // A room's channel shares the room's slot: published in the script.
         // A user's is in the user's slot: delivered after, through the inbox.
         for topic in topics.iter().filter(|t| matches!(t, Topic::Room(_))) {
@@ -196,6 +284,10 @@ impl History for RedisHistory {
             .next()
             .and_then(|id| MessageId::parse(std::str::from_utf8(&id).ok()?).ok())
             .ok_or_else(|| malformed("message id"))?;
+        let previous = reply
+            .next()
+            .and_then(|previous| String::from_utf8(previous).ok())
+            .ok_or_else(|| malformed("previous id"))?;
         let appended = match reply.next() {
             Some(frame) => Appended {
                 stored: Stored {
@@ -213,10 +305,11 @@ impl History for RedisHistory {
             },
         };
         // Both users' inboxes at once; a failure answers `unavailable`, and
-        // the client's retry under the same key completes the deliveries
-        // without a second copy.
+        // the client's retry under the same key (or the pair's next DM)
+        // completes the deliveries without a second copy.
+        let previous = (!appended.replayed).then_some(previous.as_str());
         let deliveries = topics.iter().filter_map(|topic| match topic {
-            Topic::User(user) => Some(self.deliver_dm(log, user, &appended.stored, appended.replayed)),
+            Topic::User(user) => Some(self.deliver_dm(log, user, &appended.stored, previous)),
             Topic::Room(_) => None,
         });
         futures_util::future::try_join_all(deliveries).await?;

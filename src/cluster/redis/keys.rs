@@ -10,6 +10,7 @@
 //! | `<history>:t` | string | the newest id trimmed from that history |
 //! | `<history>:i:{user}:{key}` | string | `<id>\n<frame>` of a send under an idempotency key (10 min) |
 //! | `{p}{u:U}:x` | stream | user U's DM inbox (fields `m`: `<pair>/<id>`, `f`: the frame), read by the gap fill |
+//! | `{p}{u:U}:q` | hash | per DM pair (`a:b`) of U, the newest DM in U's inbox |
 //! | `{p}{r:R}:m` | hash | user → connections in room R, cluster-wide; `:v` the version of its size |
 //! | `{p}{r:R}:n:{node}` | hash | one node's entries in R: user → `n/incarnation/seq`, `_floor` |
 //! | `{p}{P}:online` | hash | user → open connections, for the users of partition P |
@@ -101,7 +102,11 @@ impl Keys {
     }
 
     fn partition_stem(&self, partition: usize) -> String {
-        format!("{}{{{}}}", self.prefix, PARTITION_TAGS[partition % PARTITIONS])
+        format!(
+            "{}{{{}}}",
+            self.prefix,
+            PARTITION_TAGS[partition % PARTITIONS]
+        )
     }
 
     pub(crate) fn history(&self, log: &Log) -> String {
@@ -122,6 +127,11 @@ impl Keys {
     /// user's channel carried them.
     pub(crate) fn inbox(&self, user: &UserName) -> String {
         format!("{}:x", self.user_stem(user))
+    }
+
+    /// Per DM pair of `user`, the newest DM delivered to the user's inbox.
+    pub(crate) fn cursors(&self, user: &UserName) -> String {
+        format!("{}:q", self.user_stem(user))
     }
 
     /// The stream a topic's stored publications can be read back from: a
@@ -264,9 +274,7 @@ mod tests {
     #[test]
     fn partitions_spread_over_the_slots_one_per_sixteenth() {
         let keys = Keys::new("chorus:");
-        let slots: Vec<u16> = (0..PARTITIONS)
-            .map(|p| slot(&keys.online(p)))
-            .collect();
+        let slots: Vec<u16> = (0..PARTITIONS).map(|p| slot(&keys.online(p))).collect();
         for (i, slot) in slots.iter().enumerate() {
             assert_eq!(usize::from(slot / 1024), i, "partition {i} at slot {slot}");
         }
@@ -275,6 +283,9 @@ mod tests {
         for slot in slots {
             per_shard[usize::from(slot) * 3 / 16_384] += 1;
         }
-        assert!(per_shard.iter().all(|n| (5..=6).contains(n)), "{per_shard:?}");
+        assert!(
+            per_shard.iter().all(|n| (5..=6).contains(n)),
+            "{per_shard:?}"
+        );
     }
 }

@@ -161,7 +161,9 @@ impl RedisLiveness {
         self.ledger.keep_zeroed(failed);
         if !emptied.is_empty() {
             let mut invocation = UNLIST.prepare_invoke();
-            invocation.key(self.redis.keys().rooms_of(&self.node)).arg(settled);
+            invocation
+                .key(self.redis.keys().rooms_of(&self.node))
+                .arg(settled);
             for room in &emptied {
                 invocation.arg(room.as_str());
             }
@@ -209,7 +211,12 @@ impl Liveness for RedisLiveness {
         let keys = self.redis.keys();
         let listed: Vec<String> = self
             .redis
-            .query(redis::cmd("ZRANGE").arg(keys.rooms_of(&self.node)).arg(0).arg(-1))
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(keys.rooms_of(&self.node))
+                    .arg(0)
+                    .arg(-1),
+            )
             .await
             .inspect_err(|_| self.ledger.mark_dirty())?;
         let (snap, mut counts) = self.ledger.snapshot();
@@ -267,8 +274,11 @@ impl Liveness for RedisLiveness {
             .inspect_err(|_| self.ledger.mark_dirty())?;
         // Every group now has a floor at the snapshot; the next compaction
         // after it settles drops the groups left empty.
-        self.ledger
-            .keep_zeroed(all.into_iter().map(|group| (group, snap)).collect::<HashMap<_, _>>());
+        self.ledger.keep_zeroed(
+            all.into_iter()
+                .map(|group| (group, snap))
+                .collect::<HashMap<_, _>>(),
+        );
         Ok(changes.into_iter().flatten().collect())
     }
 

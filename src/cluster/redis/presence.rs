@@ -47,7 +47,12 @@ impl Redis {
     }
 
     /// Records a room's member count, as of `version`, in the directory.
-    pub(super) async fn list(&self, room: &RoomName, members: i64, version: i64) -> ClusterResult<()> {
+    pub(super) async fn list(
+        &self,
+        room: &RoomName,
+        members: i64,
+        version: i64,
+    ) -> ClusterResult<()> {
         if version <= 0 {
             return Ok(());
         }
@@ -114,7 +119,11 @@ impl RedisPresence {
             .arg(self.ledger.incarnation())
             .arg(write.seq)
             .arg(write.count)
-            .arg(if matches!(group, Group::Room(_)) { "room" } else { "user" });
+            .arg(if matches!(group, Group::Room(_)) {
+                "room"
+            } else {
+                "user"
+            });
         let (crossed, members, version): Moved = self.redis.invoke("presence", &invocation).await?;
         if let Group::Room(room) = &group {
             self.redis.list(room, members, version).await?;
@@ -135,11 +144,17 @@ impl Presence for RedisPresence {
     }
 
     async fn join(&self, room: &RoomName, user: &UserName) -> ClusterResult<bool> {
-        Ok(self.count(Entry::Room(room.clone(), user.clone()), true).await? == 1)
+        Ok(self
+            .count(Entry::Room(room.clone(), user.clone()), true)
+            .await?
+            == 1)
     }
 
     async fn leave(&self, room: &RoomName, user: &UserName) -> ClusterResult<bool> {
-        Ok(self.count(Entry::Room(room.clone(), user.clone()), false).await? == -1)
+        Ok(self
+            .count(Entry::Room(room.clone(), user.clone()), false)
+            .await?
+            == -1)
     }
 
     async fn members(&self, room: &RoomName) -> ClusterResult<Vec<UserName>> {
@@ -158,8 +173,10 @@ impl Presence for RedisPresence {
 
     async fn rooms(&self) -> ClusterResult<Vec<RoomSummary>> {
         let keys = self.redis.keys();
-        let listed: Vec<(String, String)> =
-            self.redis.partitions("HGETALL", |p| keys.directory(p)).await?;
+        let listed: Vec<(String, String)> = self
+            .redis
+            .partitions("HGETALL", |p| keys.directory(p))
+            .await?;
         let created: Vec<String> = self
             .redis
             .query(redis::cmd("SMEMBERS").arg(keys.created_rooms()))
@@ -198,7 +215,10 @@ impl Presence for RedisPresence {
             return Err(ClusterError::Conflict);
         }
         let mut invocation = CREATE_ROOM.prepare_invoke();
-        invocation.key(keys.created_rooms()).arg(room.as_str()).arg(max);
+        invocation
+            .key(keys.created_rooms())
+            .arg(room.as_str())
+            .arg(max);
         let created: i64 = self.redis.invoke("create_room", &invocation).await?;
         match created {
             1 => Ok(()),

@@ -12,13 +12,15 @@
 -- ARGV[5]  "1" when the send carries an idempotency key
 -- ARGV[6]  how long an idempotency key is remembered, ms
 -- ARGV[7]  the publish command (PUBLISH, or SPUBLISH on a cluster)
--- ARGV[8…] the channels to publish on (in the stream's slot on a cluster)
--- Returns { id } for a new message, { id, frame } for a replay.
+-- ARGV[8]  "1" to have the previous message's id returned (DM pairs)
+-- ARGV[9…] the channels to publish on (in the stream's slot on a cluster)
+-- Returns { id, previous id ("" for the first, or not asked) } for a new
+-- message, { id, "", frame } for a replay.
 if ARGV[5] == '1' then
   local seen = redis.call('GET', KEYS[3])
   if seen then
     local newline = string.find(seen, '\n', 1, true)
-    return { string.sub(seen, 1, newline - 1), string.sub(seen, newline + 1) }
+    return { string.sub(seen, 1, newline - 1), '', string.sub(seen, newline + 1) }
   end
 end
 local cap = tonumber(ARGV[1])
@@ -27,6 +29,11 @@ if len >= cap then
   -- Redis does not record ids trimmed by MAXLEN, so note the newest one here.
   local doomed = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - cap + 1)
   redis.call('SET', KEYS[2], doomed[#doomed][1])
+end
+local previous = ''
+if ARGV[8] == '1' then
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  previous = newest[1] and newest[1][1] or ''
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'p', ARGV[2], 's', ARGV[3])
 local frame = ARGV[2] .. id .. ARGV[3]
@@ -41,7 +48,7 @@ if ARGV[5] == '1' then
   redis.call('SET', KEYS[3], id .. '\n' .. frame, 'PX', ARGV[6])
 end
 local envelope = id .. '\n\n\n' .. frame
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   redis.call(ARGV[7], ARGV[i], envelope)
 end
-return { id }
+return { id, previous }

@@ -1,26 +1,42 @@
--- Delivers a stored DM to one of its two users: adds it to the user's inbox
--- (the stream the user's channel is gap-filled from) and publishes it on the
--- user's channel, atomically, so the channel carries the inbox's order.
--- KEYS[1]  the user's inbox (stream: `m` the DM's "<pair>/<id>", `f` its frame)
--- ARGV[1]  the DM's "<pair>/<id>"
--- ARGV[2]  the frame
--- ARGV[3]  "1" when the DM may be in the inbox already (a replayed send):
---          the recent entries are searched for it first
--- ARGV[4]  the inbox's cap, ARGV[5] its lifetime after this DM, ms
--- ARGV[6]  the publish command, ARGV[7] the user's channel
--- Returns the inbox id ("" when it was there already).
-if ARGV[3] == '1' then
-  for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 100)) do
-    local fields = entry[2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'm' and fields[i + 1] == ARGV[1] then
-        return ''
-      end
-    end
+-- Delivers a DM pair's messages to one of its two users, in the pair's
+-- history order: adds them to the user's inbox (the stream the user's
+-- channel is gap-filled from) and publishes each on the user's channel. The
+-- user's cursor for the pair (the newest id delivered) moves only from the
+-- value the caller read, so concurrent deliveries of one pair (its two users
+-- sending at once, on different nodes) cannot overtake each other: the one
+-- that finds the cursor moved reads the pair's history again and retries.
+-- KEYS[1]  the user's inbox (stream: `m` "<pair>/<id>", `f` the frame)
+-- KEYS[2]  the user's cursors (hash: pair -> newest id delivered)
+-- ARGV[1]  the pair, ARGV[2] the cursor the caller expects ("" = none yet)
+-- ARGV[3]  the inbox's cap, ARGV[4] its and the cursors' lifetime, ms
+-- ARGV[5]  the publish command, ARGV[6] the user's channel
+-- ARGV[7…] pairs: id, frame — the pair's messages after the cursor, in order
+-- Returns { "ok" } when delivered (or delivered already), { "moved", cursor }.
+local function newer(a, b)
+  if b == '' then return true end
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  a_ms, b_ms = tonumber(a_ms), tonumber(b_ms)
+  return a_ms > b_ms or (a_ms == b_ms and tonumber(a_seq) > tonumber(b_seq))
+end
+local pair = ARGV[1]
+local cursor = redis.call('HGET', KEYS[2], pair) or ''
+local last = ARGV[#ARGV - 1]
+if cursor ~= '' and not newer(last, cursor) then
+  return { 'ok' }
+end
+if cursor ~= ARGV[2] then
+  return { 'moved', cursor }
+end
+for i = 7, #ARGV, 2 do
+  local id, frame = ARGV[i], ARGV[i + 1]
+  if newer(id, cursor) then
+    local position = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', pair .. '/' .. id, 'f', frame)
+    redis.call(ARGV[5], ARGV[6], position .. '\n' .. id .. '\n\n' .. frame)
+    cursor = id
   end
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'm', ARGV[1], 'f', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local dm = string.match(ARGV[1], '/(.*)$')
-redis.call(ARGV[6], ARGV[7], id .. '\n' .. dm .. '\n\n' .. ARGV[2])
-return id
+redis.call('HSET', KEYS[2], pair, cursor)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return { 'ok' }
