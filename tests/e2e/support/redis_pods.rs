@@ -5,9 +5,9 @@
 //! them.
 //!
 //! A pod has its own IP and a DNS name; here each node has its own loopback
-//! address (`127.X.Y.1` … `.6`, one random block per fixture) that stands for
-//! both, all on one port with the cluster bus at port + 10000, as in the
-//! pods. [`RedisPods::restart_all_elsewhere`] stops every node and starts it
+//! address (`127.X.Y.1` … `.6`, one random block per fixture; Linux routes
+//! all of 127.0.0.0/8 to the loopback interface) that stands for both, all
+//! on one port with the cluster bus at port + 10000, as in the pods. [`RedisPods::restart_all_elsewhere`] stops every node and starts it
 //! again on a new address with its volume (`nodes.conf`, AOF): what a
 //! Kubernetes cluster does to the pods when all of them are rescheduled.
 //!
