@@ -81,10 +81,29 @@ nginx -t -q -p "$tmp/compose" -c "$tmp/compose/nginx.conf" -e "$tmp/compose/erro
 echo "  listen $listen; $servers"
 
 step "shell scripts parse (bash -n)"
-for script in deploy/local-cluster.sh deploy/check.sh deploy/nginx/render.sh; do
+for script in deploy/local-cluster.sh deploy/check.sh deploy/nginx/render.sh scripts/redis-cluster.sh; do
   bash -n "$script" || fail "$script"
   echo "  $script"
 done
+
+step "local-cluster.sh: refuses an unknown option before starting anything; --redis-cluster reuses scripts/redis-cluster.sh"
+set +e
+usage=$(deploy/local-cluster.sh --no-such-option 2>&1 </dev/null)
+status=$?
+set -e
+[ "$status" -eq 2 ] && grep -q -- '--redis-cluster' <<<"$usage" ||
+  fail "local-cluster.sh --no-such-option: exit $status, $usage"
+echo "  exit 2: $usage"
+# One way to form a local Redis Cluster (scripts/redis-cluster.sh, tested in
+# tests/e2e/redis_cluster.rs), not a copy of it.
+grep -q 'scripts/redis-cluster.sh" start' deploy/local-cluster.sh &&
+  grep -q 'scripts/redis-cluster.sh" stop' deploy/local-cluster.sh ||
+  fail "local-cluster.sh does not start and stop its Redis Cluster with scripts/redis-cluster.sh"
+! grep -q -- '--cluster create' deploy/local-cluster.sh ||
+  fail "local-cluster.sh forms a Redis Cluster itself instead of through scripts/redis-cluster.sh"
+grep -q 'REDIS_CLUSTER_URLS="$REDIS_CLUSTER_URLS"' deploy/local-cluster.sh ||
+  fail "local-cluster.sh does not give the nodes REDIS_CLUSTER_URLS"
+echo "  start and stop through scripts/redis-cluster.sh; the nodes get REDIS_CLUSTER_URLS"
 
 step "deploy/compose.yaml"
 if docker compose version >/dev/null 2>&1; then

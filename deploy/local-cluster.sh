@@ -2,18 +2,26 @@
 # A local chorus cluster on one machine, without containers: one Redis, three
 # nodes, nginx in front of them (the load balancer of deploy/nginx/) and
 # Prometheus scraping every node with the alert rules of deploy/prometheus/.
+# With --redis-cluster the Redis is a Redis Cluster instead (3 primaries,
+# 3 replicas, formed by scripts/redis-cluster.sh) and the nodes get
+# REDIS_CLUSTER_URLS instead of REDIS_URL.
 # Runs in the foreground; Ctrl-C (or SIGTERM) stops everything in order:
 # nginx and Prometheus, then the nodes (they drain), then Redis.
 #
 #   deploy/local-cluster.sh                  # http://127.0.0.1:8080/ through nginx
+#   deploy/local-cluster.sh --redis-cluster  # the same over a Redis Cluster
 #   LB_PORT=9080 PROM_PORT=9190 BASE_PORT=9001 REDIS_PORT=6390 deploy/local-cluster.sh
 #
 # Settings (environment):
 #   LB_PORT=8080      nginx, the public entry point (LB_HOST=127.0.0.1)
 #   BASE_PORT=8081    the nodes, on BASE_PORT .. BASE_PORT+NODES-1 (NODES=3)
 #   REDIS_PORT=6380   Redis (never 6379, to leave a system Redis alone)
+#   REDIS_CLUSTER_PORT  with --redis-cluster: its nodes on REDIS_CLUSTER_PORT
+#                     .. +5 (cluster bus +10000); unset: free ports at random
 #   PROM_PORT=9090    Prometheus, on 127.0.0.1
 #   RUN_DIR           configs, logs, pid files and data (default: a new temp dir)
+#   CHORUS_BIN        the chorus binary to run (default: build
+#                     target/release/chorus with cargo)
 #
 # It installs nothing: a missing tool stops it with the Debian package to install.
 set -euo pipefail
@@ -22,20 +30,35 @@ ROOT=$(pwd)
 # Debian installs nginx in /usr/sbin, which is not on a normal user's PATH.
 export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
+usage() {
+  echo "usage: deploy/local-cluster.sh [--redis-cluster]   (settings: see the top of the script)" >&2
+  exit 2
+}
+REDIS_CLUSTER=0
+for arg in "$@"; do
+  case $arg in
+    --redis-cluster) REDIS_CLUSTER=1 ;;
+    *) usage ;;
+  esac
+done
+
 REDIS_PORT=${REDIS_PORT:-6380}
 BASE_PORT=${BASE_PORT:-8081}
 NODES=${NODES:-3}
 LB_HOST=${LB_HOST:-127.0.0.1}
 LB_PORT=${LB_PORT:-8080}
 PROM_PORT=${PROM_PORT:-9090}
+REDIS_CLUSTER_PORT=${REDIS_CLUSTER_PORT:-}
 
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$1 ($2)"); }
 need redis-server "apt-get install redis-server"
+# scripts/redis-cluster.sh forms the cluster with redis-cli.
+[ "$REDIS_CLUSTER" -eq 0 ] || need redis-cli "apt-get install redis-tools"
 need nginx "apt-get install nginx"
 need prometheus "apt-get install prometheus"
 need curl "apt-get install curl"
-need cargo "the Rust toolchain: https://rustup.rs"
+[ -n "${CHORUS_BIN:-}" ] || need cargo "the Rust toolchain: https://rustup.rs"
 if [ ${#missing[@]} -gt 0 ]; then
   echo "local-cluster.sh: missing tools:" >&2
   printf '  %s\n' "${missing[@]}" >&2
@@ -45,11 +68,17 @@ fi
 # Something already answering on a port we need: most likely an earlier run
 # that is still up (its pid files are in its RUN_DIR).
 busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-ports=("$REDIS_PORT" "$LB_PORT" "$PROM_PORT")
+ports=("$LB_PORT" "$PROM_PORT")
+if [ "$REDIS_CLUSTER" -eq 0 ]; then
+  ports+=("$REDIS_PORT")
+elif [ -n "$REDIS_CLUSTER_PORT" ]; then
+  # (Unset, scripts/redis-cluster.sh picks free ports itself.)
+  for i in $(seq 0 5); do ports+=($((REDIS_CLUSTER_PORT + i)) $((REDIS_CLUSTER_PORT + i + 10000))); done
+fi
 for i in $(seq 1 "$NODES"); do ports+=($((BASE_PORT + i - 1))); done
 for port in "${ports[@]}"; do
   if busy "$port"; then
-    echo "local-cluster.sh: port $port is already in use (another run still up?); set REDIS_PORT, BASE_PORT, LB_PORT or PROM_PORT" >&2
+    echo "local-cluster.sh: port $port is already in use (another run still up?); set REDIS_PORT, REDIS_CLUSTER_PORT, BASE_PORT, LB_PORT or PROM_PORT" >&2
     exit 1
   fi
 done
@@ -61,8 +90,13 @@ RUN_DIR=$(cd "$RUN_DIR" && pwd)
 # prefix (proxy_temp) inside the run directory.
 chmod 755 "$RUN_DIR"
 
-cargo build --release --quiet
-BIN=$ROOT/target/release/chorus
+if [ -n "${CHORUS_BIN:-}" ]; then
+  BIN=$CHORUS_BIN
+  [ -x "$BIN" ] || { echo "local-cluster.sh: CHORUS_BIN=$BIN is not an executable" >&2; exit 1; }
+else
+  cargo build --release --quiet
+  BIN=$ROOT/target/release/chorus
+fi
 
 # Children run in their own sessions (setsid), so a Ctrl-C on the terminal
 # reaches only this script, which then stops them in order.
@@ -100,6 +134,24 @@ reap_one() { # reap_one NAME LIMIT
   unset "pid_of[$name]"
 }
 
+# --redis-cluster: the Redis Cluster's own directory (nodes.conf and a log
+# per node), owned by scripts/redis-cluster.sh.
+CLUSTER_DIR=$RUN_DIR/redis-cluster
+
+# Stops the Redis Cluster, if one was started: `redis-cluster.sh stop` stops
+# every node (5 s, then SIGKILL) and removes its directory, so the nodes'
+# logs are copied out first.
+stop_redis_cluster() {
+  [ -d "$CLUSTER_DIR" ] || return 0
+  local log
+  mkdir -p "$RUN_DIR/redis-cluster-logs"
+  for log in "$CLUSTER_DIR"/*/redis.log; do
+    if [ -f "$log" ]; then cp "$log" "$RUN_DIR/redis-cluster-logs/$(basename "$(dirname "$log")").log"; fi
+  done
+  "$ROOT/scripts/redis-cluster.sh" stop "$CLUSTER_DIR" ||
+    echo "the Redis Cluster did not stop cleanly; its directory: $CLUSTER_DIR" >&2
+}
+
 stopped=0
 stop() {
   [ "$stopped" -eq 0 ] || return 0
@@ -116,8 +168,12 @@ stop() {
   local i
   for i in $(seq 1 "$NODES"); do signal_one "node$i"; done
   for i in $(seq 1 "$NODES"); do reap_one "node$i" 15; done
-  signal_one redis
-  reap_one redis 5
+  if [ "$REDIS_CLUSTER" -eq 1 ]; then
+    stop_redis_cluster
+  else
+    signal_one redis
+    reap_one redis 5
+  fi
   echo "stopped; logs in $RUN_DIR"
 }
 trap 'stop; exit 130' INT
@@ -140,17 +196,38 @@ wait_ready() { # wait_ready NAME URL LIMIT LOG
   exit 1
 }
 
-spawn redis "$RUN_DIR/redis.log" \
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$RUN_DIR"
-for _ in $(seq 1 50); do busy "$REDIS_PORT" && break; sleep 0.1; done
-busy "$REDIS_PORT" || { echo "redis did not start; see $RUN_DIR/redis.log" >&2; exit 1; }
+if [ "$REDIS_CLUSTER" -eq 1 ]; then
+  # scripts/redis-cluster.sh starts six daemonized nodes, forms the cluster
+  # and prints the seed URLs once every node is healthy (or stops what it
+  # started and fails). It runs in its own session like the other children:
+  # a Ctrl-C meanwhile reaches only this script, which stops the cluster
+  # once the start has returned. Its BASE_PORT is not the nodes' BASE_PORT.
+  cluster_env=(env -u BASE_PORT)
+  [ -z "$REDIS_CLUSTER_PORT" ] || cluster_env+=(BASE_PORT="$REDIS_CLUSTER_PORT")
+  echo "forming a Redis Cluster in $CLUSTER_DIR"
+  if ! REDIS_CLUSTER_URLS=$(setsid -w "${cluster_env[@]}" "$ROOT/scripts/redis-cluster.sh" start "$CLUSTER_DIR" \
+    </dev/null 2>"$RUN_DIR/redis-cluster.log"); then
+    echo "the Redis Cluster did not start; $RUN_DIR/redis-cluster.log:" >&2
+    tail -n 20 "$RUN_DIR/redis-cluster.log" >&2
+    exit 1
+  fi
+  redis_setting=(REDIS_CLUSTER_URLS="$REDIS_CLUSTER_URLS")
+else
+  spawn redis "$RUN_DIR/redis.log" \
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$RUN_DIR"
+  for _ in $(seq 1 50); do busy "$REDIS_PORT" && break; sleep 0.1; done
+  busy "$REDIS_PORT" || { echo "redis did not start; see $RUN_DIR/redis.log" >&2; exit 1; }
+  redis_setting=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0")
+fi
 
 nodes=()
 for i in $(seq 1 "$NODES"); do
   port=$((BASE_PORT + i - 1))
   nodes+=("127.0.0.1:$port")
-  spawn "node$i" "$RUN_DIR/node$i.log" env PORT="$port" HOST=127.0.0.1 CHORUS_NODE_ID="node$i" \
-    REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" "$BIN"
+  # `env -u`: a REDIS_URL or REDIS_CLUSTER_URLS of the caller's shell never
+  # reaches a node beside the one set here (chorus refuses both at once).
+  spawn "node$i" "$RUN_DIR/node$i.log" env -u REDIS_URL -u REDIS_CLUSTER_URLS \
+    PORT="$port" HOST=127.0.0.1 CHORUS_NODE_ID="node$i" "${redis_setting[@]}" "$BIN"
 done
 for i in $(seq 1 "$NODES"); do
   wait_ready "node$i" "http://127.0.0.1:$((BASE_PORT + i - 1))/ready" 10 "$RUN_DIR/node$i.log"
@@ -186,7 +263,11 @@ wait_ready prometheus "http://127.0.0.1:$PROM_PORT/-/ready" 30 "$RUN_DIR/prometh
 for i in $(seq 1 "$NODES"); do
   echo "node$i       http://127.0.0.1:$((BASE_PORT + i - 1))/   (direct; /metrics here)"
 done
-echo "redis       redis://127.0.0.1:$REDIS_PORT/0"
+if [ "$REDIS_CLUSTER" -eq 1 ]; then
+  echo "redis       REDIS_CLUSTER_URLS=$REDIS_CLUSTER_URLS   (3 primaries, 3 replicas)"
+else
+  echo "redis       redis://127.0.0.1:$REDIS_PORT/0"
+fi
 echo "prometheus  http://127.0.0.1:$PROM_PORT/   (targets: /targets, alerts: /alerts)"
 echo "chorus      http://$LB_HOST:$LB_PORT/   ws://$LB_HOST:$LB_PORT/ws?username=…   (nginx, sticky)"
 echo "logs and configs in $RUN_DIR. Ctrl-C to stop."

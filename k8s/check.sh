@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Verifies the Kubernetes manifests without a cluster:
-#   1. `kubectl kustomize` renders k8s/ (the base), overlays/monitoring and
-#      overlays/managed-redis; k8s/ renders exactly like k8s/base/.
+#   1. `kubectl kustomize` renders k8s/ (the base), overlays/monitoring,
+#      overlays/managed-redis and overlays/redis-cluster; k8s/ renders
+#      exactly like k8s/base/.
 #   2. kubernetes-validate (pinned, in a local virtualenv) validates the
-#      rendered base strictly (unknown fields are errors) against Kubernetes
-#      1.30, 1.33 and 1.37; any warning (e.g. a kind without a schema) fails.
-#   3. check_manifests.py validates all three renders the same way, checks
+#      rendered base and the redis-cluster overlay (the only one with kinds
+#      of its own: StatefulSet, Job) strictly (unknown fields are errors)
+#      against Kubernetes 1.30, 1.33 and 1.37; any warning (e.g. a kind
+#      without a schema) fails.
+#   3. check_manifests.py validates all four renders the same way, checks
 #      the PodMonitor (a CRD, absent from kubernetes-validate) against a
 #      hand-written subset of its CRD schema, proves strict mode rejects an
 #      unknown field, and checks the wiring: selectors, ports, Secret and
-#      ConfigMap references, probes, drain timing, security context, overlays.
+#      ConfigMap references, probes, drain timing, security context, overlays
+#      (for redis-cluster: REDIS_CLUSTER_URLS and the cluster create Job).
+#   4. overlays/redis-cluster/create-cluster.sh parses as POSIX sh (the Job
+#      runs it with busybox sh); tests/e2e/deploy.rs runs it against real
+#      redis-servers.
 # Needs kubectl (with its built-in kustomize) and python3 with venv; the
 # first run installs check-requirements.txt from PyPI, later runs are offline.
 #
@@ -72,29 +79,37 @@ render base "$k8s_dir"
 render base-dir "$k8s_dir/base"
 render monitoring "$k8s_dir/overlays/monitoring"
 render managed-redis "$k8s_dir/overlays/managed-redis"
+render redis-cluster "$k8s_dir/overlays/redis-cluster"
 cmp -s "$out/base.yaml" "$out/base-dir.yaml" || die "k8s/ and k8s/base/ render differently"
 echo "   k8s/ renders exactly as k8s/base/"
 
-# --- kubernetes-validate on the base ----------------------------------------
-step "kubernetes-validate $kv_version --strict on the rendered base, Kubernetes ${versions[*]}"
+# --- kubernetes-validate on the base and the redis-cluster overlay ---------
 kv_args=()
 for v in "${versions[@]}"; do kv_args+=(--kubernetes-version "$v"); done
-set +e
-kv_out="$("$venv/bin/kubernetes-validate" --strict --quiet "${kv_args[@]}" "$out/base.yaml" 2>&1)"
-kv_rc=$?
-set -e
-if [ "$kv_rc" -ne 0 ] || [ -n "$kv_out" ]; then
-  # --quiet prints only warnings and failures; a WARN (kind without a schema)
-  # would otherwise pass with exit 0.
-  echo "$kv_out"
-  die "kubernetes-validate: exit $kv_rc, $(printf '%s' "$kv_out" | grep -c .) warning/error line(s)"
-fi
-echo "   $(grep -c '^kind:' "$out/base.yaml") objects x ${#versions[@]} versions: valid, no warnings"
+for render_name in base redis-cluster; do
+  step "kubernetes-validate $kv_version --strict on the rendered $render_name, Kubernetes ${versions[*]}"
+  set +e
+  kv_out="$("$venv/bin/kubernetes-validate" --strict --quiet "${kv_args[@]}" "$out/$render_name.yaml" 2>&1)"
+  kv_rc=$?
+  set -e
+  if [ "$kv_rc" -ne 0 ] || [ -n "$kv_out" ]; then
+    # --quiet prints only warnings and failures; a WARN (kind without a schema)
+    # would otherwise pass with exit 0.
+    echo "$kv_out"
+    die "kubernetes-validate ($render_name): exit $kv_rc, $(printf '%s' "$kv_out" | grep -c .) warning/error line(s)"
+  fi
+  echo "   $(grep -c '^kind:' "$out/$render_name.yaml") objects x ${#versions[@]} versions: valid, no warnings"
+done
 
 # --- wiring, overlays, CRD --------------------------------------------------
 step "check_manifests.py (all renders; PodMonitor against its CRD subset schema)"
 CHORUS_K8S_VERSIONS="${versions[*]}" "$venv/bin/python" "$k8s_dir/check_manifests.py" \
-  "$out/base.yaml" "$out/monitoring.yaml" "$out/managed-redis.yaml" ||
+  "$out/base.yaml" "$out/monitoring.yaml" "$out/managed-redis.yaml" "$out/redis-cluster.yaml" ||
   die "manifest checks failed (see FAIL lines above)"
+
+# --- the create Job's script ------------------------------------------------
+step "overlays/redis-cluster/create-cluster.sh parses as POSIX sh (sh -n)"
+sh -n "$k8s_dir/overlays/redis-cluster/create-cluster.sh" || die "create-cluster.sh does not parse"
+echo "   ok ($(readlink -f "$(command -v sh)"))"
 
 echo "k8s/check.sh: all checks passed in $((SECONDS - start)) s"

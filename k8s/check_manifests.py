@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Checks rendered chorus manifests; k8s/check.sh runs it inside its virtualenv.
 
-    check_manifests.py BASE.yaml MONITORING.yaml MANAGED_REDIS.yaml
+    check_manifests.py BASE.yaml MONITORING.yaml MANAGED_REDIS.yaml REDIS_CLUSTER.yaml
 
-1. Schemas: every built-in object of the three renders against the
+1. Schemas: every built-in object of the four renders against the
    Kubernetes OpenAPI schemas of kubernetes-validate, strict mode (unknown
    fields are errors), for each version in K8S_VERSIONS. A kind without a
    schema fails, except the CRD kinds in CRD_SCHEMAS, which are checked
@@ -14,7 +14,13 @@
 3. Wiring that no schema sees: selectors match pod labels, named ports
    exist, Secret and ConfigMap references resolve to rendered objects with
    the referenced keys, the probes, drain timing, security context, and
-   what each overlay adds or removes.
+   what each overlay adds or removes. The redis-cluster overlay gets the
+   base's server checks, then its own: REDIS_CLUSTER_URLS (and no
+   REDIS_URL) naming every StatefulSet pod by its stable DNS name, the
+   cluster settings (cluster-enabled, AOF and nodes.conf on the volume,
+   announced hostname and IP), and a bounded create Job whose script, as
+   committed, runs one `--cluster create ... --cluster-replicas 1` over
+   those same pods after its "already formed" check.
 
 Prints one line per check; exits 1 if any failed.
 """
@@ -268,8 +274,9 @@ def canary(base: list[dict]) -> None:
 # 3: wiring
 
 
-def check_base(docs: list[dict]) -> None:
-    print("base wiring")
+def check_server(docs: list[dict]) -> tuple[dict, dict]:
+    """The chorus objects, whichever Redis they use: returns the Deployment
+    and its container's env by name."""
     check(
         all("namespace" not in d["metadata"] for d in docs),
         "no object names a namespace (namespace-agnostic base)",
@@ -318,17 +325,7 @@ def check_base(docs: list[dict]) -> None:
     check(prefix is None or prefix != "", "CHORUS_REDIS_PREFIX not empty")
     ttl = value("CHORUS_PRESENCE_TTL_SECS")
     check(ttl is None or (ttl.isdigit() and 1 <= int(ttl) <= 86400), "CHORUS_PRESENCE_TTL_SECS in 1..86400")
-    secrets: dict[str, str] = {}
-    ref = env.get("REDIS_URL", {}).get("valueFrom", {}).get("secretKeyRef")
-    if check(ref is not None, "REDIS_URL from a Secret"):
-        secret = named(docs, "Secret", ref["name"])
-        if check(secret is not None, f"REDIS_URL: Secret {ref['name']} is rendered"):
-            data = secret_data(secret)
-            if check(data.get(ref["key"], "") != "", f"REDIS_URL: key {ref['key']} present and not empty"):
-                secrets["REDIS_URL"] = data[ref["key"]]
     check_jwt_secret(docs, env)
-    url = secrets.get("REDIS_URL", "")
-    check(url.startswith(("redis://", "rediss://")), "REDIS_URL is redis:// or rediss:// (chorus refuses others)")
 
     for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/health")):
         get = c.get(probe, {}).get("httpGet", {})
@@ -476,7 +473,7 @@ def check_base(docs: list[dict]) -> None:
         ),
         "HPA on CPU utilization",
     )
-    pdb = one(docs, "PodDisruptionBudget")
+    pdb = one(docs, "PodDisruptionBudget", lambda d: d["metadata"]["name"] == dep["metadata"]["name"])
     check(matches(pdb["spec"]["selector"], labels), "PDB selects the chorus pods")
     check(
         pdb["spec"].get("maxUnavailable") == 1 or pdb["spec"].get("minAvailable") == 2,
@@ -486,6 +483,42 @@ def check_base(docs: list[dict]) -> None:
         pdb["spec"].get("minAvailable") is None or pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"],
         "PDB leaves room for a voluntary disruption at the HPA minimum",
     )
+
+    return dep, env
+
+
+def secret_setting(docs: list[dict], env: dict, name: str) -> str:
+    """The value of setting NAME, which must come from a rendered Secret
+    (a Redis URL may carry a password); "" when it does not."""
+    ref = env.get(name, {}).get("valueFrom", {}).get("secretKeyRef")
+    if not check(ref is not None, f"{name} from a Secret"):
+        return ""
+    secret = named(docs, "Secret", ref["name"])
+    if not check(secret is not None, f"{name}: Secret {ref['name']} is rendered"):
+        return ""
+    value = secret_data(secret).get(ref["key"], "")
+    check(value != "", f"{name}: key {ref['key']} present and not empty")
+    return value
+
+
+def restricted(pod_spec: dict, container: dict) -> bool:
+    """Pod Security Standard `restricted`, as every pod here meets it."""
+    psc, csc = pod_spec.get("securityContext", {}), container.get("securityContext", {})
+    return (
+        csc.get("readOnlyRootFilesystem") is True
+        and csc.get("allowPrivilegeEscalation") is False
+        and csc.get("capabilities", {}).get("drop") == ["ALL"]
+        and csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True
+        and (csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault"
+    )
+
+
+def check_base(docs: list[dict]) -> None:
+    print("base wiring")
+    dep, env = check_server(docs)
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    url = secret_setting(docs, env, "REDIS_URL")
+    check(url.startswith(("redis://", "rediss://")), "REDIS_URL is redis:// or rediss:// (chorus refuses others)")
 
     # Redis
     sts = one(docs, "StatefulSet")
@@ -510,12 +543,8 @@ def check_base(docs: list[dict]) -> None:
         governing is not None and governing["spec"].get("clusterIP") == "None",
         f"Redis: governing Service {sts['spec']['serviceName']} is headless",
     )
-    rsc = rc.get("securityContext", {})
     check(
-        rsc.get("readOnlyRootFilesystem") is True
-        and rsc.get("allowPrivilegeEscalation") is False
-        and rsc.get("capabilities", {}).get("drop") == ["ALL"]
-        and rpod["spec"].get("securityContext", {}).get("runAsNonRoot") is True,
+        restricted(rpod["spec"], rc),
         "Redis: non-root, read-only root, no privilege escalation, no capabilities",
     )
     redis_objects = [d for d in docs if d["metadata"].get("labels", {}).get(REPLACEABLE[0]) == REPLACEABLE[1]]
@@ -602,20 +631,243 @@ def check_managed_redis(base: list[dict], mr: list[dict]) -> None:
         )
     check_jwt_secret(mr, env)
 
+def flags(args: list[str]) -> dict[str, str]:
+    """`--name value` pairs of a command line."""
+    return {a[2:]: b for a, b in zip(args, args[1:]) if a.startswith("--") and not b.startswith("--")}
+
+
+def check_redis_cluster(base: list[dict], rc: list[dict], script_dir: str) -> None:
+    """overlays/redis-cluster: the chorus objects as in the base, on a Redis
+    Cluster of one StatefulSet formed by a Job, with REDIS_CLUSTER_URLS."""
+    print("redis-cluster overlay: server wiring (as for the base)")
+    dep, env = check_server(rc)
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    print("redis-cluster overlay: the Redis Cluster")
+
+    def instance(d: dict) -> str | None:
+        return d["metadata"].get("labels", {}).get("app.kubernetes.io/instance")
+
+    left = [kn(d) for d in rc if instance(d) == "chorus-redis"]
+    check(not left, "the base's single Redis is gone", ", ".join(left))
+    base_redis = {kn(d) for d in base if d["metadata"].get("labels", {}).get(REPLACEABLE[0]) == REPLACEABLE[1]}
+    kept = {kn(d) for d in base if d["kind"] != "Secret"} - base_redis
+    check(kept <= {kn(d) for d in rc}, "keeps every chorus object", ", ".join(sorted(kept - {kn(d) for d in rc})))
+
+    # chorus: REDIS_CLUSTER_URLS, and REDIS_URL nowhere (chorus refuses both).
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    from_config: set[str] = set()
+    for source in c.get("envFrom", []):
+        if "configMapRef" in source:
+            from_config |= set((named(rc, "ConfigMap", source["configMapRef"]["name"]) or {}).get("data") or {})
+        if "secretRef" in source:
+            from_config |= set(secret_data(named(rc, "Secret", source["secretRef"]["name"]) or {}))
+    check(
+        "REDIS_URL" not in env and "REDIS_URL" not in from_config,
+        "no REDIS_URL in the chorus container (env or envFrom) beside REDIS_CLUSTER_URLS",
+    )
+    check(
+        not [d for d in rc if d["kind"] == "Secret" and "REDIS_URL" in secret_data(d)],
+        "no rendered Secret holds a REDIS_URL",
+    )
+    urls = secret_setting(rc, env, "REDIS_CLUSTER_URLS")
+    seeds = [u.strip() for u in urls.split(",") if u.strip()]
+
+    sts_all = [d for d in rc if d["kind"] == "StatefulSet"]
+    if not check(len(sts_all) == 1, "one StatefulSet", ", ".join(kn(d) for d in sts_all)):
+        return
+    sts = sts_all[0]
+    name, svc_name = sts["metadata"]["name"], sts["spec"]["serviceName"]
+    replicas = sts["spec"]["replicas"]
+    rpod = sts["spec"]["template"]
+    rlabels = rpod["metadata"]["labels"]
+    c_redis = rpod["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c_redis.get("ports", [])}
+    args = flags(c_redis.get("command", []) + c_redis.get("args", []))
+    port = int(args.get("port", "6379"))
+    bus = int(args.get("cluster-port", str(port + 10000)))
+    pod_env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c_redis.get("env", [])}
+    hosts = [f"{name}-{i}.{svc_name}" for i in range(replicas)]
+
+    check(replicas == 6, f"{kn(sts)}: 6 pods (3 primaries + 3 replicas)", str(replicas))
+    m = re.match(r"^redis:(\d+)", c_redis["image"])
+    check(m is not None and int(m.group(1)) >= 7, f"{kn(sts)}: image Redis 7+ ({c_redis['image']})")
+    check(
+        sts["spec"].get("podManagementPolicy") == "Parallel",
+        f"{kn(sts)}: podManagementPolicy Parallel (pods are unready until the cluster is formed)",
+    )
+    check(matches(sts["spec"]["selector"], rlabels), f"{kn(sts)}: selector matches its pods")
+    check(not matches(dep["spec"]["selector"], rlabels), "Redis pods are not chorus pods")
+    check(args.get("cluster-enabled") == "yes", "Redis: --cluster-enabled yes")
+    check(args.get("appendonly") == "yes", "Redis: --appendonly yes")
+    vct = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
+    data_mounts = [m["mountPath"] for m in c_redis.get("volumeMounts", []) if m["name"] in vct]
+    check(bool(data_mounts), "Redis: data on a PVC template")
+    check(
+        any(args.get("cluster-config-file", "").startswith(mp.rstrip("/") + "/") for mp in data_mounts)
+        and args.get("dir") in data_mounts,
+        "Redis: nodes.conf and the AOF (--dir) on the volume (a node keeps its identity across restarts)",
+        str(args),
+    )
+    check(
+        ports.get("redis") == port and ports.get("cluster-bus") == bus,
+        f"Redis: container ports redis {port} and cluster-bus {bus} (port + 10000 unless --cluster-port)",
+        str(ports),
+    )
+    check(
+        args.get("cluster-announce-hostname") == f"$(POD_NAME).{svc_name}"
+        and pod_env.get("POD_NAME") == "metadata.name",
+        f"Redis: announces its stable name $(POD_NAME).{svc_name} (POD_NAME from metadata.name)",
+    )
+    check(
+        args.get("cluster-preferred-endpoint-type") == "hostname",
+        "Redis: clients are sent hostnames (cluster-preferred-endpoint-type hostname), never stale pod IPs",
+    )
+    check(
+        args.get("cluster-announce-ip") == "$(POD_IP)" and pod_env.get("POD_IP") == "status.podIP",
+        "Redis: announces its current pod IP on the bus (POD_IP from status.podIP)",
+    )
+    ready = " ".join(c_redis.get("readinessProbe", {}).get("exec", {}).get("command", []))
+    check("cluster_state:ok" in ready, "Redis: ready only in a healthy cluster (readiness checks cluster_state:ok)")
+    check(bool(c_redis.get("livenessProbe")), "Redis: liveness probe")
+    res = c_redis.get("resources", {})
+    check(
+        all(res.get("requests", {}).get(k) for k in ("cpu", "memory")) and res.get("limits", {}).get("memory"),
+        "Redis: cpu and memory requests, memory limit",
+    )
+    check(restricted(rpod["spec"], c_redis), "Redis: restricted security context")
+
+    governing = named(rc, "Service", svc_name)
+    if check(governing is not None, f"governing Service {svc_name} is rendered"):
+        gs = governing["spec"]
+        check(
+            gs.get("clusterIP") == "None" and gs.get("publishNotReadyAddresses") is True,
+            f"Service {svc_name}: headless, names published before the pods are ready",
+        )
+        check(matches({"matchLabels": gs["selector"]}, rlabels), f"Service {svc_name} selects the Redis pods")
+        check(
+            {p["port"] for p in gs["ports"]} >= {port, bus},
+            f"Service {svc_name}: ports {port} and {bus}",
+        )
+
+    check(len(seeds) == replicas, f"REDIS_CLUSTER_URLS: one seed per pod ({replicas})", urls)
+    check(
+        sorted(seeds) == sorted(f"redis://{h}:{port}" for h in hosts),
+        f"REDIS_CLUSTER_URLS: the pods' stable DNS names {name}-N.{svc_name}:{port}",
+        urls,
+    )
+
+    pdb = [d for d in rc if d["kind"] == "PodDisruptionBudget" and matches(d["spec"]["selector"], rlabels)]
+    check(
+        len(pdb) == 1 and pdb[0]["spec"].get("maxUnavailable") == 1,
+        "a PDB lets one Redis pod go at a time (maxUnavailable 1)",
+    )
+
+    jobs = [d for d in rc if d["kind"] == "Job"]
+    if not check(len(jobs) == 1, "one Job (cluster create)", ", ".join(kn(d) for d in jobs)):
+        return
+    job = jobs[0]
+    jspec = job["spec"]
+    jpod = jspec["template"]
+    jc = jpod["spec"]["containers"][0]
+    jlabels = jpod["metadata"]["labels"]
+    check(not matches(sts["spec"]["selector"], jlabels), f"{kn(job)}: its pod is not a Redis node")
+    check(
+        jpod["spec"].get("restartPolicy") in ("Never", "OnFailure")
+        and isinstance(jspec.get("backoffLimit"), int)
+        and isinstance(jspec.get("activeDeadlineSeconds"), int),
+        f"{kn(job)}: bounded (backoffLimit, activeDeadlineSeconds)",
+    )
+    check(jc["image"] == c_redis["image"], f"{kn(job)}: the Redis image (its redis-cli matches the servers)")
+    jres = jc.get("resources", {})
+    check(
+        all(jres.get("requests", {}).get(k) for k in ("cpu", "memory"))
+        and all(jres.get("limits", {}).get(k) for k in ("cpu", "memory")),
+        f"{kn(job)}: cpu and memory requests and limits",
+    )
+    check(restricted(jpod["spec"], jc), f"{kn(job)}: restricted security context")
+    jenv = {e["name"]: e.get("value", "") for e in jc.get("env", [])}
+    nodes = jenv.get("REDIS_CLUSTER_NODES", "").split()
+    check(
+        sorted(nodes) == sorted(f"{h}:{port}" for h in hosts),
+        f"{kn(job)}: REDIS_CLUSTER_NODES names all {replicas} pods by their DNS names, as the seeds do",
+        " ".join(nodes),
+    )
+    # The script: a key of a rendered ConfigMap mounted where the command runs it.
+    command = jc.get("command", []) + jc.get("args", [])
+    mounts = {m["name"]: m["mountPath"] for m in jc.get("volumeMounts", [])}
+    script = None
+    for v in jpod["spec"].get("volumes", []):
+        cm = named(rc, "ConfigMap", v.get("configMap", {}).get("name", "")) if "configMap" in v else None
+        for key, text in ((cm or {}).get("data") or {}).items():
+            if v["name"] in mounts and f"{mounts[v['name']]}/{key}" in command:
+                script = (key, text)
+    if not check(script is not None, f"{kn(job)}: runs a script of a rendered ConfigMap it mounts", str(command)):
+        return
+    key, text = script
+    with open(os.path.join(script_dir, key), encoding="utf-8") as f:
+        check(f.read() == text, f"{kn(job)}: the ConfigMap holds overlays/redis-cluster/{key} as committed")
+    create = [line for line in text.splitlines() if re.match(r"^\s*redis-cli --cluster create ", line)]
+    check(
+        len(create) == 1 and "--cluster-replicas 1" in create[0] and "--cluster-yes" in create[0],
+        f"{key}: one redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes",
+        " | ".join(create),
+    )
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    skip = code.find("already formed")
+    check(
+        "cluster_state" in code and 0 <= skip < code.find("redis-cli --cluster create"),
+        f"{key}: checks for a healthy cluster (cluster_state) and skips before it would create one",
+    )
+    check("REDIS_CLUSTER_NODES" in code, f"{key}: creates over the nodes REDIS_CLUSTER_NODES names")
+
+    # Who may talk to the nodes.
+    nps = [d for d in rc if d["kind"] == "NetworkPolicy" and matches(d["spec"]["podSelector"], rlabels)]
+    if check(len(nps) == 1, "one NetworkPolicy guards the Redis pods"):
+        rules = nps[0]["spec"].get("ingress", [])
+
+        def admits(peer_labels: dict, p: int) -> bool:
+            return any(
+                any(matches(f.get("podSelector", {}), peer_labels) for f in r.get("from", []))
+                and any(x.get("port") == p for x in r.get("ports", []))
+                for r in rules
+            )
+
+        check(admits(pod_labels, port), f"{kn(nps[0])}: admits the chorus pods on {port}")
+        check(admits(jlabels, port), f"{kn(nps[0])}: admits the create Job on {port}")
+        check(
+            admits(rlabels, port) and admits(rlabels, bus),
+            f"{kn(nps[0])}: admits the Redis pods to each other on {port} and {bus}",
+        )
+        check(not admits(pod_labels, bus), f"{kn(nps[0])}: the cluster bus is closed to chorus")
+
+    ours = [d for d in rc if instance(d) in ("chorus-redis-cluster", "chorus-redis-cluster-create")]
+    check(
+        {d["kind"] for d in ours} >= {"StatefulSet", "Service", "Job", "PodDisruptionBudget", "NetworkPolicy"}
+        and all(
+            d["metadata"]["labels"].get(REPLACEABLE[0]) == REPLACEABLE[1]
+            and d["metadata"]["labels"].get("app.kubernetes.io/component") == "redis"
+            for d in ours
+        ),
+        f"Redis Cluster objects labelled {REPLACEABLE[0]}={REPLACEABLE[1]}: " + ", ".join(sorted(kn(d) for d in ours)),
+    )
+
 
 def main() -> int:
-    if len(sys.argv) != 4:
+    if len(sys.argv) != 5:
         print(__doc__, file=sys.stderr)
         return 2
-    base, mon, mr = (load(p) for p in sys.argv[1:])
+    base, mon, mr, rc = (load(p) for p in sys.argv[1:])
     print(f"kubernetes-validate {kubernetes_validate.__version__}")
     validate_schemas("base", base)
     validate_schemas("monitoring overlay", mon)
     validate_schemas("managed-redis overlay", mr)
+    validate_schemas("redis-cluster overlay", rc)
     canary(base)
     check_base(base)
     check_monitoring(base, mon)
     check_managed_redis(base, mr)
+    here = os.path.dirname(os.path.abspath(__file__))
+    check_redis_cluster(base, rc, os.path.join(here, "overlays", "redis-cluster"))
     if failures:
         print(f"{len(failures)} check(s) failed")
         return 1

@@ -23,7 +23,8 @@
 #                     replica takes over within seconds, and a busy machine
 #                     does not trigger failovers by itself)
 #
-# The tests do not call this script: tests/e2e/support/redis_cluster.rs
+# deploy/local-cluster.sh --redis-cluster starts and stops its cluster with
+# this script. The cluster tests do not: tests/e2e/support/redis_cluster.rs
 # starts its own nodes (it has to SIGKILL and restart them one by one).
 set -euo pipefail
 

@@ -14,6 +14,7 @@ mod bench;
 mod cluster;
 mod config;
 mod deploy;
+mod deploy_scripts;
 mod failover;
 mod faults;
 mod hardening;

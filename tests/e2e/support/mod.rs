@@ -1,11 +1,14 @@
 //! Test support: nodes (in process and as processes), a WebSocket client with
 //! bounded waits, an HTTP helper, a real Redis and Redis Cluster, and the
-//! deployment's real tools (nginx, Prometheus) as owned child processes.
+//! deployment's real tools (nginx, Prometheus) and scripts (the local
+//! cluster, the Kubernetes Redis Cluster's pods and create Job) as owned
+//! child processes.
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod chatters;
 pub mod cluster;
+pub mod local_cluster;
 pub mod netns;
 pub mod nginx;
 pub mod node;
@@ -13,6 +16,7 @@ pub mod prometheus;
 pub mod raw;
 pub mod redis;
 pub mod redis_cluster;
+pub mod redis_pods;
 pub mod tools;
 pub mod ws_client;
 
