@@ -65,6 +65,9 @@ pub const OUTBOUND_BUFFERED_BYTES: &str = "chorus_outbound_buffered_bytes";
 pub const PUBSUB_RECONNECTS: &str = "chorus_pubsub_reconnects_total";
 /// Room messages delivered from history after a subscriber reconnect (counter).
 pub const GAP_FILL_MESSAGES: &str = "chorus_gap_fill_messages_total";
+/// DMs stored whose delivery to a user's inbox failed at first and was
+/// retried in the background (counter).
+pub const DM_DELIVERIES_DEFERRED: &str = "chorus_dm_deliveries_deferred_total";
 /// Redis channels this node is subscribed to (gauge).
 pub const SUBSCRIBED_CHANNELS: &str = "chorus_subscribed_channels";
 /// Users of dead nodes removed from rooms by this node's reaper (counter).
@@ -115,6 +118,7 @@ pub fn register_at_zero() {
         ROOM_LIMIT_REFUSALS,
         PUBSUB_RECONNECTS,
         GAP_FILL_MESSAGES,
+        DM_DELIVERIES_DEFERRED,
         PRESENCE_REAPED,
     ] {
         metrics::counter!(counter).increment(0);

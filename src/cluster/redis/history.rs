@@ -1,6 +1,8 @@
 //! Histories as capped Redis streams; appending and publishing are one script.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,13 +13,14 @@ use crate::cluster::{
     Appended, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Since, Stored, Topic,
 };
 use crate::domain::{IDEMPOTENCY_WINDOW, MessageId, UserName};
+use crate::telemetry;
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/append.lua")));
 static INBOX: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/inbox.lua")));
 
 /// How long an inbox lives after its last DM when histories live forever:
 /// it only serves gap fills, which reach back seconds.
-const INBOX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+const INBOX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// How often a DM delivery reads the pair's history again because another
 /// delivery of the pair moved the user's cursor first: each retry finds
@@ -31,7 +34,26 @@ pub struct RedisHistory {
     limit: usize,
     /// How long a history lives after its last message, ms; 0: forever.
     ttl_ms: u64,
+    inboxes: Inboxes,
 }
+
+/// Delivers stored DMs to their users' inboxes; cheap to clone into a retry.
+#[derive(Clone)]
+struct Inboxes {
+    redis: Redis,
+    /// An inbox's cap.
+    limit: usize,
+    /// How long an inbox and its cursors live after their last DM, ms.
+    lifetime: u64,
+}
+
+/// Deliveries retried in the background right now, bounded: past it, a
+/// failed delivery waits for the pair's next DM, which delivers everything
+/// after the user's cursor.
+static DEFERRED: AtomicUsize = AtomicUsize::new(0);
+const MAX_DEFERRED: usize = 10_000;
+/// How long a deferred delivery keeps trying.
+const DEFER_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 #[error("unexpected reply from redis: {0}")]
@@ -126,13 +148,62 @@ pub(super) fn topic_entries(
 }
 
 impl RedisHistory {
-    pub(super) fn new(redis: Redis, limit: usize, ttl: Option<std::time::Duration>) -> Self {
+    pub(super) fn new(redis: Redis, limit: usize, ttl: Option<Duration>) -> Self {
         let ttl_ms = ttl.map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let lifetime = if ttl_ms > 0 {
+            ttl_ms
+        } else {
+            u64::try_from(INBOX_LIFETIME.as_millis()).unwrap_or(u64::MAX)
+        };
         Self {
+            inboxes: Inboxes {
+                redis: redis.clone(),
+                limit,
+                lifetime,
+            },
             redis,
             limit,
             ttl_ms,
         }
+    }
+}
+
+impl Inboxes {
+    /// Delivers, or when Redis does not take it now, keeps trying in the
+    /// background: the DM is stored, so its sender was told it was sent.
+    async fn deliver_or_defer(
+        self,
+        log: Log,
+        user: UserName,
+        stored: Stored,
+        previous: Option<String>,
+    ) {
+        if self
+            .deliver_dm(&log, &user, &stored, previous.as_deref())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        metrics::counter!(telemetry::DM_DELIVERIES_DEFERRED).increment(1);
+        if DEFERRED.fetch_add(1, Ordering::Relaxed) >= MAX_DEFERRED {
+            DEFERRED.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%user, "too many DM deliveries deferred; this one waits for its pair's next DM");
+            return;
+        }
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + DEFER_FOR;
+            let mut pause = Duration::from_millis(100);
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(pause).await;
+                // Without `previous`: it reads what the cursor still lacks.
+                if self.deliver_dm(&log, &user, &stored, None).await.is_ok() {
+                    break;
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            DEFERRED.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// Delivers the DMs of `log` up to `stored` to `user`'s inbox and
@@ -153,7 +224,7 @@ impl RedisHistory {
             return Ok(());
         };
         let pair = format!("{a}:{b}");
-        let lifetime = self.inbox_lifetime();
+        let lifetime = self.lifetime;
         let mut expected = previous.map(str::to_owned);
         let mut batch = vec![(stored.id, stored.payload.clone())];
         for _ in 0..DELIVERY_ATTEMPTS {
@@ -229,15 +300,6 @@ impl RedisHistory {
             .map(|m| (m.id, m.payload))
             .collect())
     }
-
-    /// How long an inbox and its cursors live after their last DM.
-    fn inbox_lifetime(&self) -> u64 {
-        if self.ttl_ms > 0 {
-            self.ttl_ms
-        } else {
-            u64::try_from(INBOX_LIFETIME.as_millis()).unwrap_or(u64::MAX)
-        }
-    }
 }
 
 #[async_trait]
@@ -304,15 +366,21 @@ impl History for RedisHistory {
                 replayed: false,
             },
         };
-        // Both users' inboxes at once; a failure answers `unavailable`, and
-        // the client's retry under the same key (or the pair's next DM)
-        // completes the deliveries without a second copy.
-        let previous = (!appended.replayed).then_some(previous.as_str());
+        // Both users' inboxes at once. The DM is stored: from here on the
+        // send succeeded (an `unavailable` answer would say it was not), and
+        // a delivery Redis does not take now is retried in the background;
+        // past that, the pair's next DM delivers what a cursor lacks.
+        let previous = (!appended.replayed).then_some(previous);
         let deliveries = topics.iter().filter_map(|topic| match topic {
-            Topic::User(user) => Some(self.deliver_dm(log, user, &appended.stored, previous)),
+            Topic::User(user) => Some(self.inboxes.clone().deliver_or_defer(
+                log.clone(),
+                user.clone(),
+                appended.stored.clone(),
+                previous.clone(),
+            )),
             Topic::Room(_) => None,
         });
-        futures_util::future::try_join_all(deliveries).await?;
+        futures_util::future::join_all(deliveries).await;
         Ok(appended)
     }
 

@@ -98,7 +98,7 @@ enum Client {
     Single(redis::Client),
     /// Connections to every primary, routed by slot, following the cluster
     /// through failovers and slot migrations.
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 /// One command connection: to the one Redis, or to the whole cluster.
@@ -174,14 +174,14 @@ impl Redis {
             RedisTarget::Single(url) => {
                 Client::Single(redis::Client::open(url.as_str()).map_err(unavailable)?)
             }
-            RedisTarget::Cluster(seeds) => Client::Cluster(
+            RedisTarget::Cluster(seeds) => Client::Cluster(Box::new(
                 ClusterClient::builder(seeds.iter().map(String::as_str))
                     .connection_timeout(COMMAND_TIMEOUT)
                     .response_timeout(COMMAND_TIMEOUT)
                     .retries(CLUSTER_RETRIES)
                     .build()
                     .map_err(unavailable)?,
-            ),
+            )),
         };
         Ok(Self {
             client,
