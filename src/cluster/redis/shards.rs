@@ -820,14 +820,15 @@ mod tests {
             shard(
                 &[5461, 5999, 6001, 16383],
                 vec![
-                    // A failed former primary is still listed as a master.
-                    node(7001, "master", "failed", "10.0.0.2"),
+                    // Not online (7.0.15 says `fail`; the documentation,
+                    // `failed`), whatever its role says.
+                    node(7001, "master", "fail", "10.0.0.2"),
                     node(7004, "master", "online", "?"),
                 ],
             ),
-            // A node that serves nothing (a failed primary with its slots
-            // gone) is its own shard without slots.
-            shard(&[], vec![node(7005, "master", "failed", "10.0.0.6")]),
+            // After a failover, 7.0.15 lists the dead primary as a shard of
+            // its own, without slots.
+            shard(&[], vec![node(7005, "master", "fail", "10.0.0.6")]),
         ]);
 
         let primaries = parse_shards(&reply, "seed.example", false).unwrap();
