@@ -25,6 +25,7 @@ pub(crate) mod keys;
 mod ledger;
 mod liveness;
 mod presence;
+mod shards;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +45,7 @@ pub use bus::RedisBus;
 pub use history::RedisHistory;
 pub use liveness::RedisLiveness;
 pub use presence::RedisPresence;
+pub use shards::{ShardEvent, ShardEvents, ShardedSubscriber};
 
 use self::keys::Keys;
 use self::ledger::Ledger;
