@@ -15,12 +15,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use redis::aio::PubSubSink;
+use futures_util::future::try_join_all;
+use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::history::topic_entries;
+use super::shards::{ShardEvent, ShardEvents, ShardedSubscriber};
 use super::{COMMAND_TIMEOUT, Redis, RedisTarget, unavailable};
 use crate::cluster::{Bus, ClusterError, ClusterResult, Deliver, Publication, Topic};
 use crate::domain::{MessageId, UserName};
@@ -67,7 +69,7 @@ struct Inner {
 struct State {
     channels: HashMap<Topic, Channel>,
     /// `None` while the subscriber connection is down.
-    sink: Option<PubSubSink>,
+    sink: Option<Sink>,
     /// Counts subscriber connections, so a subscription confirmed on one
     /// that has since been replaced is not taken for a live one.
     generation: u64,
@@ -124,6 +126,106 @@ struct SubscriberDown;
 #[derive(Debug, thiserror::Error)]
 #[error("redis did not confirm the subscription in time")]
 struct SubscribeTimedOut;
+
+/// How a node subscribes: one connection to the one Redis, or (Redis
+/// Cluster) the sharded subscriber, one connection per primary.
+enum Connector {
+    Plain(redis::Client),
+    Sharded(Vec<String>),
+}
+
+/// The command side of one life of the subscriber. Cloning shares it.
+#[derive(Clone)]
+enum Sink {
+    Plain(PubSubSink),
+    Sharded(ShardedSubscriber),
+}
+
+/// The publications of one life of the subscriber.
+enum Incoming {
+    Plain(PubSubStream),
+    Sharded(ShardEvents),
+}
+
+impl Connector {
+    fn new(target: RedisTarget) -> redis::RedisResult<Self> {
+        Ok(match target {
+            RedisTarget::Single(url) => Self::Plain(redis::Client::open(url)?),
+            RedisTarget::Cluster(seeds) => Self::Sharded(seeds),
+        })
+    }
+
+    async fn connect(&self) -> redis::RedisResult<(Sink, Incoming)> {
+        match self {
+            Self::Plain(client) => {
+                let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| {
+                        redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                    })??;
+                let (sink, stream) = pubsub.split();
+                Ok((Sink::Plain(sink), Incoming::Plain(stream)))
+            }
+            Self::Sharded(seeds) => {
+                let (subscriber, events) =
+                    ShardedSubscriber::connect(seeds, COMMAND_TIMEOUT).await?;
+                Ok((Sink::Sharded(subscriber), Incoming::Sharded(events)))
+            }
+        }
+    }
+}
+
+impl Sink {
+    /// Subscribes every channel of `channels` (one command per channel on a
+    /// cluster: each goes to its slot's primary).
+    async fn subscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Self::Plain(sink) => sink.subscribe(channels).await,
+            Self::Sharded(subscriber) => {
+                try_join_all(channels.iter().map(|c| subscriber.subscribe(c))).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Plain(sink) => sink.unsubscribe(channel).await,
+            Self::Sharded(subscriber) => subscriber.unsubscribe(channel).await,
+        }
+    }
+
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        match self {
+            // Any reply will do: a subscribed RESP2 connection answers PING
+            // with the array ["pong", ""], not "PONG".
+            Self::Plain(sink) => sink.ping::<redis::Value>().await.map(drop),
+            Self::Sharded(subscriber) => subscriber.ping().await,
+        }
+    }
+}
+
+impl Incoming {
+    /// The next publication's channel and payload; `None` once this life of
+    /// the subscriber is over.
+    async fn next(&mut self) -> Option<(String, Bytes)> {
+        match self {
+            Self::Plain(stream) => stream.next().await.map(|message| {
+                (
+                    message.get_channel_name().to_owned(),
+                    Bytes::copy_from_slice(message.get_payload_bytes()),
+                )
+            }),
+            Self::Sharded(events) => match events.next().await? {
+                ShardEvent::Message { channel, payload } => Some((channel, payload)),
+                ShardEvent::Lost(why) => {
+                    tracing::warn!(%why, "sharded subscriber lost");
+                    None
+                }
+            },
+        }
+    }
+}
 
 /// `<position>\n<id>\n<except>\n<payload>`: the only framing on the
 /// channels, read without decoding the payload. `position` is the entry's id
@@ -281,7 +383,11 @@ impl RedisBus {
                     c.position.get_or_insert(position);
                 }
             }
-            let confirmed = tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channel)).await;
+            let confirmed = tokio::time::timeout(
+                COMMAND_TIMEOUT,
+                sink.subscribe(std::slice::from_ref(&channel)),
+            )
+            .await;
             if !matches!(confirmed, Ok(Ok(()))) {
                 return Err(unavailable(SubscriberDown));
             }
@@ -355,19 +461,19 @@ impl RedisBus {
     /// Owns the subscriber connection until `stop`: connect, resubscribe,
     /// gap-fill, deliver; on failure wait and start again.
     pub(super) async fn run(self, target: RedisTarget, stop: CancellationToken) {
-        let RedisTarget::Single(url) = target else {
-            tracing::error!("sharded pub/sub is not built yet");
-            return;
-        };
-        let Ok(client) = redis::Client::open(url) else {
-            return;
+        let connector = match Connector::new(target) {
+            Ok(connector) => connector,
+            Err(error) => {
+                tracing::error!(%error, "redis subscriber cannot start");
+                return;
+            }
         };
         let mut backoff = MIN_BACKOFF;
         let mut first = true;
         loop {
             let served = tokio::select! {
                 () = stop.cancelled() => return,
-                served = self.serve(&client, first) => served,
+                served = self.serve(&connector, first) => served,
             };
             first = false;
             {
@@ -392,19 +498,14 @@ impl RedisBus {
 
     /// One life of the subscriber connection. Returns true if it got as far
     /// as resubscribing (so the next attempt starts with a short backoff).
-    async fn serve(&self, client: &redis::Client, first: bool) -> bool {
-        let pubsub = match tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub()).await {
-            Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(error)) => {
+    async fn serve(&self, connector: &Connector, first: bool) -> bool {
+        let (mut sink, mut stream) = match connector.connect().await {
+            Ok(connected) => connected,
+            Err(error) => {
                 tracing::warn!(%error, "redis subscriber cannot connect");
                 return false;
             }
-            Err(_) => {
-                tracing::warn!("redis subscriber connect timed out");
-                return false;
-            }
         };
-        let (mut sink, mut stream) = pubsub.split();
         let wanted: Vec<Topic> = self
             .state()
             .channels
@@ -456,17 +557,14 @@ impl RedisBus {
         loop {
             tokio::select! {
                 message = stream.next() => {
-                    let Some(message) = message else {
+                    let Some((channel, payload)) = message else {
                         tracing::warn!("redis subscriber connection closed");
                         return true;
                     };
-                    self.on_message(&message);
+                    self.on_message(&channel, payload);
                 }
                 _ = ping.tick() => {
-                    // Any reply will do: a subscribed RESP2 connection answers
-                    // PING with the array ["pong", ""], not "PONG".
-                    let answered =
-                        tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    let answered = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping()).await;
                     if !matches!(answered, Ok(Ok(_))) {
                         tracing::warn!("redis subscriber stopped answering");
                         return true;
@@ -476,18 +574,13 @@ impl RedisBus {
         }
     }
 
-    fn on_message(&self, message: &redis::Msg) {
+    fn on_message(&self, channel: &str, payload: Bytes) {
         let keys = self.inner.redis.keys();
-        let Some(topic) = keys.topic(message.get_channel_name()) else {
+        let Some(topic) = keys.topic(channel) else {
             return;
         };
-        let Some((position, publication)) =
-            open_envelope(Bytes::copy_from_slice(message.get_payload_bytes()))
-        else {
-            tracing::warn!(
-                channel = message.get_channel_name(),
-                "ignoring a malformed publication"
-            );
+        let Some((position, publication)) = open_envelope(payload) else {
+            tracing::warn!(channel, "ignoring a malformed publication");
             return;
         };
         self.dispatch(&topic, position, publication);
@@ -563,7 +656,7 @@ impl Bus for RedisBus {
         let redis = &self.inner.redis;
         let _: i64 = redis
             .query(
-                redis::cmd("PUBLISH")
+                redis::cmd(redis.publish_command())
                     .arg(redis.keys().channel(topic))
                     .arg(envelope(&publication).as_ref()),
             )

@@ -56,6 +56,10 @@ const MAX_DEFERRED: usize = 10_000;
 const DEFER_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
+#[error("the message reached redis after the node stopped waiting for it")]
+struct Late;
+
+#[derive(Debug, thiserror::Error)]
 #[error("unexpected reply from redis: {0}")]
 struct Malformed(&'static str);
 
@@ -334,13 +338,17 @@ impl History for RedisHistory {
                 "1"
             } else {
                 "0"
-            });
+            })
+            .arg(self.redis.store_deadline());
         // A room's channel shares the room's slot: published in the script.
         // A user's is in the user's slot: delivered after, through the inbox.
         for topic in topics.iter().filter(|t| matches!(t, Topic::Room(_))) {
             invocation.arg(keys.channel(topic));
         }
         let reply: Vec<Vec<u8>> = self.redis.invoke("append", &invocation).await?;
+        if reply.first().is_some_and(|first| first == b"late") {
+            return Err(ClusterError::Unavailable(Box::new(Late)));
+        }
         let mut reply = reply.into_iter();
         let id = reply
             .next()

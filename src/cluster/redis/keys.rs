@@ -49,27 +49,28 @@ static PARTITION_TAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
         .map(|i| {
             (0u32..)
                 .map(|n| format!("P{i}.{n}"))
-                .find(|tag| usize::from(slot(tag) / width) == i)
+                .find(|tag| usize::from(slot(tag.as_bytes()) / width) == i)
                 .unwrap_or_else(|| unreachable!("CRC16 reaches every sixteenth"))
         })
         .collect()
 });
 
-/// The Redis Cluster slot of `key`: CRC16 of its hash tag (the first
-/// non-empty `{…}`), or of the whole key.
-pub(crate) fn slot(key: &str) -> u16 {
-    let tag = key
-        .split_once('{')
-        .and_then(|(_, rest)| rest.split_once('}'))
-        .map(|(tag, _)| tag)
-        .filter(|tag| !tag.is_empty())
-        .unwrap_or(key);
-    crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes()) % SLOTS
+/// The hash slot of a key or shard channel: CRC16 (XMODEM) of its hash tag
+/// (the text between the first `{` and the next `}`, if not empty), else of
+/// the whole name, modulo 16384. The crate's `Slot::for_key` computes the
+/// same but does not reveal the number.
+pub(crate) fn slot(name: &[u8]) -> u16 {
+    let tag = name.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &name[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tag.unwrap_or(name)) % SLOTS
 }
 
 /// The partition `name` (a user or room name, a node id) belongs to.
 pub(crate) fn partition_of(name: &str) -> usize {
-    usize::from(slot(name)) % PARTITIONS
+    usize::from(slot(name.as_bytes())) % PARTITIONS
 }
 
 /// Builds keys and channels under one prefix.
@@ -217,6 +218,8 @@ impl Keys {
 
 #[cfg(test)]
 mod tests {
+    use redis::cluster_routing::Slot;
+
     use super::*;
 
     #[test]
@@ -249,7 +252,7 @@ mod tests {
         let room = RoomName::parse("lobby").unwrap();
         let log = Log::Room(room.clone());
         let node = NodeId::parse("n{1}").unwrap();
-        let room_slot = slot(&keys.channel(&Topic::Room(room.clone())));
+        let room_slot = slot(keys.channel(&Topic::Room(room.clone())).as_bytes());
         for key in [
             keys.history(&log),
             keys.trimmed(&log),
@@ -257,24 +260,45 @@ mod tests {
             keys.members(&room),
             keys.room_entries(&room, &node),
         ] {
-            assert_eq!(slot(&key), room_slot, "{key}");
+            assert_eq!(slot(key.as_bytes()), room_slot, "{key}");
         }
     }
 
     #[test]
-    fn slots_follow_redis_hash_tags() {
-        // Values from `CLUSTER KEYSLOT`.
-        assert_eq!(slot("foo"), 12_182);
-        assert_eq!(slot("{user1000}.following"), slot("user1000"));
-        assert_eq!(slot("{bar}x"), 5061);
-        // An empty tag does not count: the whole key is hashed.
-        assert_ne!(slot("foo{}{bar}"), 5061);
+    fn slots_are_the_crates() {
+        let names: &[&[u8]] = &[
+            b"foo",
+            b"",
+            b"{r:a}",
+            b"chorus:{r:a}:h",
+            b"{}",
+            b"{}x",
+            b"a{",
+            b"a}b{c",
+            b"x{}{y}",
+            b"{{a}}",
+            b"{a}{b}",
+            b"\xff\x00{\xfe}",
+        ];
+        for name in names {
+            assert_eq!(
+                Slot::new(slot(name)),
+                Some(Slot::for_key(name)),
+                "{:?}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        // The Redis Cluster specification's example.
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"x{foo}y"), 12182);
     }
 
     #[test]
     fn partitions_spread_over_the_slots_one_per_sixteenth() {
         let keys = Keys::new("chorus:");
-        let slots: Vec<u16> = (0..PARTITIONS).map(|p| slot(&keys.online(p))).collect();
+        let slots: Vec<u16> = (0..PARTITIONS)
+            .map(|p| slot(keys.online(p).as_bytes()))
+            .collect();
         for (i, slot) in slots.iter().enumerate() {
             assert_eq!(usize::from(slot / 1024), i, "partition {i} at slot {slot}");
         }

@@ -192,7 +192,9 @@ impl Liveness for RedisLiveness {
             .key(keys.reaping(partition))
             .arg(self.node.as_str())
             .arg(Self::ms(self.ttl / 2));
-        let beat: i64 = self.redis.invoke("heartbeat", &invocation).await?;
+        let sent = Redis::now_ms();
+        let (beat, redis_ms): (i64, i64) = self.redis.invoke("heartbeat", &invocation).await?;
+        self.redis.observe_clock(redis_ms, sent);
         if beat == 2 {
             // A reaper is taking this node's entries out; once it is done,
             // the node is unlisted and the next beat restores them.

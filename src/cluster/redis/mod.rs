@@ -28,6 +28,7 @@ mod presence;
 mod shards;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use std::sync::{Mutex, PoisonError};
@@ -92,6 +93,20 @@ pub(crate) struct Redis {
     client: Client,
     connection: Arc<Mutex<Connection>>,
     keys: Keys,
+    /// The Redis clock minus this node's, in ms, as last measured
+    /// ([`i64::MIN`] until then): writes carry a deadline on the Redis clock.
+    clock_offset: Arc<AtomicI64>,
+}
+
+/// How long after it is sent a write that must not be stored late may still
+/// be stored: half of [`COMMAND_TIMEOUT`], so the node is still waiting for
+/// the answer when it passes and answers `unavailable` truthfully.
+const STORE_WITHIN: Duration = Duration::from_secs(1);
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What command connections are made from.
@@ -189,7 +204,30 @@ impl Redis {
             client,
             connection: Arc::default(),
             keys: Keys::new(prefix),
+            clock_offset: Arc::new(AtomicI64::new(i64::MIN)),
         })
+    }
+
+    /// Records the Redis clock read by a command sent at `sent` (this
+    /// node's clock, ms) and answered now.
+    pub(crate) fn observe_clock(&self, redis_ms: i64, sent: i64) {
+        let midway = sent + (unix_ms() - sent) / 2;
+        self.clock_offset
+            .store(redis_ms - midway, Ordering::Relaxed);
+    }
+
+    /// This node's clock, ms, for [`Redis::observe_clock`].
+    pub(crate) fn now_ms() -> i64 {
+        unix_ms()
+    }
+
+    /// The Redis time after which a write sent now must not be stored; 0
+    /// (no limit) until the clock offset is known.
+    pub(crate) fn store_deadline(&self) -> i64 {
+        match self.clock_offset.load(Ordering::Relaxed) {
+            i64::MIN => 0,
+            offset => unix_ms() + offset + i64::try_from(STORE_WITHIN.as_millis()).unwrap_or(0),
+        }
     }
 
     /// True on a Redis Cluster: publications go over sharded pub/sub.
@@ -334,6 +372,7 @@ fn command_name(command: &redis::Cmd) -> &'static str {
         "XRANGE",
         "XREVRANGE",
         "PUBLISH",
+        "SPUBLISH",
         "PING",
         "HKEYS",
         "HGETALL",

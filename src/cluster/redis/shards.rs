@@ -64,6 +64,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::keys::slot;
+
 /// Messages received but not yet taken from [`ShardEvents`]. A consumer that
 /// falls this far behind ends the life instead of growing memory without
 /// bound or losing a message silently: its owner resubscribes and gap-fills
@@ -335,7 +337,7 @@ impl Life {
     /// primary served when the life began ends it: a new life may see it
     /// served.
     fn route(&self, channel: &str) -> RedisResult<(usize, MultiplexedConnection)> {
-        let slot = slot_of(channel.as_bytes());
+        let slot = slot(channel.as_bytes());
         let found = {
             let state = self.state();
             if let Some(why) = &state.lost {
@@ -476,19 +478,6 @@ fn timed_out(what: &str, timeout: Duration) -> RedisError {
         std::io::ErrorKind::TimedOut,
         format!("{what} took longer than {timeout:?}"),
     ))
-}
-
-/// The hash slot of a key or shard channel: CRC16 (XMODEM) of its hash tag
-/// (the text between the first `{` and the next `}`, if not empty), else of
-/// the whole name, modulo 16384. The crate's `Slot::for_key` computes the
-/// same but does not reveal the number.
-fn slot_of(name: &[u8]) -> u16 {
-    let tag = name.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &name[open + 1..];
-        let close = rest.iter().position(|&b| b == b'}')?;
-        (close > 0).then(|| &rest[..close])
-    });
-    crc16::State::<crc16::XMODEM>::calculate(tag.unwrap_or(name)) % SLOTS
 }
 
 /// A primary as `CLUSTER SHARDS` announced it.
@@ -744,38 +733,7 @@ fn int(value: Option<&Value>) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use redis::cluster_routing::Slot;
-
     use super::*;
-
-    #[test]
-    fn slots_are_the_crates() {
-        let names: &[&[u8]] = &[
-            b"foo",
-            b"",
-            b"{r:a}",
-            b"chorus:{r:a}:h",
-            b"{}",
-            b"{}x",
-            b"a{",
-            b"a}b{c",
-            b"x{}{y}",
-            b"{{a}}",
-            b"{a}{b}",
-            b"\xff\x00{\xfe}",
-        ];
-        for name in names {
-            assert_eq!(
-                Slot::new(slot_of(name)),
-                Some(Slot::for_key(name)),
-                "{:?}",
-                String::from_utf8_lossy(name)
-            );
-        }
-        // The Redis Cluster specification's example.
-        assert_eq!(slot_of(b"foo"), 12182);
-        assert_eq!(slot_of(b"x{foo}y"), 12182);
-    }
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())

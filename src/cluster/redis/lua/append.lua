@@ -13,9 +13,20 @@
 -- ARGV[6]  how long an idempotency key is remembered, ms
 -- ARGV[7]  the publish command (PUBLISH, or SPUBLISH on a cluster)
 -- ARGV[8]  "1" to have the previous message's id returned (DM pairs)
--- ARGV[9…] the channels to publish on (in the stream's slot on a cluster)
+-- ARGV[9]  the latest Redis time (ms) at which the message may still be
+--          stored ("0": no limit): past it the node has answered, or will
+--          answer, `unavailable`, so it must not be stored (a command held up
+--          by a silent network link arrives after the node gave up on it)
+-- ARGV[10…] the channels to publish on (in the stream's slot on a cluster)
 -- Returns { id, previous id ("" for the first, or not asked) } for a new
--- message, { id, "", frame } for a replay.
+-- message, { id, "", frame } for a replay, { "late" } past the deadline.
+local deadline = tonumber(ARGV[9])
+if deadline > 0 then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then
+    return { 'late' }
+  end
+end
 if ARGV[5] == '1' then
   local seen = redis.call('GET', KEYS[3])
   if seen then
@@ -48,7 +59,7 @@ if ARGV[5] == '1' then
   redis.call('SET', KEYS[3], id .. '\n' .. frame, 'PX', ARGV[6])
 end
 local envelope = id .. '\n\n\n' .. frame
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   redis.call(ARGV[7], ARGV[i], envelope)
 end
 return { id, previous }

@@ -3,13 +3,14 @@
 -- KEYS[1]  the live nodes of the node's partition (zset: node -> deadline ms)
 -- KEYS[2]  the nodes of that partition being reaped (zset: node -> lease)
 -- ARGV[1]  the node id, ARGV[2] the ttl in ms
--- Returns 1 when the node was not listed (first beat, reaped, or Redis came
--- back empty): its entries must be written again; 2 when a reaper is taking
--- its entries out right now: it stays unlisted until the reaper is done, and
--- the beat after that returns 1.
-if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  return 2
-end
+-- Returns { state, now }: now is the Redis clock in ms (the node keeps its
+-- offset, see append.lua); state is 1 when the node was not listed (first
+-- beat, reaped, or Redis came back empty): its entries must be written
+-- again; 2 when a reaper is taking its entries out right now: it stays
+-- unlisted until the reaper is done, and the beat after that returns 1.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return { 2, now }
+end
+return { redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]), now }
