@@ -147,6 +147,40 @@ fn a_redis_url_that_is_not_redis_stops_start_up_with_one_line_naming_it() {
 }
 
 #[test]
+fn redis_url_and_redis_cluster_urls_together_stop_start_up_with_one_line_naming_both() {
+    let run = run(
+        &[],
+        &[
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("REDIS_URL", "redis://127.0.0.1:1/0"),
+            ("REDIS_CLUSTER_URLS", "redis://127.0.0.1:2"),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(2), "{:?}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{:?}", run.stderr);
+    assert!(
+        run.stderr.starts_with("error: REDIS_CLUSTER_URLS: ") && run.stderr.contains("REDIS_URL"),
+        "{:?}",
+        run.stderr
+    );
+}
+
+#[test]
+fn redis_cluster_urls_without_a_seed_or_with_a_foreign_scheme_stop_start_up() {
+    assert_refused(&[("REDIS_CLUSTER_URLS", " , ")], "REDIS_CLUSTER_URLS");
+    assert_refused(
+        &[("REDIS_CLUSTER_URLS", "redis://127.0.0.1:2,http://x")],
+        "REDIS_CLUSTER_URLS",
+    );
+}
+
+#[test]
+fn a_redis_prefix_with_a_hash_tag_brace_stops_start_up() {
+    assert_refused(&[("CHORUS_REDIS_PREFIX", "app{1}:")], "CHORUS_REDIS_PREFIX");
+}
+
+#[test]
 fn an_empty_jwt_secret_stops_start_up_with_one_line_naming_it() {
     assert_refused(&[("CHORUS_JWT_SECRET", "")], "CHORUS_JWT_SECRET");
 }

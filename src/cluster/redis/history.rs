@@ -14,6 +14,7 @@ use crate::cluster::{
 };
 use crate::domain::{IDEMPOTENCY_WINDOW, MessageId, UserName};
 use crate::telemetry;
+use tokio_util::task::TaskTracker;
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/append.lua")));
 static INBOX: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/inbox.lua")));
@@ -45,6 +46,8 @@ struct Inboxes {
     limit: usize,
     /// How long an inbox and its cursors live after their last DM, ms.
     lifetime: u64,
+    /// Where deferred deliveries run, so the drain waits for them.
+    tracker: TaskTracker,
 }
 
 /// Deliveries retried in the background right now, bounded: past it, a
@@ -152,7 +155,12 @@ pub(super) fn topic_entries(
 }
 
 impl RedisHistory {
-    pub(super) fn new(redis: Redis, limit: usize, ttl: Option<Duration>) -> Self {
+    pub(super) fn new(
+        redis: Redis,
+        limit: usize,
+        ttl: Option<Duration>,
+        tracker: TaskTracker,
+    ) -> Self {
         let ttl_ms = ttl.map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let lifetime = if ttl_ms > 0 {
             ttl_ms
@@ -164,6 +172,7 @@ impl RedisHistory {
                 redis: redis.clone(),
                 limit,
                 lifetime,
+                tracker,
             },
             redis,
             limit,
@@ -195,7 +204,8 @@ impl Inboxes {
             tracing::warn!(%user, "too many DM deliveries deferred; this one waits for its pair's next DM");
             return;
         }
-        tokio::spawn(async move {
+        let tracker = self.tracker.clone();
+        tracker.spawn(async move {
             let deadline = tokio::time::Instant::now() + DEFER_FOR;
             let mut pause = Duration::from_millis(100);
             while tokio::time::Instant::now() < deadline {

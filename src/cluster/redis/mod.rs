@@ -422,6 +422,7 @@ impl Backend {
                 redis,
                 settings.history_limit,
                 settings.history_ttl,
+                tracker.clone(),
             )),
         })
     }
