@@ -374,11 +374,12 @@ fn command_name(command: &redis::Cmd) -> &'static str {
         "PUBLISH",
         "SPUBLISH",
         "PING",
+        "HGET",
         "HKEYS",
         "HGETALL",
         "SMEMBERS",
-        "ZRANGEBYSCORE",
-        "TIME",
+        "ZADD",
+        "ZRANGE",
     ];
     let name = match command.args_iter().next() {
         Some(redis::Arg::Simple(name)) => name,
