@@ -11,8 +11,8 @@
 //!
 //! Three nodes, two clients on each, all in one room, each DMing its partner
 //! on another node. One DM pair's history and one of its users' inbox share
-//! the room's slot, so the fault hits room messages, DMs and DM deliveries
-//! alike. The clients send on a steady beat, one command in flight, and
+//! the room's slot, and so does the inbox of a user whose pair's history is
+//! elsewhere, so the fault hits room messages, DMs and DM deliveries alike. The clients send on a steady beat, one command in flight, and
 //! retry nothing (no idempotency keys), before, through and after the
 //! fault. Expected:
 //! - every send is answered: by its echo, or by `unavailable` within the
@@ -54,8 +54,12 @@ const NODES: usize = 3;
 /// Clients: client `i` is on node `i % NODES`, and clients `2p` and `2p + 1`
 /// are DM pair `p` (on two different nodes).
 const CLIENTS: usize = 6;
-/// Every fifth command of a client is a DM to its partner.
-const DM_EVERY: usize = 5;
+/// Every other command of a client is a DM to its partner: the fault's few
+/// seconds hold a few sends per client, and DMs should be among them.
+const DM_EVERY: usize = 2;
+/// The nodes' DM rate per connection, above the clients' five a second
+/// (the default is five).
+const DM_RATE: &str = "20";
 /// Far more than a test stores, so histories are never trimmed.
 const HISTORY_LIMIT: &str = "1000000";
 /// The nodes' bound on one Redis command (`COMMAND_TIMEOUT` in
@@ -101,30 +105,44 @@ struct Names {
 
 impl Names {
     /// A fresh room, and users such that pair 0's DM history and its first
-    /// user's inbox share the room's slot (the other pairs land wherever
-    /// their names hash).
+    /// user's inbox share the room's slot, and pair 1's first user's inbox
+    /// does too while pair 1's history is on another primary: a fault of
+    /// the room's slot hits room messages, pair 0's sends and deliveries,
+    /// and deliveries of DMs stored elsewhere (pair 1). Pair 2 lands
+    /// wherever its names hash.
     async fn pick(cluster: &RedisCluster, prefix: &str) -> Self {
         let room = unique("room");
         let room_key = format!("{prefix}{{r:{room}}}:h");
         let room_slot = slot(&format!("r:{room}"));
-        let first = (0..)
-            .map(|k| format!("a{k}"))
-            .find(|a| slot(&format!("u:{a}")) == room_slot)
-            .expect("CRC16 reaches every slot");
-        // "a…" < "b…": `{d:a…:b…}` is the pair's tag.
-        let second = (0..)
+        let topology = cluster.topology().await;
+        let owner = topology.primary_of_slot(room_slot);
+        let inbox_here = |stem: &'static str| {
+            (0..)
+                .map(move |k| format!("{stem}{k}"))
+                .find(|user| slot(&format!("u:{user}")) == room_slot)
+                .expect("CRC16 reaches every slot")
+        };
+        // Each first user sorts before its partner: `{d:<first>:<second>}`
+        // is the pair's tag.
+        let (a, c) = (inbox_here("a"), inbox_here("c"));
+        let b = (0..)
             .map(|k| format!("b{k}"))
-            .find(|b| slot(&format!("d:{first}:{b}")) == room_slot)
+            .find(|b| slot(&format!("d:{a}:{b}")) == room_slot)
             .expect("CRC16 reaches every slot");
+        let d = (0..)
+            .map(|k| format!("d{k}"))
+            .find(|d| topology.primary_of_slot(slot(&format!("d:{c}:{d}"))) != owner)
+            .expect("another primary");
         for key in [
             room_key.clone(),
-            format!("{prefix}{{u:{first}}}:x"),
-            format!("{prefix}{{d:{first}:{second}}}:h"),
+            format!("{prefix}{{u:{a}}}:x"),
+            format!("{prefix}{{d:{a}:{b}}}:h"),
+            format!("{prefix}{{u:{c}}}:x"),
         ] {
             assert_eq!(cluster.slot_of(&key).await, room_slot, "the slot of {key}");
         }
-        let mut users = vec![first, second];
-        users.extend((2..CLIENTS).map(|i| format!("u{i}")));
+        let users = vec![a, b, c, d, "u4".to_owned(), "u5".to_owned()];
+        assert_eq!(users.len(), CLIENTS);
         Self {
             room,
             room_key,
@@ -153,6 +171,7 @@ async fn start_nodes(cluster: &RedisCluster, prefix: &str) -> Vec<ProcessNode> {
                 ("CHORUS_NODE_ID", id.as_str()),
                 ("CHORUS_HISTORY_LIMIT", HISTORY_LIMIT),
                 ("CHORUS_RATE_LIMIT", "0"),
+                ("CHORUS_DM_RATE", DM_RATE),
             ])
         })
         .collect();
