@@ -12,9 +12,10 @@
 //! Three nodes, two clients on each, all in one room, each DMing its partner
 //! on another node. One DM pair's history and one of its users' inbox share
 //! the room's slot, and so does the inbox of a user whose pair's history is
-//! elsewhere, so the fault hits room messages, DMs and DM deliveries alike. The clients send on a steady beat, one command in flight, and
-//! retry nothing (no idempotency keys), before, through and after the
-//! fault. Expected:
+//! elsewhere, so the fault hits room messages, DMs and DM deliveries alike.
+//! The clients send on a steady beat, one command in flight, and retry
+//! nothing (no idempotency keys), before, through and after the fault.
+//! Expected:
 //! - every send is answered: by its echo, or by `unavailable` within the
 //!   nodes' command timeout; nothing else is refused;
 //! - nothing refused is stored or delivered;
