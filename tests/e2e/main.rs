@@ -25,6 +25,7 @@ mod malformed;
 mod metrics;
 mod partition;
 mod redis_cluster;
+mod redis_cluster_faults;
 mod redis_cluster_shards;
 mod redis_outage;
 mod rest_limits;
