@@ -154,9 +154,13 @@ impl ConnectionLike for Commands {
 }
 
 /// How often the cluster client follows a redirection or retries a command
-/// on a reconnected node before the caller hears of it: enough for a slot
-/// migration's ASK and MOVED; [`COMMAND_TIMEOUT`] bounds the whole.
-const CLUSTER_RETRIES: u32 = 4;
+/// (after ASK, MOVED, or TRYAGAIN while a slot migrates) before the caller
+/// hears of it; [`COMMAND_TIMEOUT`] bounds the whole.
+const CLUSTER_RETRIES: u32 = 5;
+/// Waits between those retries, ms: 20 to 20·2ⁿ, at most 250, so the
+/// retries of a send fit in its store deadline (the crate's defaults wait
+/// over a second before the first).
+const CLUSTER_RETRY_WAIT: (u64, u64) = (20, 250);
 
 /// A connection attempt every caller may await; its result is shared.
 type Connecting = Shared<BoxFuture<'static, Result<Commands, Arc<redis::RedisError>>>>;
@@ -196,6 +200,9 @@ impl Redis {
                     .connection_timeout(COMMAND_TIMEOUT)
                     .response_timeout(COMMAND_TIMEOUT)
                     .retries(CLUSTER_RETRIES)
+                    .min_retry_wait(CLUSTER_RETRY_WAIT.0)
+                    .max_retry_wait(CLUSTER_RETRY_WAIT.1)
+                    .retry_wait_formula(CLUSTER_RETRY_WAIT.0, 2)
                     .build()
                     .map_err(unavailable)?,
             )),

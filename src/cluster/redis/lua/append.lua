@@ -48,12 +48,17 @@ if ARGV[8] == '1' then
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'p', ARGV[2], 's', ARGV[3])
 local frame = ARGV[2] .. id .. ARGV[3]
+-- The trimmed-id marker always exists ("0-0": nothing trimmed yet, as
+-- `since.lua` reads a missing one): during a slot migration Redis answers
+-- TRYAGAIN to a script whose keys are partly moved, so a room whose marker
+-- was missing could take no message until the migration ended.
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], '0-0')
+end
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    redis.call('PEXPIRE', KEYS[2], ttl)
-  end
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
 if ARGV[5] == '1' then
   redis.call('SET', KEYS[3], id .. '\n' .. frame, 'PX', ARGV[6])
