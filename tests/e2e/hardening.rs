@@ -129,9 +129,9 @@ async fn every_dm_and_room_message_accepted_across_a_redis_restart_reaches_open_
         }
     };
     send_for(&mut alice, Duration::from_secs(1)).await;
-    cluster.redis.kill();
+    cluster.redis_mut().kill();
     send_for(&mut alice, DOWN).await;
-    cluster.redis.restart();
+    cluster.redis_mut().restart();
     send_for(&mut alice, AFTER).await;
     let end = alice
         .request(json!({"type": "dm", "to": "bob", "content": "end"}))
@@ -519,7 +519,7 @@ async fn during_a_redis_stall_first_joins_do_not_queue_behind_each_other_nor_doe
     }
 
     // Act: stall Redis, then all join at once, and ask for readiness.
-    cluster.redis.pause();
+    cluster.redis().pause();
     let stalled = Instant::now();
     let joins: Vec<_> = clients
         .into_iter()
@@ -540,7 +540,7 @@ async fn during_a_redis_stall_first_joins_do_not_queue_behind_each_other_nor_doe
         assert_eq!(reply["code"], "unavailable", "{reply}");
         slowest = slowest.max(after);
     }
-    cluster.redis.resume();
+    cluster.redis().resume();
 
     // Assert: each join fails on its own deadline (a subscribe waits at most
     // 4 s), not one after another; readiness answers within its own.
@@ -563,7 +563,7 @@ async fn a_connection_refused_during_a_stall_leaves_the_users_other_connection_o
     let node = &cluster.nodes[0];
     let mut alice = WsClient::connect(&node.ws_url("alice")).await;
     let mut bob = WsClient::connect(&node.ws_url("bob")).await;
-    cluster.redis.pause();
+    cluster.redis().pause();
 
     // Act: a second connection of alice cannot be registered and is closed.
     let (mut second, _) = tokio::time::timeout(
@@ -591,7 +591,7 @@ async fn a_connection_refused_during_a_stall_leaves_the_users_other_connection_o
         "the refused connection closes with 1013"
     );
     drop(second);
-    cluster.redis.resume();
+    cluster.redis().resume();
     // The refused session has ended (its cleanup ran) and a heartbeat has
     // rewritten presence since.
     let metrics_url = node.url("/metrics");
