@@ -8,42 +8,19 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
+use crate::support::cluster::Deployment;
 use crate::support::cluster::on_both_backings;
 use crate::support::node::Endpoint;
 use crate::support::{Backing, Cluster, TestNode, WsClient, eventually, get_json, unique};
 
-/// Where a test runs: one embedded node (both "nodes" are the same one), or
-/// two nodes sharing a backing.
-enum Deployment {
-    Memory(TestNode),
-    Nodes(Cluster),
-}
-
 /// Two nodes on `backing`.
 async fn two_nodes(backing: Backing) -> Deployment {
-    Deployment::Nodes(Cluster::start_on(backing, 2).await)
+    Deployment::start(Some(backing), |_| {}).await
 }
 
-impl Deployment {
-    async fn memory() -> Self {
-        Self::Memory(TestNode::spawn().await)
-    }
-
-    /// The node a first send goes to.
-    fn a(&self) -> &TestNode {
-        match self {
-            Self::Memory(node) => node,
-            Self::Nodes(cluster) => &cluster.nodes[0],
-        }
-    }
-
-    /// Another node of the same deployment (the same one in memory).
-    fn b(&self) -> &TestNode {
-        match self {
-            Self::Memory(node) => node,
-            Self::Nodes(cluster) => &cluster.nodes[1],
-        }
-    }
+/// One embedded node.
+async fn memory() -> Deployment {
+    Deployment::start(None, |_| {}).await
 }
 
 /// Sends `frame` with `reference` and returns the frame carrying it.
@@ -124,7 +101,7 @@ async fn a_repeated_message_key_is_stored_once_and_replayed(deployment: Deployme
 
 #[tokio::test]
 async fn a_repeated_message_key_is_stored_once_and_replayed_in_memory() {
-    a_repeated_message_key_is_stored_once_and_replayed(Deployment::memory().await).await;
+    a_repeated_message_key_is_stored_once_and_replayed(memory().await).await;
 }
 
 async fn a_repeated_dm_key_is_stored_once_and_replayed(deployment: Deployment) {
@@ -162,7 +139,7 @@ async fn a_repeated_dm_key_is_stored_once_and_replayed(deployment: Deployment) {
 
 #[tokio::test]
 async fn a_repeated_dm_key_is_stored_once_and_replayed_in_memory() {
-    a_repeated_dm_key_is_stored_once_and_replayed(Deployment::memory().await).await;
+    a_repeated_dm_key_is_stored_once_and_replayed(memory().await).await;
 }
 
 async fn the_same_key_from_another_user_or_to_another_room_is_a_new_message(
@@ -196,8 +173,7 @@ async fn the_same_key_from_another_user_or_to_another_room_is_a_new_message(
 
 #[tokio::test]
 async fn the_same_key_from_another_user_or_to_another_room_is_a_new_message_in_memory() {
-    the_same_key_from_another_user_or_to_another_room_is_a_new_message(Deployment::memory().await)
-        .await;
+    the_same_key_from_another_user_or_to_another_room_is_a_new_message(memory().await).await;
 }
 
 #[tokio::test]
@@ -286,7 +262,7 @@ async fn a_repeated_rest_post_answers_200_replayed_with_the_original(deployment:
 
 #[tokio::test]
 async fn a_repeated_rest_post_answers_200_replayed_with_the_original_in_memory() {
-    a_repeated_rest_post_answers_200_replayed_with_the_original(Deployment::memory().await).await;
+    a_repeated_rest_post_answers_200_replayed_with_the_original(memory().await).await;
 }
 
 async fn a_retry_on_another_node_after_a_dropped_connection_replays(deployment: Deployment) {

@@ -237,6 +237,43 @@ impl Cluster {
     }
 }
 
+/// Where a scenario runs: one embedded node, its state in memory (the
+/// product's single-node mode), or two nodes sharing a backing. A scenario
+/// puts its clients on [`Deployment::a`] and [`Deployment::b`]: the same
+/// node in memory, two nodes otherwise, so that on a backing everything it
+/// checks crosses from one node to the other.
+pub enum Deployment {
+    Memory(TestNode),
+    Nodes(Cluster),
+}
+
+impl Deployment {
+    /// One embedded node (`on` is `None`) or two nodes on the backing, every
+    /// node with settings adjusted by `adjust`.
+    pub async fn start(on: Option<Backing>, adjust: impl Fn(&mut Settings)) -> Self {
+        match on {
+            None => Self::Memory(TestNode::spawn_with(adjust).await),
+            Some(backing) => Self::Nodes(Cluster::start_with_on(backing, 2, adjust).await),
+        }
+    }
+
+    /// The node a scenario's first client uses.
+    pub fn a(&self) -> &TestNode {
+        match self {
+            Self::Memory(node) => node,
+            Self::Nodes(cluster) => &cluster.nodes[0],
+        }
+    }
+
+    /// The other node (the same one in memory).
+    pub fn b(&self) -> &TestNode {
+        match self {
+            Self::Memory(node) => node,
+            Self::Nodes(cluster) => &cluster.nodes[1],
+        }
+    }
+}
+
 /// A connection to a [`Cluster`]'s store; `redis::AsyncCommands` work on it
 /// whatever the backing, for the commands a Redis Cluster routes by key.
 #[derive(Clone)]
@@ -282,9 +319,12 @@ impl redis::aio::ConnectionLike for RedisConnection {
 /// `on_redis_cluster` (`cargo nextest run -E 'test(/on_redis_cluster$/)'`
 /// runs every such scenario on the Redis Cluster).
 ///
-/// With `via start;`, each scenario takes what `start(backing).await` (an
-/// `async fn` of the calling module) returns instead: a deployment built on
-/// the backing.
+/// - `via start;`: each scenario takes what `start(backing).await` (an
+///   `async fn` of the calling module) returns: a deployment built on the
+///   backing.
+/// - `and in_memory;`: each scenario is an `async fn(Option<Backing>)`, and
+///   the module has a third test, `in_memory`, that passes `None` (one
+///   embedded node; see [`Deployment::start`]).
 macro_rules! on_both_backings {
     (via $start:ident; $($scenario:ident),+ $(,)?) => {
         $(
@@ -299,6 +339,28 @@ macro_rules! on_both_backings {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn on_redis_cluster() {
                     super::$scenario(super::$start(Backing::RedisCluster).await).await;
+                }
+            }
+        )+
+    };
+    (and in_memory; $($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                use $crate::support::cluster::Backing;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn in_memory() {
+                    super::$scenario(None).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_redis() {
+                    super::$scenario(Some(Backing::Redis)).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_redis_cluster() {
+                    super::$scenario(Some(Backing::RedisCluster)).await;
                 }
             }
         )+
