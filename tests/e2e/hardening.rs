@@ -1,15 +1,18 @@
 //! Defects found by trying chorus as an operator and an attacker would: a
 //! node restarted under its old id, DMs across a Redis restart, presence
-//! restores under churn. Each test failed before its fix.
+//! restores under churn. Each test failed before its fix. The restart under
+//! the same id runs on one Redis and on a Redis Cluster; the others act on
+//! the one Redis itself (restart, FLUSHDB, pause).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::cluster::on_both_backings;
 use crate::support::node::Endpoint;
 use crate::support::{
-    Cluster, WsClient, eventually, eventually_within, get_json, unique, wait_ready,
+    Backing, Cluster, WsClient, eventually, eventually_within, get_json, unique, wait_ready,
 };
 
 /// The presence TTL of the restart test.
@@ -22,12 +25,17 @@ fn is_presence(frame: &Value, room: &str, user: &str, event: &str) -> bool {
         && frame["event"] == event
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_restarted_under_its_id_takes_it_over_and_its_former_users_leave_within_the_ttl() {
+on_both_backings!(
+    a_node_restarted_under_its_id_takes_it_over_and_its_former_users_leave_within_the_ttl
+);
+
+async fn a_node_restarted_under_its_id_takes_it_over_and_its_former_users_leave_within_the_ttl(
+    backing: Backing,
+) {
     // Arrange: bob watches the room from a surviving node; alice is on the
     // node that will crash and come back under the same id at once, as
     // compose, StatefulSets and systemd restart nodes.
-    let cluster = Cluster::start_with(1, |s| s.presence_ttl_secs = TTL_SECS).await;
+    let cluster = Cluster::start_with_on(backing, 1, |s| s.presence_ttl_secs = TTL_SECS).await;
     let id = cluster.node_id("fixed");
     let ttl = TTL_SECS.to_string();
     let env = [("CHORUS_PRESENCE_TTL_SECS", ttl.as_str())];
