@@ -39,7 +39,7 @@
 //!   (`RedisCluster::start()`): a failover makes the whole cluster refuse
 //!   commands for seconds (`cluster-require-full-coverage` keeps its
 //!   default, as in production), and a stopped primary stalls every client
-//!   of its shard. An attached cluster refuses [`RedisCluster::kill`] and
+//!   of its shard. A shared cluster refuses [`RedisCluster::kill`] and
 //!   [`RedisCluster::restart`].
 //! - A test that migrates a slot puts its keys and channels under a tag from
 //!   [`RedisCluster::unused_tag`]: a slot that held no key and no shard
@@ -254,6 +254,9 @@ pub struct RedisCluster {
     /// Started outside this process ([`RedisCluster::attach`]): its nodes
     /// are not this process's to kill, restart or remove.
     external: bool,
+    /// Shared with other tests (a [`SharedRedisCluster`]): nothing kills or
+    /// restarts its nodes.
+    shared: bool,
 }
 
 impl RedisCluster {
@@ -284,6 +287,7 @@ impl RedisCluster {
             lifeline_reader,
             janitor: Some(janitor),
             external: false,
+            shared: false,
         };
         for _ in 0..NODES {
             cluster.add_node().await;
@@ -339,6 +343,7 @@ impl RedisCluster {
             lifeline_reader,
             janitor: None,
             external: true,
+            shared: true,
         };
         let topology = cluster
             .wait_settled("the shared cluster to be settled", TIMEOUT)
@@ -355,13 +360,13 @@ impl RedisCluster {
         cluster
     }
 
-    /// Fails unless this process started the cluster: `what` would change
-    /// its shape under other test processes.
+    /// Fails on a shared cluster: `what` would change its shape under the
+    /// other tests using it.
     fn assert_owned(&self, what: &str) {
         assert!(
-            !self.external,
-            "{what} on the shared cluster of {SHARED_URLS_VAR}: a test that changes \
-             the cluster's shape owns its cluster (RedisCluster::start())"
+            !self.shared,
+            "{what} on a shared cluster: a test that changes the cluster's \
+             shape owns its cluster (RedisCluster::start())"
         );
     }
 
@@ -916,7 +921,11 @@ impl SharedRedisCluster {
                         let dir = std::env::var_os(SHARED_DIR_VAR).map(PathBuf::from);
                         RedisCluster::attach(&urls, dir).await
                     }
-                    _ => RedisCluster::start().await,
+                    _ => {
+                        let mut cluster = RedisCluster::start().await;
+                        cluster.shared = true;
+                        cluster
+                    }
                 }
             })
             .await
