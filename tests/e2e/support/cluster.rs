@@ -1,7 +1,7 @@
 //! A cluster under test: several in-process nodes sharing one store under a
 //! unique key prefix. The store is the [`Backing`]: a real `redis-server` of
-//! the cluster's own, or a Redis Cluster shared with other tests (see
-//! [`SharedRedisCluster`]). A scenario written as a function of the backing
+//! the cluster's own, a Redis Cluster shared with other tests (see
+//! [`SharedRedisCluster`]), or a Redis Cluster of its own to break. A scenario written as a function of the backing
 //! runs on both through [`on_both_backings!`].
 
 use chorus::config::Settings;
@@ -21,12 +21,16 @@ pub enum Backing {
     /// A Redis Cluster of 3 primaries and 3 replicas (`REDIS_CLUSTER_URLS`),
     /// shared with the other tests of the run, which use other prefixes.
     RedisCluster,
+    /// A Redis Cluster like it, started for this cluster alone (about 2.5 s
+    /// more): for a test that kills, stops or restarts its nodes.
+    OwnedRedisCluster,
 }
 
 /// The running store behind a [`Backing`].
 enum Store {
     Redis(RedisServer),
     RedisCluster(&'static RedisCluster),
+    OwnedRedisCluster(RedisCluster),
 }
 
 /// The Redis Cluster of every cluster-backed [`Cluster`] of this process:
@@ -60,6 +64,7 @@ impl Cluster {
         let store = match backing {
             Backing::Redis => Store::Redis(RedisServer::start()),
             Backing::RedisCluster => Store::RedisCluster(REDIS_CLUSTER.get().await),
+            Backing::OwnedRedisCluster => Store::OwnedRedisCluster(RedisCluster::start().await),
         };
         let mut cluster = Self {
             store,
@@ -80,6 +85,7 @@ impl Cluster {
         match self.store {
             Store::Redis(_) => Backing::Redis,
             Store::RedisCluster(_) => Backing::RedisCluster,
+            Store::OwnedRedisCluster(_) => Backing::OwnedRedisCluster,
         }
     }
 
@@ -91,9 +97,9 @@ impl Cluster {
                 settings.redis_url = Some(server.url());
                 settings.redis_cluster_urls = None;
             }
-            Store::RedisCluster(cluster) => {
+            Store::RedisCluster(_) | Store::OwnedRedisCluster(_) => {
                 settings.redis_url = None;
-                settings.redis_cluster_urls = Some(cluster.urls());
+                settings.redis_cluster_urls = Some(self.redis_cluster().urls());
             }
         }
     }
@@ -103,7 +109,9 @@ impl Cluster {
     pub fn redis(&self) -> &RedisServer {
         match &self.store {
             Store::Redis(server) => server,
-            Store::RedisCluster(_) => panic!("this test runs on one Redis only"),
+            Store::RedisCluster(_) | Store::OwnedRedisCluster(_) => {
+                panic!("this test runs on one Redis only")
+            }
         }
     }
 
@@ -111,14 +119,18 @@ impl Cluster {
     pub fn redis_mut(&mut self) -> &mut RedisServer {
         match &mut self.store {
             Store::Redis(server) => server,
-            Store::RedisCluster(_) => panic!("this test runs on one Redis only"),
+            Store::RedisCluster(_) | Store::OwnedRedisCluster(_) => {
+                panic!("this test runs on one Redis only")
+            }
         }
     }
 
-    /// The Redis Cluster the nodes share (shared with other tests too).
-    pub fn redis_cluster(&self) -> &'static RedisCluster {
-        match self.store {
+    /// The Redis Cluster the nodes share (with [`Backing::RedisCluster`],
+    /// shared with other tests too: it refuses to kill or restart a node).
+    pub fn redis_cluster(&self) -> &RedisCluster {
+        match &self.store {
             Store::RedisCluster(cluster) => cluster,
+            Store::OwnedRedisCluster(cluster) => cluster,
             Store::Redis(_) => panic!("this test runs on a Redis Cluster only"),
         }
     }
@@ -160,8 +172,8 @@ impl Cluster {
                         .expect("redis connects");
                 RedisConnection::Redis(connection)
             }
-            Store::RedisCluster(cluster) => {
-                RedisConnection::RedisCluster(cluster.connection().await)
+            Store::RedisCluster(_) | Store::OwnedRedisCluster(_) => {
+                RedisConnection::RedisCluster(self.redis_cluster().connection().await)
             }
         }
     }
@@ -181,7 +193,8 @@ impl Cluster {
                     .await
                     .expect("PUBSUB CHANNELS")
             }
-            Store::RedisCluster(cluster) => {
+            Store::RedisCluster(_) | Store::OwnedRedisCluster(_) => {
+                let cluster = self.redis_cluster();
                 let mut all = Vec::new();
                 for primary in cluster.topology().await.primaries() {
                     let mut redis = cluster.node_connection(primary).await;
@@ -205,7 +218,8 @@ impl Cluster {
     pub async fn subscribers(&self, channel: &str) -> usize {
         let (command, mut redis) = match &self.store {
             Store::Redis(_) => ("NUMSUB", self.redis_connection().await),
-            Store::RedisCluster(cluster) => {
+            Store::RedisCluster(_) | Store::OwnedRedisCluster(_) => {
+                let cluster = self.redis_cluster();
                 let owner = cluster.topology().await.primary_of_slot(hash_slot(channel));
                 let redis = cluster.node_connection(owner).await;
                 ("SHARDNUMSUB", RedisConnection::Node(redis))
@@ -225,7 +239,9 @@ impl Cluster {
     pub fn spawn_process(&self, node_id: &str, extra: &[(&str, &str)]) -> ProcessNode {
         let store = match &self.store {
             Store::Redis(server) => ("REDIS_URL", server.url()),
-            Store::RedisCluster(cluster) => ("REDIS_CLUSTER_URLS", cluster.urls()),
+            Store::RedisCluster(_) | Store::OwnedRedisCluster(_) => {
+                ("REDIS_CLUSTER_URLS", self.redis_cluster().urls())
+            }
         };
         let mut env = vec![
             (store.0, store.1.as_str()),
