@@ -24,8 +24,10 @@
 #                     does not trigger failovers by itself)
 #
 # deploy/local-cluster.sh --redis-cluster starts and stops its cluster with
-# this script. The cluster tests do not: tests/e2e/support/redis_cluster.rs
-# starts its own nodes (it has to SIGKILL and restart them one by one).
+# this script, and so does scripts/test.sh: one cluster for the whole test
+# run (CHORUS_TEST_REDIS_CLUSTER_URLS), shared by every test that leaves its
+# shape alone. A test that SIGKILLs and restarts nodes one by one starts its
+# own (tests/e2e/support/redis_cluster.rs).
 set -euo pipefail
 
 NODES=6

@@ -1,15 +1,26 @@
-//! Cluster mode: three nodes on one real Redis behave as one chat server.
+//! Cluster mode: several nodes sharing one real Redis, or a Redis Cluster,
+//! behave as one chat server. Every scenario runs on both backings.
 
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use crate::support::cluster::on_both_backings;
 use crate::support::node::Endpoint;
-use crate::support::{Cluster, WsClient, eventually, get_json, ids, unique};
+use crate::support::{Backing, Cluster, WsClient, eventually, get_json, ids, unique};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_on_one_node_reaches_members_on_every_node() {
-    let cluster = Cluster::start(3).await;
+on_both_backings!(
+    a_message_on_one_node_reaches_members_on_every_node,
+    a_dm_reaches_every_connection_of_both_users_on_every_node,
+    presence_events_and_views_are_the_same_from_every_node,
+    a_rest_post_on_one_node_is_delivered_on_another,
+    stats_list_every_live_node_and_created_rooms_are_shared,
+    concurrent_senders_on_different_nodes_produce_one_order_everywhere_equal_to_history,
+    a_node_subscribes_only_to_rooms_it_serves,
+);
+
+async fn a_message_on_one_node_reaches_members_on_every_node(backing: Backing) {
+    let cluster = Cluster::start_on(backing, 3).await;
     let room = unique("room");
     let mut members = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
@@ -30,9 +41,8 @@ async fn a_message_on_one_node_reaches_members_on_every_node() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dm_reaches_every_connection_of_both_users_on_every_node() {
-    let cluster = Cluster::start(3).await;
+async fn a_dm_reaches_every_connection_of_both_users_on_every_node(backing: Backing) {
+    let cluster = Cluster::start_on(backing, 3).await;
     let (alice, bob) = (unique("alice"), unique("bob"));
     let mut alice0 = WsClient::connect(&cluster.nodes[0].ws_url(&alice)).await;
     let mut alice2 = WsClient::connect(&cluster.nodes[2].ws_url(&alice)).await;
@@ -53,9 +63,8 @@ async fn a_dm_reaches_every_connection_of_both_users_on_every_node() {
     assert_eq!(ids(&page["messages"]), [sent["id"].as_str().unwrap()]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_events_and_views_are_the_same_from_every_node() {
-    let cluster = Cluster::start(3).await;
+async fn presence_events_and_views_are_the_same_from_every_node(backing: Backing) {
+    let cluster = Cluster::start_on(backing, 3).await;
     let room = unique("room");
     let mut watcher = WsClient::connect(&cluster.nodes[0].ws_url("watcher")).await;
     watcher.join(&room).await;
@@ -98,9 +107,8 @@ async fn presence_events_and_views_are_the_same_from_every_node() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rest_post_on_one_node_is_delivered_on_another() {
-    let cluster = Cluster::start(2).await;
+async fn a_rest_post_on_one_node_is_delivered_on_another(backing: Backing) {
+    let cluster = Cluster::start_on(backing, 2).await;
     let room = unique("room");
     let mut bob = WsClient::connect(&cluster.nodes[1].ws_url("bob")).await;
     bob.join(&room).await;
@@ -119,9 +127,8 @@ async fn a_rest_post_on_one_node_is_delivered_on_another() {
     assert_eq!(page, json!([created]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stats_list_every_live_node_and_created_rooms_are_shared() {
-    let cluster = Cluster::start(3).await;
+async fn stats_list_every_live_node_and_created_rooms_are_shared(backing: Backing) {
+    let cluster = Cluster::start_on(backing, 3).await;
     let expected: BTreeSet<String> = cluster.nodes.iter().map(|n| n.node_id.clone()).collect();
     for node in &cluster.nodes {
         let url = node.url("/api/stats");
@@ -162,9 +169,10 @@ async fn stats_list_every_live_node_and_created_rooms_are_shared() {
     assert_eq!(rooms, json!([{"name": room, "members": 0}]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_senders_on_different_nodes_produce_one_order_everywhere_equal_to_history() {
-    let cluster = Cluster::start_with(3, |s| s.rate_limit = 0).await;
+async fn concurrent_senders_on_different_nodes_produce_one_order_everywhere_equal_to_history(
+    backing: Backing,
+) {
+    let cluster = Cluster::start_with_on(backing, 3, |s| s.rate_limit = 0).await;
     let room = unique("room");
     const PER_SENDER: usize = 40;
     let mut readers = Vec::new();
@@ -222,59 +230,30 @@ async fn concurrent_senders_on_different_nodes_produce_one_order_everywhere_equa
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_subscribes_only_to_rooms_it_serves() {
-    let cluster = Cluster::start(2).await;
+async fn a_node_subscribes_only_to_rooms_it_serves(backing: Backing) {
+    let cluster = Cluster::start_on(backing, 2).await;
     let (served, elsewhere) = (unique("served"), unique("elsewhere"));
     let mut alice = WsClient::connect(&cluster.nodes[0].ws_url("alice")).await;
     alice.join(&served).await;
     let mut bob = WsClient::connect(&cluster.nodes[1].ws_url("bob")).await;
     bob.join(&elsewhere).await;
 
-    let channels = redis_channels(&cluster).await;
+    let channels = cluster.subscribed_channels().await;
 
     assert!(channels.contains(&format!("{}{{r:{served}}}", cluster.prefix)));
     assert!(channels.contains(&format!("{}{{r:{elsewhere}}}", cluster.prefix)));
     // Each room channel has exactly one subscriber: the node serving it.
     for room in [&served, &elsewhere] {
-        let count = numsub(&cluster, &format!("{}{{r:{room}}}", cluster.prefix)).await;
+        let count = cluster
+            .subscribers(&format!("{}{{r:{room}}}", cluster.prefix))
+            .await;
         assert_eq!(count, 1, "{room}");
     }
     bob.request(json!({"type": "leave", "room": elsewhere}))
         .await;
     let channel = format!("{}{{r:{elsewhere}}}", cluster.prefix);
-    eventually("the last leave unsubscribes", || {
-        let (cluster, channel) = (&cluster, channel.clone());
-        async move { (numsub(cluster, &channel).await == 0).then_some(()) }
+    eventually("the last leave unsubscribes", || async {
+        (cluster.subscribers(&channel).await == 0).then_some(())
     })
     .await;
-}
-
-async fn redis_client(cluster: &Cluster) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(cluster.redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn redis_channels(cluster: &Cluster) -> Vec<String> {
-    let mut conn = redis_client(cluster).await;
-    redis::cmd("PUBSUB")
-        .arg("CHANNELS")
-        .arg(format!("{}*", cluster.prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap()
-}
-
-async fn numsub(cluster: &Cluster, channel: &str) -> i64 {
-    let mut conn = redis_client(cluster).await;
-    let (_, count): (String, i64) = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(channel)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    count
 }

@@ -1,7 +1,8 @@
 //! Failover: a node of a cluster dies without cleanup (SIGKILL) or drains
 //! (SIGTERM). Its users leave every view on the surviving nodes, the rooms are
 //! told, users with another connection elsewhere stay, and its clients that
-//! reconnect elsewhere with `since` miss nothing.
+//! reconnect elsewhere with `since` miss nothing. Every scenario runs with the
+//! nodes on one Redis and on a Redis Cluster.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -9,9 +10,11 @@ use std::time::{Duration, Instant};
 use chorus::config::Settings;
 use serde_json::{Value, json};
 
+use crate::support::cluster::on_both_backings;
 use crate::support::node::Endpoint;
 use crate::support::{
-    Cluster, ProcessNode, TestNode, WsClient, eventually, eventually_within, get_json, ids, unique,
+    Backing, Cluster, ProcessNode, TestNode, WsClient, eventually, eventually_within, get_json,
+    ids, unique,
 };
 
 /// The presence TTL of every node in the crash tests: small, so the dead
@@ -29,15 +32,16 @@ const DRAIN_BOUND: Duration = Duration::from_secs(5);
 /// The contract's budget from SIGTERM to exit.
 const EXIT_BUDGET: Duration = Duration::from_secs(10);
 
-/// A cluster of `n` in-process nodes and one real process (the node to
+/// A cluster of `n` in-process nodes on `backing` and one real process (the node to
 /// crash or drain), all with a presence TTL of `ttl_secs`. Returns once every
 /// node sees the process node as live.
 async fn cluster_with_process(
+    backing: Backing,
     n: usize,
     ttl_secs: u64,
     adjust: impl Fn(&mut Settings),
 ) -> (Cluster, ProcessNode, String) {
-    let cluster = Cluster::start_with(n, |s| {
+    let cluster = Cluster::start_with_on(backing, n, |s| {
         s.presence_ttl_secs = ttl_secs;
         adjust(s);
     })
@@ -133,11 +137,19 @@ async fn room_history(client: &mut WsClient, room: &str) -> Vec<String> {
     ids(&page["messages"])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_of_a_killed_node_leave_every_view_and_the_rooms_are_told_within_the_ttl() {
+on_both_backings!(
+    users_of_a_killed_node_leave_every_view_and_the_rooms_are_told_within_the_ttl,
+    a_user_also_connected_to_a_surviving_node_stays_online_and_in_the_room_when_a_node_dies,
+    clients_of_a_killed_node_rejoin_elsewhere_with_since_and_get_exactly_what_they_missed,
+    sigterm_on_a_cluster_node_closes_with_1001_and_removes_its_users_and_itself_at_once,
+);
+
+async fn users_of_a_killed_node_leave_every_view_and_the_rooms_are_told_within_the_ttl(
+    backing: Backing,
+) {
     // Arrange: two surviving nodes with a watcher each; alice (two rooms) and
     // bob (one room) only on the node about to crash.
-    let (cluster, mut doomed, doomed_id) = cluster_with_process(2, TTL_SECS, |_| {}).await;
+    let (cluster, mut doomed, doomed_id) = cluster_with_process(backing, 2, TTL_SECS, |_| {}).await;
     let (room, other) = (unique("room"), unique("other"));
     let mut watchers = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
@@ -201,11 +213,12 @@ async fn users_of_a_killed_node_leave_every_view_and_the_rooms_are_told_within_t
     assert!(killed.elapsed() < REAP_BOUND, "{:?}", killed.elapsed());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_also_connected_to_a_surviving_node_stays_online_and_in_the_room_when_a_node_dies() {
+async fn a_user_also_connected_to_a_surviving_node_stays_online_and_in_the_room_when_a_node_dies(
+    backing: Backing,
+) {
     // Arrange: carol on the doomed node and on node 0; alice only on the
     // doomed node (her leave shows that the reap happened).
-    let (cluster, mut doomed, _) = cluster_with_process(2, TTL_SECS, |_| {}).await;
+    let (cluster, mut doomed, _) = cluster_with_process(backing, 2, TTL_SECS, |_| {}).await;
     let room = unique("room");
     let mut watcher = WsClient::connect(&cluster.nodes[1].ws_url("watcher")).await;
     watcher.join(&room).await;
@@ -247,11 +260,13 @@ async fn a_user_also_connected_to_a_surviving_node_stays_online_and_in_the_room_
     assert_eq!(joined["members"], json!(["carol", "fresh", "watcher"]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_of_a_killed_node_rejoin_elsewhere_with_since_and_get_exactly_what_they_missed() {
+async fn clients_of_a_killed_node_rejoin_elsewhere_with_since_and_get_exactly_what_they_missed(
+    backing: Backing,
+) {
     // Arrange: a sender on node 0; alice and bob on the doomed node have seen
     // every message up to `last_seen`.
-    let (cluster, mut doomed, _) = cluster_with_process(2, TTL_SECS, |s| s.rate_limit = 0).await;
+    let (cluster, mut doomed, _) =
+        cluster_with_process(backing, 2, TTL_SECS, |s| s.rate_limit = 0).await;
     const MISSED: usize = 20;
     const LIVE: usize = 20;
     let room = unique("room");
@@ -360,10 +375,11 @@ async fn clients_of_a_killed_node_rejoin_elsewhere_with_since_and_get_exactly_wh
     assert_eq!(alice_live, live);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_on_a_cluster_node_closes_with_1001_and_removes_its_users_and_itself_at_once() {
+async fn sigterm_on_a_cluster_node_closes_with_1001_and_removes_its_users_and_itself_at_once(
+    backing: Backing,
+) {
     // Arrange: a long TTL, so a reap could not pass the short bound below.
-    let (cluster, mut draining, _) = cluster_with_process(1, LONG_TTL_SECS, |_| {}).await;
+    let (cluster, mut draining, _) = cluster_with_process(backing, 1, LONG_TTL_SECS, |_| {}).await;
     let node = &cluster.nodes[0];
     let room = unique("room");
     let mut watcher = WsClient::connect(&node.ws_url("watcher")).await;

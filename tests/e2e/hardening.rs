@@ -1,15 +1,18 @@
 //! Defects found by trying chorus as an operator and an attacker would: a
 //! node restarted under its old id, DMs across a Redis restart, presence
-//! restores under churn. Each test failed before its fix.
+//! restores under churn. Each test failed before its fix. The restart under
+//! the same id runs on one Redis and on a Redis Cluster; the others act on
+//! the one Redis itself (restart, FLUSHDB, pause).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::cluster::on_both_backings;
 use crate::support::node::Endpoint;
 use crate::support::{
-    Cluster, WsClient, eventually, eventually_within, get_json, unique, wait_ready,
+    Backing, Cluster, WsClient, eventually, eventually_within, get_json, unique, wait_ready,
 };
 
 /// The presence TTL of the restart test.
@@ -22,12 +25,17 @@ fn is_presence(frame: &Value, room: &str, user: &str, event: &str) -> bool {
         && frame["event"] == event
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_restarted_under_its_id_takes_it_over_and_its_former_users_leave_within_the_ttl() {
+on_both_backings!(
+    a_node_restarted_under_its_id_takes_it_over_and_its_former_users_leave_within_the_ttl
+);
+
+async fn a_node_restarted_under_its_id_takes_it_over_and_its_former_users_leave_within_the_ttl(
+    backing: Backing,
+) {
     // Arrange: bob watches the room from a surviving node; alice is on the
     // node that will crash and come back under the same id at once, as
     // compose, StatefulSets and systemd restart nodes.
-    let cluster = Cluster::start_with(1, |s| s.presence_ttl_secs = TTL_SECS).await;
+    let cluster = Cluster::start_with_on(backing, 1, |s| s.presence_ttl_secs = TTL_SECS).await;
     let id = cluster.node_id("fixed");
     let ttl = TTL_SECS.to_string();
     let env = [("CHORUS_PRESENCE_TTL_SECS", ttl.as_str())];
@@ -129,9 +137,9 @@ async fn every_dm_and_room_message_accepted_across_a_redis_restart_reaches_open_
         }
     };
     send_for(&mut alice, Duration::from_secs(1)).await;
-    cluster.redis.kill();
+    cluster.redis_mut().kill();
     send_for(&mut alice, DOWN).await;
-    cluster.redis.restart();
+    cluster.redis_mut().restart();
     send_for(&mut alice, AFTER).await;
     let end = alice
         .request(json!({"type": "dm", "to": "bob", "content": "end"}))
@@ -519,7 +527,7 @@ async fn during_a_redis_stall_first_joins_do_not_queue_behind_each_other_nor_doe
     }
 
     // Act: stall Redis, then all join at once, and ask for readiness.
-    cluster.redis.pause();
+    cluster.redis().pause();
     let stalled = Instant::now();
     let joins: Vec<_> = clients
         .into_iter()
@@ -540,7 +548,7 @@ async fn during_a_redis_stall_first_joins_do_not_queue_behind_each_other_nor_doe
         assert_eq!(reply["code"], "unavailable", "{reply}");
         slowest = slowest.max(after);
     }
-    cluster.redis.resume();
+    cluster.redis().resume();
 
     // Assert: each join fails on its own deadline (a subscribe waits at most
     // 4 s), not one after another; readiness answers within its own.
@@ -563,7 +571,7 @@ async fn a_connection_refused_during_a_stall_leaves_the_users_other_connection_o
     let node = &cluster.nodes[0];
     let mut alice = WsClient::connect(&node.ws_url("alice")).await;
     let mut bob = WsClient::connect(&node.ws_url("bob")).await;
-    cluster.redis.pause();
+    cluster.redis().pause();
 
     // Act: a second connection of alice cannot be registered and is closed.
     let (mut second, _) = tokio::time::timeout(
@@ -591,7 +599,7 @@ async fn a_connection_refused_during_a_stall_leaves_the_users_other_connection_o
         "the refused connection closes with 1013"
     );
     drop(second);
-    cluster.redis.resume();
+    cluster.redis().resume();
     // The refused session has ended (its cleanup ran) and a heartbeat has
     // rewritten presence since.
     let metrics_url = node.url("/metrics");

@@ -1,46 +1,26 @@
 //! Idempotency keys on `message`, `dm` and REST posts, and the history TTL,
-//! on the embedded node and on two nodes sharing one Redis: a repeated key
-//! is stored and delivered once and answered with the original message.
+//! on the embedded node and on two nodes sharing one Redis or a Redis
+//! Cluster: a repeated key is stored and delivered once and answered with the
+//! original message.
 
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
+use crate::support::cluster::Deployment;
+use crate::support::cluster::on_both_backings;
 use crate::support::node::Endpoint;
-use crate::support::{Cluster, TestNode, WsClient, eventually, get_json, unique};
+use crate::support::{Backing, Cluster, TestNode, WsClient, eventually, get_json, unique};
 
-/// Where a test runs: one embedded node (both "nodes" are the same one), or
-/// two nodes on one Redis.
-enum Deployment {
-    Memory(TestNode),
-    Redis(Cluster),
+/// Two nodes on `backing`.
+async fn two_nodes(backing: Backing) -> Deployment {
+    Deployment::start(Some(backing), |_| {}).await
 }
 
-impl Deployment {
-    async fn memory() -> Self {
-        Self::Memory(TestNode::spawn().await)
-    }
-
-    async fn redis() -> Self {
-        Self::Redis(Cluster::start(2).await)
-    }
-
-    /// The node a first send goes to.
-    fn a(&self) -> &TestNode {
-        match self {
-            Self::Memory(node) => node,
-            Self::Redis(cluster) => &cluster.nodes[0],
-        }
-    }
-
-    /// Another node of the same deployment (the same one in memory).
-    fn b(&self) -> &TestNode {
-        match self {
-            Self::Memory(node) => node,
-            Self::Redis(cluster) => &cluster.nodes[1],
-        }
-    }
+/// One embedded node.
+async fn memory() -> Deployment {
+    Deployment::start(None, |_| {}).await
 }
 
 /// Sends `frame` with `reference` and returns the frame carrying it.
@@ -82,7 +62,19 @@ async fn room_messages(node: &TestNode, room: &str) -> Vec<Value> {
     page.as_array().expect("an array").clone()
 }
 
-async fn repeated_message_is_stored_and_delivered_once(deployment: Deployment) {
+on_both_backings!(via two_nodes;
+    a_repeated_message_key_is_stored_once_and_replayed,
+    a_repeated_dm_key_is_stored_once_and_replayed,
+    the_same_key_from_another_user_or_to_another_room_is_a_new_message,
+    a_repeated_rest_post_answers_200_replayed_with_the_original,
+    a_retry_on_another_node_after_a_dropped_connection_replays,
+);
+on_both_backings!(
+    history_expires_after_the_ttl_through_key_ttls,
+    a_key_is_remembered_ten_minutes_even_when_the_history_expires_sooner,
+);
+
+async fn a_repeated_message_key_is_stored_once_and_replayed(deployment: Deployment) {
     let room = unique("room");
     let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     let mut bob = WsClient::connect(&deployment.b().ws_url("bob")).await;
@@ -109,15 +101,10 @@ async fn repeated_message_is_stored_and_delivered_once(deployment: Deployment) {
 
 #[tokio::test]
 async fn a_repeated_message_key_is_stored_once_and_replayed_in_memory() {
-    repeated_message_is_stored_and_delivered_once(Deployment::memory().await).await;
+    a_repeated_message_key_is_stored_once_and_replayed(memory().await).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_message_key_is_stored_once_and_replayed_on_redis() {
-    repeated_message_is_stored_and_delivered_once(Deployment::redis().await).await;
-}
-
-async fn repeated_dm_is_stored_and_delivered_once(deployment: Deployment) {
+async fn a_repeated_dm_key_is_stored_once_and_replayed(deployment: Deployment) {
     let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     let mut bob = WsClient::connect(&deployment.b().ws_url("bob")).await;
 
@@ -152,15 +139,12 @@ async fn repeated_dm_is_stored_and_delivered_once(deployment: Deployment) {
 
 #[tokio::test]
 async fn a_repeated_dm_key_is_stored_once_and_replayed_in_memory() {
-    repeated_dm_is_stored_and_delivered_once(Deployment::memory().await).await;
+    a_repeated_dm_key_is_stored_once_and_replayed(memory().await).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_dm_key_is_stored_once_and_replayed_on_redis() {
-    repeated_dm_is_stored_and_delivered_once(Deployment::redis().await).await;
-}
-
-async fn a_key_is_scoped_to_its_user_and_log(deployment: Deployment) {
+async fn the_same_key_from_another_user_or_to_another_room_is_a_new_message(
+    deployment: Deployment,
+) {
     let (room, other) = (unique("room"), unique("other"));
     let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     let mut bob = WsClient::connect(&deployment.b().ws_url("bob")).await;
@@ -189,12 +173,7 @@ async fn a_key_is_scoped_to_its_user_and_log(deployment: Deployment) {
 
 #[tokio::test]
 async fn the_same_key_from_another_user_or_to_another_room_is_a_new_message_in_memory() {
-    a_key_is_scoped_to_its_user_and_log(Deployment::memory().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_key_from_another_user_or_to_another_room_is_a_new_message_on_redis() {
-    a_key_is_scoped_to_its_user_and_log(Deployment::redis().await).await;
+    the_same_key_from_another_user_or_to_another_room_is_a_new_message(memory().await).await;
 }
 
 #[tokio::test]
@@ -253,7 +232,7 @@ fn replayed(headers: &HeaderMap) -> Option<&str> {
         .map(|v| v.to_str().unwrap())
 }
 
-async fn rest_repeats_answer_200_with_the_original(deployment: Deployment) {
+async fn a_repeated_rest_post_answers_200_replayed_with_the_original(deployment: Deployment) {
     let room = unique("room");
     let with_body = json!({"user": "alice", "content": "body key", "idempotency_key": "b1"});
     let with_header = json!({"user": "alice", "content": "header key"});
@@ -283,17 +262,10 @@ async fn rest_repeats_answer_200_with_the_original(deployment: Deployment) {
 
 #[tokio::test]
 async fn a_repeated_rest_post_answers_200_replayed_with_the_original_in_memory() {
-    rest_repeats_answer_200_with_the_original(Deployment::memory().await).await;
+    a_repeated_rest_post_answers_200_replayed_with_the_original(memory().await).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_rest_post_answers_200_replayed_with_the_original_on_redis() {
-    rest_repeats_answer_200_with_the_original(Deployment::redis().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_on_another_node_after_a_dropped_connection_replays() {
-    let deployment = Deployment::redis().await;
+async fn a_retry_on_another_node_after_a_dropped_connection_replays(deployment: Deployment) {
     let room = unique("room");
     let mut bob = WsClient::connect(&deployment.b().ws_url("bob")).await;
     bob.join(&room).await;
@@ -342,9 +314,10 @@ async fn history_expires_after_the_ttl_in_memory() {
     assert_eq!(rejoined["history"], json!([]), "{rejoined}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_expires_after_the_ttl_on_redis_through_key_ttls() {
-    let cluster = Cluster::start_with(1, |s| s.history_ttl_secs = 2).await;
+/// The keys' own TTLs, read where they live (on a Redis Cluster, each at
+/// its primary).
+async fn history_expires_after_the_ttl_through_key_ttls(backing: Backing) {
+    let cluster = Cluster::start_with_on(backing, 1, |s| s.history_ttl_secs = 2).await;
     let node = &cluster.nodes[0];
     let room = unique("room");
     let mut alice = WsClient::connect(&node.ws_url("alice")).await;
@@ -419,8 +392,7 @@ async fn a_key_is_remembered_ten_minutes_even_when_the_history_expires_sooner_in
     a_key_outlives_a_shorter_history_ttl(Deployment::Memory(node)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_is_remembered_ten_minutes_even_when_the_history_expires_sooner_on_redis() {
-    let cluster = Cluster::start_with(2, |s| s.history_ttl_secs = 1).await;
-    a_key_outlives_a_shorter_history_ttl(Deployment::Redis(cluster)).await;
+async fn a_key_is_remembered_ten_minutes_even_when_the_history_expires_sooner(backing: Backing) {
+    let cluster = Cluster::start_with_on(backing, 2, |s| s.history_ttl_secs = 1).await;
+    a_key_outlives_a_shorter_history_ttl(Deployment::Nodes(cluster)).await;
 }

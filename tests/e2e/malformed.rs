@@ -18,8 +18,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
+use crate::support::cluster::on_both_backings;
 use crate::support::node::Endpoint;
-use crate::support::{Cluster, TIMEOUT, TestNode, WsClient, eventually, get_status, unique};
+use crate::support::{
+    Backing, Cluster, TIMEOUT, TestNode, WsClient, eventually, get_status, unique,
+};
 
 // ---------------------------------------------------------------------------
 // A socket that sends any bytes and reads every frame, control frames too.
@@ -1297,9 +1300,14 @@ async fn garbage_since_and_before_ids_are_bad_requests_on_the_memory_backend() {
     garbage_ids_are_bad_requests(&node).await;
 }
 
-#[tokio::test]
-async fn garbage_since_and_before_ids_are_bad_requests_on_the_redis_backend() {
-    let cluster = Cluster::start(1).await;
+on_both_backings!(
+    garbage_since_and_before_ids_are_bad_requests,
+    the_smallest_and_largest_ids_page_and_catch_up,
+    a_join_the_backend_refuses_leaves_no_member_behind,
+);
+
+async fn garbage_since_and_before_ids_are_bad_requests(backing: Backing) {
+    let cluster = Cluster::start_on(backing, 1).await;
     garbage_ids_are_bad_requests(&cluster.nodes[0]).await;
 }
 
@@ -1367,15 +1375,13 @@ async fn the_smallest_and_largest_ids_page_and_catch_up_on_the_memory_backend() 
     extreme_ids_page_and_catch_up(&node).await;
 }
 
-#[tokio::test]
-async fn the_smallest_and_largest_ids_page_and_catch_up_on_the_redis_backend() {
-    let cluster = Cluster::start(1).await;
+async fn the_smallest_and_largest_ids_page_and_catch_up(backing: Backing) {
+    let cluster = Cluster::start_on(backing, 1).await;
     extreme_ids_page_and_catch_up(&cluster.nodes[0]).await;
 }
 
-#[tokio::test]
-async fn a_join_the_backend_refuses_leaves_no_member_behind() {
-    let cluster = Cluster::start(1).await;
+async fn a_join_the_backend_refuses_leaves_no_member_behind(backing: Backing) {
+    let cluster = Cluster::start_on(backing, 1).await;
     let node = &cluster.nodes[0];
     let room = unique("room");
     let mut bob = WsClient::connect(&node.ws_url("bob")).await;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use redis::{AsyncCommands, PushKind, Value};
 
-use crate::support::redis_cluster::SLOTS;
+use crate::support::redis_cluster::{SLOTS, hash_slot};
 use crate::support::tools::ScratchDir;
 use crate::support::{RedisCluster, SharedRedisCluster, TIMEOUT, unique};
 
@@ -75,6 +75,7 @@ async fn keys_in_different_slots_land_on_different_primaries() {
     }
 
     for (&primary, key) in &key_of {
+        assert_eq!(hash_slot(key), cluster.slot_of(key).await, "{key}");
         let mut owner = cluster.node_connection(primary).await;
         let stored: u16 = owner.get(key).await.unwrap();
         assert_eq!(stored, primary, "{key} is stored on its primary");
@@ -182,7 +183,7 @@ async fn killing_a_primary_promotes_its_replica_and_the_key_is_readable_again() 
 #[tokio::test]
 async fn migrating_a_slot_under_load_moves_its_keys_to_the_new_owner() {
     let cluster = CLUSTER.get().await;
-    let tag = unique("busy");
+    let tag = cluster.unused_tag("busy").await;
     // One hash tag: every key of the load lives in the same slot.
     let counter = format!("{{{tag}}}:counter");
     let slot = cluster.slot_of(&counter).await;

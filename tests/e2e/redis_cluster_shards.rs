@@ -196,7 +196,7 @@ async fn an_unsubscribed_channel_stops_delivering_and_the_life_goes_on() {
 #[tokio::test]
 async fn migrating_a_subscribed_slot_ends_the_life_and_a_new_life_receives_at_the_new_owner() {
     let cluster = CLUSTER.get().await;
-    let channel = format!("{{{}}}", unique("moving"));
+    let channel = format!("{{{}}}", cluster.unused_tag("moving").await);
     let slot = cluster.slot_of(&channel).await;
     let from = cluster.primary_of(&channel).await;
     let to = another_primary(cluster, from).await;
@@ -255,7 +255,7 @@ async fn migrating_a_subscribed_slot_ends_the_life_and_a_new_life_receives_at_th
 #[tokio::test]
 async fn an_unsubscribe_given_up_midway_does_not_hide_a_later_loss() {
     let cluster = CLUSTER.get().await;
-    let channel = format!("{{{}}}", unique("fickle"));
+    let channel = format!("{{{}}}", cluster.unused_tag("fickle").await);
     let slot = cluster.slot_of(&channel).await;
     let to = another_primary(cluster, cluster.primary_of(&channel).await).await;
     let (subscriber, events) = new_life(cluster).await;
@@ -283,7 +283,7 @@ async fn an_unsubscribe_given_up_midway_does_not_hide_a_later_loss() {
 #[tokio::test]
 async fn a_subscribe_refused_with_moved_is_an_error_and_ends_the_life() {
     let cluster = CLUSTER.get().await;
-    let channel = format!("{{{}}}", unique("elsewhere"));
+    let channel = format!("{{{}}}", cluster.unused_tag("elsewhere").await);
     let slot = cluster.slot_of(&channel).await;
     let to = another_primary(cluster, cluster.primary_of(&channel).await).await;
     // This life knows the slot's old owner.
@@ -309,13 +309,14 @@ async fn a_subscribe_refused_with_moved_is_an_error_and_ends_the_life() {
 }
 
 /// A primary that stops answering without closing its sockets (SIGSTOP) is
-/// found by `ping`.
+/// found by `ping`. Owns its cluster: a stopped primary stalls every client
+/// of its shard.
 #[tokio::test]
 async fn a_primary_that_does_not_answer_a_ping_ends_the_life() {
-    let cluster = CLUSTER.get().await;
+    let cluster = RedisCluster::start().await;
     let channel = unique("hung");
     let owner = cluster.primary_of(&channel).await;
-    let pid = process_id(cluster, owner).await;
+    let pid = process_id(&cluster, owner).await;
     // A short timeout: the primary stays stopped for that long only, well
     // below the cluster's node timeout, so nobody fails it over.
     let timeout = NODE_TIMEOUT / 4;

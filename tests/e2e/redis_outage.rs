@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::support::cluster::RedisConnection;
 use crate::support::node::Endpoint;
 use crate::support::{
     Cluster, TIMEOUT, TestNode, WsClient, eventually, get_json, get_status, metric, unique,
@@ -32,8 +33,8 @@ enum Outage {
 
 fn take_down(cluster: &mut Cluster, outage: Outage) {
     match outage {
-        Outage::Stop => cluster.redis.stop(),
-        Outage::Kill => cluster.redis.kill(),
+        Outage::Stop => cluster.redis_mut().stop(),
+        Outage::Kill => cluster.redis_mut().kill(),
     }
 }
 
@@ -175,7 +176,7 @@ async fn outage_and_recovery(outage: Outage) {
     .await;
 
     // Act: Redis returns, empty; no client reconnects.
-    cluster.redis.restart();
+    cluster.redis_mut().restart();
     let restarted = Instant::now();
     let watching = tokio::spawn(async move {
         let (skipped, first) = bob.collect_until(|f| f["type"] == "message").await;
@@ -282,7 +283,7 @@ async fn every_send_across_a_redis_outage_is_either_delivered_or_refused() {
     wait_for(true, 5, &mut all).await;
     take_down(&mut cluster, Outage::Kill);
     wait_for(false, 5, &mut all).await;
-    cluster.redis.restart();
+    cluster.redis_mut().restart();
     wait_for(true, 5, &mut all).await;
     stop.store(true, Ordering::Relaxed);
     let (_alice, done) = sending.await.unwrap();
@@ -350,7 +351,7 @@ async fn messages_published_while_a_subscriber_is_down_are_gap_filled_once_and_i
         .query_async(&mut admin)
         .await
         .unwrap();
-    let port = cluster.redis.port();
+    let port = cluster.redis().port();
     let node_b = cluster
         .spawn_node(&cluster.node_id("b"), |s| {
             s.presence_ttl_secs = TTL_SECS;
@@ -481,7 +482,7 @@ async fn killing_subscriber_connections_repeatedly_loses_and_duplicates_no_messa
 }
 
 /// The pub/sub connections of the cluster's Redis: client id → last command.
-async fn subscribers(admin: &mut redis::aio::MultiplexedConnection) -> Vec<(String, String)> {
+async fn subscribers(admin: &mut RedisConnection) -> Vec<(String, String)> {
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .arg("TYPE")
@@ -560,7 +561,7 @@ async fn a_switch_refused_during_an_outage_keeps_the_client_in_its_room() {
         .send(json!({"type": "switch", "from": room, "to": elsewhere, "ref": "s"}))
         .await;
     let (_, answer) = alice.collect_until(|f| f["ref"] == "s").await;
-    cluster.redis.restart();
+    cluster.redis_mut().restart();
 
     // Assert: refused, naming the cause, and no `left` came before it.
     assert!(is_unavailable(&answer), "{answer}");

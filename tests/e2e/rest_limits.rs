@@ -10,8 +10,9 @@ use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use serde_json::{Value, json};
 
+use crate::support::cluster::on_both_backings;
 use crate::support::node::Endpoint;
-use crate::support::{Cluster, TIMEOUT, TestNode, WsClient, sample, scrape, unique};
+use crate::support::{Backing, Cluster, TIMEOUT, TestNode, WsClient, sample, scrape, unique};
 
 /// At least 32 bytes, as the contract asks of a JWT secret.
 const SECRET: &str = "rest-limits-e2e-secret-of-32-bytes-or-more";
@@ -287,9 +288,10 @@ async fn creating_rooms_beyond_the_bound_is_refused_in_memory() {
     created_rooms_stop_at_the_bound(&node).await;
 }
 
-#[tokio::test]
-async fn creating_rooms_beyond_the_bound_is_refused_on_redis() {
-    let cluster = Cluster::start_with(1, |s| s.max_created_rooms = 2).await;
+on_both_backings!(creating_rooms_beyond_the_bound_is_refused);
+
+async fn creating_rooms_beyond_the_bound_is_refused(backing: Backing) {
+    let cluster = Cluster::start_with_on(backing, 1, |s| s.max_created_rooms = 2).await;
     created_rooms_stop_at_the_bound(&cluster.nodes[0]).await;
 }
 

@@ -1,10 +1,30 @@
-//! Rooms, messages, DMs, typing, presence and history over WebSocket on one
-//! embedded node.
+//! Rooms, messages, DMs, typing, presence and history over WebSocket. The
+//! scenarios where the state's home matters run on one embedded node and on
+//! two nodes sharing one Redis or a Redis Cluster, their clients spread over
+//! both ([`Deployment`]); the rest (the welcome, ping, the connect URL's
+//! checks, write batching) on one embedded node.
 
 use serde_json::{Value, json};
 
+use crate::support::cluster::{Deployment, on_both_backings};
 use crate::support::node::Endpoint;
-use crate::support::{TestNode, WsClient, ids, unique};
+use crate::support::{Backing, TestNode, WsClient, ids, unique};
+
+on_both_backings!(and in_memory;
+    a_message_reaches_every_member_including_the_sender_as_the_same_frame,
+    join_returns_members_and_recent_history_and_announces_presence,
+    join_history_is_the_last_fifty,
+    presence_counts_connections_not_users,
+    disconnecting_leaves_every_room_and_goes_offline,
+    joining_twice_is_harmless_and_leave_answers_left,
+    switch_leaves_one_room_and_joins_another,
+    a_dm_reaches_every_connection_of_both_users_and_is_stored,
+    typing_reaches_the_others_but_not_the_typist,
+    history_pages_backwards_with_before_and_limit,
+    join_with_since_returns_exactly_the_missed_messages,
+    since_older_than_the_kept_history_is_marked_truncated,
+    a_room_in_the_connect_url_is_joined_at_once_after_the_welcome,
+);
 
 #[tokio::test]
 async fn welcome_names_the_user_the_node_and_a_session() {
@@ -16,13 +36,14 @@ async fn welcome_names_the_user_the_node_and_a_session() {
     assert!(uuid::Uuid::parse_str(session).is_ok(), "{session}");
 }
 
-#[tokio::test]
-async fn a_message_reaches_every_member_including_the_sender_as_the_same_frame() {
-    let node = TestNode::spawn().await;
+async fn a_message_reaches_every_member_including_the_sender_as_the_same_frame(
+    on: Option<Backing>,
+) {
+    let deployment = Deployment::start(on, |_| {}).await;
     let room = unique("room");
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
-    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
-    let mut outsider = WsClient::connect(&node.ws_url("carol")).await;
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
+    let mut bob = WsClient::connect(&deployment.b().ws_url("bob")).await;
+    let mut outsider = WsClient::connect(&deployment.b().ws_url("carol")).await;
     alice.join(&room).await;
     bob.join(&room).await;
 
@@ -44,17 +65,16 @@ async fn a_message_reaches_every_member_including_the_sender_as_the_same_frame()
     assert_eq!(pong["type"], "pong");
 }
 
-#[tokio::test]
-async fn join_returns_members_and_recent_history_and_announces_presence() {
-    let node = TestNode::spawn().await;
+async fn join_returns_members_and_recent_history_and_announces_presence(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |_| {}).await;
     let room = unique("room");
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     alice.join(&room).await;
     for i in 0..3 {
         alice.say(&room, &format!("m{i}")).await;
     }
 
-    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    let mut bob = WsClient::connect(&deployment.b().ws_url("bob")).await;
     let joined = bob.join(&room).await;
     let announced = alice.recv_until(|f| f["type"] == "presence").await;
 
@@ -73,26 +93,24 @@ async fn join_returns_members_and_recent_history_and_announces_presence() {
     );
 }
 
-#[tokio::test]
-async fn join_history_is_the_last_fifty() {
-    let node = TestNode::spawn_with(|s| s.rate_limit = 0).await;
+async fn join_history_is_the_last_fifty(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |s| s.rate_limit = 0).await;
     let room = unique("room");
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     alice.join(&room).await;
     let sent = alice.say_many(&room, 60).await;
-    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    let mut bob = WsClient::connect(&deployment.b().ws_url("bob")).await;
     let joined = bob.join(&room).await;
     assert_eq!(ids(&joined["history"]), sent[10..]);
 }
 
-#[tokio::test]
-async fn presence_counts_connections_not_users() {
-    let node = TestNode::spawn().await;
+async fn presence_counts_connections_not_users(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |_| {}).await;
     let room = unique("room");
-    let mut watcher = WsClient::connect(&node.ws_url("watcher")).await;
+    let mut watcher = WsClient::connect(&deployment.b().ws_url("watcher")).await;
     watcher.join(&room).await;
-    let mut tab1 = WsClient::connect(&node.ws_url("alice")).await;
-    let mut tab2 = WsClient::connect(&node.ws_url("alice")).await;
+    let mut tab1 = WsClient::connect(&deployment.a().ws_url("alice")).await;
+    let mut tab2 = WsClient::connect(&deployment.b().ws_url("alice")).await;
 
     tab1.join(&room).await;
     tab2.join(&room).await;
@@ -113,13 +131,12 @@ async fn presence_counts_connections_not_users() {
     assert_eq!(left["user"], "alice");
 }
 
-#[tokio::test]
-async fn disconnecting_leaves_every_room_and_goes_offline() {
-    let node = TestNode::spawn().await;
+async fn disconnecting_leaves_every_room_and_goes_offline(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |_| {}).await;
     let room = unique("room");
-    let mut watcher = WsClient::connect(&node.ws_url("watcher")).await;
+    let mut watcher = WsClient::connect(&deployment.b().ws_url("watcher")).await;
     watcher.join(&room).await;
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     alice.join(&room).await;
     watcher
         .recv_until(|f| f["type"] == "presence" && f["event"] == "join")
@@ -128,7 +145,7 @@ async fn disconnecting_leaves_every_room_and_goes_offline() {
     alice.close().await;
     let left = watcher.recv_until(|f| f["type"] == "presence").await;
     assert_eq!(left["event"], "leave");
-    let users: Vec<String> = reqwest::get(node.url("/api/users"))
+    let users: Vec<String> = reqwest::get(deployment.b().url("/api/users"))
         .await
         .unwrap()
         .json()
@@ -137,11 +154,10 @@ async fn disconnecting_leaves_every_room_and_goes_offline() {
     assert_eq!(users, ["watcher"]);
 }
 
-#[tokio::test]
-async fn joining_twice_is_harmless_and_leave_answers_left() {
-    let node = TestNode::spawn().await;
+async fn joining_twice_is_harmless_and_leave_answers_left(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |_| {}).await;
     let room = unique("room");
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     alice.join(&room).await;
     let again = alice.join(&room).await;
     assert_eq!(again["members"], json!(["alice"]));
@@ -149,12 +165,13 @@ async fn joining_twice_is_harmless_and_leave_answers_left() {
     let left = alice.request(json!({"type": "leave", "room": room})).await;
     assert_eq!(left["type"], "left");
     assert_eq!(left["room"], room.as_str());
-    let members: Vec<String> = reqwest::get(node.url(&format!("/api/rooms/{room}/users")))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let members: Vec<String> =
+        reqwest::get(deployment.b().url(&format!("/api/rooms/{room}/users")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert!(
         members.is_empty(),
         "one leave undoes both joins of one connection: {members:?}"
@@ -165,11 +182,10 @@ async fn joining_twice_is_harmless_and_leave_answers_left() {
     assert_eq!(not_member["code"], "not_member");
 }
 
-#[tokio::test]
-async fn switch_leaves_one_room_and_joins_another() {
-    let node = TestNode::spawn().await;
+async fn switch_leaves_one_room_and_joins_another(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |_| {}).await;
     let (a, b) = (unique("a"), unique("b"));
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     alice.join(&a).await;
     alice
         .send(json!({"type": "switch", "from": a, "to": b, "ref": "s"}))
@@ -192,13 +208,12 @@ async fn switch_leaves_one_room_and_joins_another() {
     alice.say(&b, "in b").await;
 }
 
-#[tokio::test]
-async fn a_dm_reaches_every_connection_of_both_users_and_is_stored() {
-    let node = TestNode::spawn().await;
-    let mut alice1 = WsClient::connect(&node.ws_url("alice")).await;
-    let mut alice2 = WsClient::connect(&node.ws_url("alice")).await;
-    let mut bob1 = WsClient::connect(&node.ws_url("bob")).await;
-    let mut bob2 = WsClient::connect(&node.ws_url("bob")).await;
+async fn a_dm_reaches_every_connection_of_both_users_and_is_stored(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |_| {}).await;
+    let mut alice1 = WsClient::connect(&deployment.a().ws_url("alice")).await;
+    let mut alice2 = WsClient::connect(&deployment.b().ws_url("alice")).await;
+    let mut bob1 = WsClient::connect(&deployment.b().ws_url("bob")).await;
+    let mut bob2 = WsClient::connect(&deployment.a().ws_url("bob")).await;
 
     let sent = alice1
         .request(json!({"type": "dm", "to": "bob", "content": "psst"}))
@@ -216,7 +231,7 @@ async fn a_dm_reaches_every_connection_of_both_users_and_is_stored() {
     alice1
         .request(json!({"type": "dm", "to": "dave", "content": "later"}))
         .await;
-    let mut dave = WsClient::connect(&node.ws_url("dave")).await;
+    let mut dave = WsClient::connect(&deployment.b().ws_url("dave")).await;
     let page = dave
         .request(json!({"type": "history", "with": "alice"}))
         .await;
@@ -228,12 +243,11 @@ async fn a_dm_reaches_every_connection_of_both_users_and_is_stored() {
     assert_eq!(ids(&page["messages"]), [sent["id"].as_str().unwrap()]);
 }
 
-#[tokio::test]
-async fn typing_reaches_the_others_but_not_the_typist() {
-    let node = TestNode::spawn().await;
+async fn typing_reaches_the_others_but_not_the_typist(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |_| {}).await;
     let room = unique("room");
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
-    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
+    let mut bob = WsClient::connect(&deployment.b().ws_url("bob")).await;
     alice.join(&room).await;
     bob.join(&room).await;
 
@@ -251,11 +265,10 @@ async fn typing_reaches_the_others_but_not_the_typist() {
     assert!(before.iter().all(|f| f["type"] != "typing"), "{before:?}");
 }
 
-#[tokio::test]
-async fn history_pages_backwards_with_before_and_limit() {
-    let node = TestNode::spawn_with(|s| s.rate_limit = 0).await;
+async fn history_pages_backwards_with_before_and_limit(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |s| s.rate_limit = 0).await;
     let room = unique("room");
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     alice.join(&room).await;
     let sent = alice.say_many(&room, 130).await;
 
@@ -281,15 +294,14 @@ async fn history_pages_backwards_with_before_and_limit() {
     assert_eq!(page["messages"], json!([]));
 }
 
-#[tokio::test]
-async fn join_with_since_returns_exactly_the_missed_messages() {
-    let node = TestNode::spawn_with(|s| s.rate_limit = 0).await;
+async fn join_with_since_returns_exactly_the_missed_messages(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |s| s.rate_limit = 0).await;
     let room = unique("room");
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     alice.join(&room).await;
     let sent = alice.say_many(&room, 70).await;
 
-    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    let mut bob = WsClient::connect(&deployment.b().ws_url("bob")).await;
     let joined = bob
         .request(json!({"type": "join", "room": room, "since": sent[5]}))
         .await;
@@ -306,18 +318,17 @@ async fn join_with_since_returns_exactly_the_missed_messages() {
     assert_eq!(latest["history"], json!([]));
 }
 
-#[tokio::test]
-async fn since_older_than_the_kept_history_is_marked_truncated() {
-    let node = TestNode::spawn_with(|s| {
+async fn since_older_than_the_kept_history_is_marked_truncated(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |s| {
         s.history_limit = 5;
         s.rate_limit = 0;
     })
     .await;
     let room = unique("room");
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     alice.join(&room).await;
     let sent = alice.say_many(&room, 8).await;
-    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    let mut bob = WsClient::connect(&deployment.b().ws_url("bob")).await;
     let joined = bob
         .request(json!({"type": "join", "room": room, "since": sent[0]}))
         .await;
@@ -414,16 +425,19 @@ async fn a_message_right_after_another_in_a_quiet_room_is_not_held_for_the_write
     assert_eq!(second["content"], "second");
 }
 
-#[tokio::test]
-async fn a_room_in_the_connect_url_is_joined_at_once_after_the_welcome() {
-    let node = TestNode::spawn().await;
+async fn a_room_in_the_connect_url_is_joined_at_once_after_the_welcome(on: Option<Backing>) {
+    let deployment = Deployment::start(on, |_| {}).await;
     let (a, b) = (unique("room"), unique("room"));
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let mut alice = WsClient::connect(&deployment.a().ws_url("alice")).await;
     alice.join(&a).await;
     alice.say(&a, "before bob").await;
 
-    let mut bob =
-        WsClient::connect(&node.ws_url_query(&format!("username=bob&room={a},{b},{a}"))).await;
+    let mut bob = WsClient::connect(
+        &deployment
+            .b()
+            .ws_url_query(&format!("username=bob&room={a},{b},{a}")),
+    )
+    .await;
     let first = bob.recv().await;
     let second = bob.recv().await;
     assert_eq!(first["type"], "joined", "{first}");

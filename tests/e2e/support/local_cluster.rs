@@ -30,6 +30,10 @@ const STOP_LIMIT: Duration = Duration::from_secs(60);
 /// The line the script prints once everything is up.
 const UP: &str = "Ctrl-C to stop.";
 
+/// Starts tried before a port collision fails the test: free ports are only
+/// free when picked, and the tests running beside take ports all the time.
+const START_ATTEMPTS: usize = 3;
+
 pub struct LocalCluster {
     child: Option<Child>,
     /// Holds `RUN_DIR` (`run/`) and the script's own stdout and stderr.
@@ -44,8 +48,24 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts `deploy/local-cluster.sh ARGS` on free ports and waits until it
     /// says it is up; fails with its output and the nodes' logs if it exits
-    /// first or takes longer than [`START_LIMIT`].
+    /// first or takes longer than [`START_LIMIT`]. A port taken by another
+    /// process between its pick and its use (the script's check or a node
+    /// says it is already in use) is a collision, not a failure: it tries
+    /// again on new ports, a few times.
     pub async fn start(args: &[&str]) -> Self {
+        for _ in 1..START_ATTEMPTS {
+            if let Some(cluster) = Self::try_start(args, true).await {
+                return cluster;
+            }
+        }
+        Self::try_start(args, false)
+            .await
+            .expect("the last attempt fails instead of returning None")
+    }
+
+    /// One attempt of [`LocalCluster::start`]; `None` when the script exited
+    /// on a port collision and `may_retry`.
+    async fn try_start(args: &[&str], may_retry: bool) -> Option<Self> {
         for (tool, package) in [
             ("redis-server", "redis-server"),
             ("redis-cli", "redis-tools"),
@@ -94,7 +114,7 @@ impl LocalCluster {
         let deadline = Instant::now() + START_LIMIT;
         loop {
             if cluster.stdout().contains(UP) {
-                return cluster;
+                return Some(cluster);
             }
             if let Some(status) = cluster
                 .child
@@ -102,9 +122,16 @@ impl LocalCluster {
                 .and_then(|c| c.try_wait().ok())
                 .flatten()
             {
+                let report = cluster.report();
+                // A node's `Address already in use`, or the script's own check.
+                if may_retry && report.contains("already in use") {
+                    eprintln!(
+                        "deploy/local-cluster.sh {args:?}: a port was taken; new ports\n{report}"
+                    );
+                    return None;
+                }
                 panic!(
-                    "deploy/local-cluster.sh {args:?} exited ({status}) before it was up\n{}",
-                    cluster.report()
+                    "deploy/local-cluster.sh {args:?} exited ({status}) before it was up\n{report}"
                 );
             }
             assert!(

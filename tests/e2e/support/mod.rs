@@ -23,7 +23,7 @@ pub mod ws_client;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-pub use cluster::Cluster;
+pub use cluster::{Backing, Cluster};
 pub use nginx::Nginx;
 pub use node::{ProcessNode, TestNode};
 pub use prometheus::Prometheus;

@@ -8,32 +8,48 @@
 //!
 //! # Use
 //!
-//! A cluster is expensive (six processes, a second to form), so a test
-//! module shares one, and its tests keep apart by using distinct keys and
-//! channels ([`super::unique`]):
+//! A cluster is expensive (six processes, a second to form), so tests share
+//! one, and keep apart by using distinct keys and channels ([`super::unique`],
+//! a unique key prefix for chorus nodes):
 //!
 //! ```ignore
 //! static CLUSTER: SharedRedisCluster = SharedRedisCluster::new();
 //!
 //! #[tokio::test]
 //! async fn something() {
-//!     let cluster = CLUSTER.get().await; // started by the first test that asks
+//!     let cluster = CLUSTER.get().await; // attached or started by the first test that asks
 //!     let mut redis = cluster.connection().await;
 //!     let key = unique("key");
 //!     let owner = cluster.primary_of(&key).await;
 //! }
 //! ```
 //!
-//! A test that kills a primary owns its cluster (`RedisCluster::start()`):
-//! a failover makes the whole cluster refuse commands for seconds
-//! (`cluster-require-full-coverage` keeps its default, as in production), and
-//! the other tests of a shared cluster must not see that. Migrating a slot
-//! only redirects that slot's keys, so it is fine on a shared cluster.
+//! cargo-nextest runs every test in its own process, so a cluster per
+//! `static` would form once per test (about 2.5 s each). `scripts/test.sh`
+//! therefore starts one cluster for the whole run with
+//! `scripts/redis-cluster.sh` and names it in [`SHARED_URLS_VAR`] (and its
+//! directory, for the nodes' logs, in [`SHARED_DIR_VAR`]);
+//! [`SharedRedisCluster::get`] attaches to it. Without the variable (a plain
+//! `cargo nextest run`, `cargo test`) the first test that asks starts a
+//! cluster for its process, as before.
 //!
-//! cargo-nextest runs every test in its own process, so there "shared" means
-//! one cluster per test; `cargo test` runs a module's tests in one process and
-//! they do share it. The fixture holds no connection and no task, so tests
-//! running on different tokio runtimes can share it: every method opens its
+//! A shared cluster is shared by tests running at the same time, so they
+//! never change its shape for others:
+//! - A test that kills, restarts or stops a node owns its cluster
+//!   (`RedisCluster::start()`): a failover makes the whole cluster refuse
+//!   commands for seconds (`cluster-require-full-coverage` keeps its
+//!   default, as in production), and a stopped primary stalls every client
+//!   of its shard. A shared cluster refuses [`RedisCluster::kill`] and
+//!   [`RedisCluster::restart`].
+//! - A test that migrates a slot puts its keys and channels under a tag from
+//!   [`RedisCluster::unused_tag`]: a slot that held no key and no shard
+//!   channel of anyone when the test picked it. The migration then moves
+//!   nothing of another test's: no multi-key script of theirs meets
+//!   `TRYAGAIN`, and no subscriber of theirs gets the `SUNSUBSCRIBE` that
+//!   ends its sharded subscriber's life. Every other slot keeps its owner.
+//!
+//! The fixture holds no connection and no task, so tests running on
+//! different tokio runtimes can share it: every method opens its
 //! connections on the caller's runtime.
 //!
 //! # Why it spawns `redis-server` itself instead of calling `scripts/redis-cluster.sh`
@@ -44,8 +60,9 @@
 //! process however it ends (nextest SIGKILLs a test that overruns). Each node
 //! therefore runs under a small `sh` parent that SIGKILLs it when a pipe from
 //! this process closes; the kernel closes it when the process exits, for any
-//! reason. The script daemonizes its nodes for people, and is tested apart
-//! (`tests/e2e/redis_cluster.rs`). The cluster is still formed by
+//! reason. The script daemonizes its nodes for people and for
+//! `scripts/test.sh`'s shared cluster (which nobody kills), and is tested
+//! apart (`tests/e2e/redis_cluster.rs`). The cluster is still formed by
 //! `redis-cli --cluster create`, as the script does.
 
 use std::collections::BTreeMap;
@@ -65,6 +82,15 @@ use tokio::time::Instant;
 
 use super::TIMEOUT;
 use super::tools::free_port;
+
+/// The environment variable naming a cluster started outside the test
+/// process (by `scripts/test.sh`) that [`SharedRedisCluster::get`] attaches
+/// to: its seeds, comma-separated, as `REDIS_CLUSTER_URLS`.
+pub const SHARED_URLS_VAR: &str = "CHORUS_TEST_REDIS_CLUSTER_URLS";
+
+/// The directory `scripts/redis-cluster.sh start` keeps that cluster in
+/// (optional): failure messages then show the nodes' logs.
+pub const SHARED_DIR_VAR: &str = "CHORUS_TEST_REDIS_CLUSTER_DIR";
 
 /// `cluster-node-timeout`: a primary that answers nobody for this long is
 /// failed over. Low so a failover takes seconds (about this plus one), not
@@ -225,6 +251,12 @@ pub struct RedisCluster {
     lifeline_reader: PipeReader,
     /// The `sh` of [`JANITOR`].
     janitor: Option<Child>,
+    /// Started outside this process ([`RedisCluster::attach`]): its nodes
+    /// are not this process's to kill, restart or remove.
+    external: bool,
+    /// Shared with other tests (a [`SharedRedisCluster`]): nothing kills or
+    /// restarts its nodes.
+    shared: bool,
 }
 
 impl RedisCluster {
@@ -254,6 +286,8 @@ impl RedisCluster {
             lifeline: Some(lifeline),
             lifeline_reader,
             janitor: Some(janitor),
+            external: false,
+            shared: false,
         };
         for _ in 0..NODES {
             cluster.add_node().await;
@@ -272,6 +306,68 @@ impl RedisCluster {
             );
         }
         cluster
+    }
+
+    /// The cluster started outside this process whose seeds are `urls`
+    /// (`redis://127.0.0.1:P,…`, as `scripts/redis-cluster.sh` prints them),
+    /// once it is settled with three primaries each with a replica; `dir` is
+    /// the script's directory, if known, for the nodes' logs. This process
+    /// never kills, restarts or removes it.
+    pub async fn attach(urls: &str, dir: Option<PathBuf>) -> Self {
+        let nodes: Vec<NodeSpec> = urls
+            .split(',')
+            .map(|seed| {
+                let port = seed
+                    .trim()
+                    .strip_prefix("redis://127.0.0.1:")
+                    .and_then(|port| port.parse().ok())
+                    .unwrap_or_else(|| panic!("{SHARED_URLS_VAR}: not a local seed: {seed:?}"));
+                NodeSpec {
+                    port,
+                    bus_port: 0,
+                    dir: dir.clone().unwrap_or_default().join(port.to_string()),
+                }
+            })
+            .collect();
+        assert_eq!(
+            nodes.len(),
+            NODES,
+            "{SHARED_URLS_VAR}: {NODES} seeds: {urls}"
+        );
+        let (lifeline_reader, lifeline) = std::io::pipe().expect("a pipe");
+        let cluster = Self {
+            dir: dir.unwrap_or_default(),
+            nodes,
+            running: Mutex::new(BTreeMap::new()),
+            lifeline: Some(lifeline),
+            lifeline_reader,
+            janitor: None,
+            external: true,
+            shared: true,
+        };
+        let topology = cluster
+            .wait_settled("the shared cluster to be settled", TIMEOUT)
+            .await;
+        let primaries = topology.primaries();
+        assert_eq!(primaries.len(), PRIMARIES, "primaries in {topology:?}");
+        for primary in primaries {
+            assert_eq!(
+                topology.replicas_of(primary).len(),
+                1,
+                "one replica per primary in {topology:?}"
+            );
+        }
+        cluster
+    }
+
+    /// Fails on a shared cluster: `what` would change its shape under the
+    /// other tests using it.
+    fn assert_owned(&self, what: &str) {
+        assert!(
+            !self.shared,
+            "{what} on a shared cluster: a test that changes the cluster's \
+             shape owns its cluster (RedisCluster::start())"
+        );
     }
 
     /// Starts one more node on free ports (retrying on a collision).
@@ -423,19 +519,47 @@ impl RedisCluster {
         self.wait_settled("the live nodes to agree", TIMEOUT).await
     }
 
-    /// The port of every node now running.
+    /// The port of every node now running (of an attached cluster: every
+    /// node, which nobody kills).
     pub fn live_ports(&self) -> Vec<u16> {
+        if self.external {
+            let mut ports: Vec<u16> = self.nodes.iter().map(|n| n.port).collect();
+            ports.sort_unstable();
+            return ports;
+        }
         self.running.lock().expect("lock").keys().copied().collect()
     }
 
     fn any_live_port(&self) -> u16 {
-        *self
-            .running
-            .lock()
-            .expect("lock")
-            .keys()
-            .next()
-            .expect("a live node")
+        *self.live_ports().first().expect("a live node")
+    }
+
+    /// A fresh [`super::unique`] name whose hash slot holds no key and no
+    /// shard channel now: the tag for the keys and channels of a test that
+    /// migrates their slot, so that the migration moves nothing of another
+    /// test's sharing the cluster (see the module documentation).
+    pub async fn unused_tag(&self, prefix: &str) -> String {
+        for _ in 0..100 {
+            let tag = super::unique(prefix);
+            let slot = hash_slot(&tag);
+            let owner = self.topology().await.primary_of_slot(slot);
+            let mut redis = self.node_connection(owner).await;
+            let keys: u64 = redis::cmd("CLUSTER")
+                .arg("COUNTKEYSINSLOT")
+                .arg(slot)
+                .query_async(&mut redis)
+                .await
+                .expect("CLUSTER COUNTKEYSINSLOT");
+            let channels: Vec<String> = redis::cmd("PUBSUB")
+                .arg("SHARDCHANNELS")
+                .query_async(&mut redis)
+                .await
+                .expect("PUBSUB SHARDCHANNELS");
+            if keys == 0 && channels.iter().all(|c| hash_slot(c) != slot) {
+                return tag;
+            }
+        }
+        panic!("no unused slot in 100 tries: is the cluster full of keys?");
     }
 
     /// SIGKILLs the primary serving `key`; see [`RedisCluster::kill_primary`].
@@ -452,6 +576,7 @@ impl RedisCluster {
     /// lost, as in production; [`RedisCluster::wait_replicated`] first to
     /// keep them.
     pub async fn kill_primary(&self, port: u16) -> Failover {
+        self.assert_owned("killing a primary");
         let before = self.topology().await;
         assert!(
             before.primaries().contains(&port),
@@ -488,6 +613,7 @@ impl RedisCluster {
     /// SIGKILLs the node on `port` (any role) and reaps it; no waiting for
     /// the cluster to notice.
     pub async fn kill(&self, port: u16) {
+        self.assert_owned("killing a node");
         let process = self
             .running
             .lock()
@@ -502,6 +628,7 @@ impl RedisCluster {
     /// `nodes.conf`, and waits until it has rejoined: a former primary whose
     /// replica took over comes back as that replica's replica, synced.
     pub async fn restart(&self, port: u16) {
+        self.assert_owned("restarting a node");
         let spec = self
             .nodes
             .iter()
@@ -729,7 +856,9 @@ impl Drop for RedisCluster {
         for (_, mut process) in running {
             process.wait_blocking();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.external {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
         if let Some(mut janitor) = self.janitor.take() {
             let _ = janitor.wait();
         }
@@ -771,8 +900,9 @@ impl NodeProcess {
     }
 }
 
-/// One Redis Cluster per test module, started by the first test that asks
-/// and shared by the module's tests; see the module documentation.
+/// The Redis Cluster of a test module: the one `scripts/test.sh` shares
+/// between test processes ([`SHARED_URLS_VAR`]), else one started by the
+/// module's first test that asks; see the module documentation.
 pub struct SharedRedisCluster(OnceCell<RedisCluster>);
 
 impl SharedRedisCluster {
@@ -781,11 +911,38 @@ impl SharedRedisCluster {
         Self(OnceCell::const_new())
     }
 
-    /// The module's cluster, started on first use. Never dropped: its nodes
-    /// die when the test process exits.
+    /// The module's cluster, attached or started on first use. Never
+    /// dropped: the nodes of a started one die when the test process exits.
     pub async fn get(&'static self) -> &'static RedisCluster {
-        self.0.get_or_init(RedisCluster::start).await
+        self.0
+            .get_or_init(|| async {
+                match std::env::var(SHARED_URLS_VAR) {
+                    Ok(urls) if !urls.trim().is_empty() => {
+                        let dir = std::env::var_os(SHARED_DIR_VAR).map(PathBuf::from);
+                        RedisCluster::attach(&urls, dir).await
+                    }
+                    _ => {
+                        let mut cluster = RedisCluster::start().await;
+                        cluster.shared = true;
+                        cluster
+                    }
+                }
+            })
+            .await
     }
+}
+
+/// The hash slot of a key or shard channel, as Redis computes it: CRC16
+/// (XMODEM) of its hash tag (the text between the first `{` and the next
+/// `}`, if not empty), else of the whole name, modulo [`SLOTS`].
+pub fn hash_slot(name: &str) -> u16 {
+    let name = name.as_bytes();
+    let tag = name.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &name[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tag.unwrap_or(name)) % SLOTS
 }
 
 /// `redis://127.0.0.1:<port>`, the form of a `REDIS_CLUSTER_URLS` seed.
