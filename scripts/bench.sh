@@ -134,7 +134,7 @@ wait_for_quiet() {
   local load i
   for ((i = 0; i < quiet_minutes; i++)); do
     load=$(cut -d ' ' -f 1 /proc/loadavg)
-    awk -v load="$load" -v limit="$load_limit" 'BEGIN { exit !(load <= limit) }' && return 0
+    awk -v now="$load" -v limit="$load_limit" 'BEGIN { exit !(now <= limit) }' && return 0
     echo "load average $load > $load_limit: waiting a minute ($((i + 1)) of $quiet_minutes)" >&2
     sleep 60
   done
