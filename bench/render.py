@@ -22,6 +22,13 @@ Runs of ``scripts/bench.sh --peers`` carry a ``server`` field (``chorus``,
 side-by-side table per scenario: one row per server under each case (the label
 without its server prefix), so the servers of one case sit together.
 
+Runs of ``scripts/bench.sh --redis-cluster`` carry ``redis_topology``
+(``one`` or ``cluster``) and ``redis_processes`` (each redis-server's role,
+port, slots, CPU seconds and commands during the run, and a primary's keys at
+its end).  They are rendered apart, in "One Redis versus a Redis Cluster":
+one table with a row per Redis set-up under each case (the label without its
+``-one-redis`` / ``-redis-cluster`` suffix), and one with a row per primary.
+
 Fields that were not measured are ``null`` in the input and show as "—".
 
 Only the standard library and matplotlib (see ``bench/requirements.txt``) are
@@ -418,20 +425,199 @@ def render_peer_table(runs: list[Run], columns: list[Column]) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------
+# One Redis versus a Redis Cluster
+# --------------------------------------------------------------------------
+
+# Label suffixes of scripts/bench.sh --redis-cluster, by redis_topology.
+TOPOLOGY_SUFFIXES = {"one": "-one-redis", "cluster": "-redis-cluster"}
+TOPOLOGY_ORDER = ("one", "cluster")
+
+
+def is_redis_run(run: Run) -> bool:
+    """Whether a run is one of ``scripts/bench.sh --redis-cluster``."""
+    return run.get("redis_topology") in TOPOLOGY_SUFFIXES and isinstance(run.get("redis_processes"), list)
+
+
+def split_redis_runs(runs: Iterable[Run]) -> tuple[list[Run], list[Run]]:
+    """Split runs into ``(the others, runs of one Redis versus a cluster)``."""
+    others: list[Run] = []
+    redis: list[Run] = []
+    for run in runs:
+        (redis if is_redis_run(run) else others).append(run)
+    return others, redis
+
+
+def redis_case(run: Run) -> str:
+    """The case of a one-Redis-versus-cluster run: its label without the
+    topology suffix."""
+    label = run_key(run)
+    suffix = TOPOLOGY_SUFFIXES.get(str(run.get("redis_topology")), "")
+    return label[: -len(suffix)] if suffix and label.endswith(suffix) else label
+
+
+def first_slot(process: dict[str, Any]) -> int:
+    """The lowest slot a primary serves (0 for a lone Redis)."""
+    match = re.match(r"\s*(\d+)", str(process.get("slots") or ""))
+    return int(match.group(1)) if match else 0
+
+
+def primaries(run: Run) -> list[dict[str, Any]]:
+    """A run's primaries (a lone Redis is one), in slot order, then port."""
+    processes = [p for p in run.get("redis_processes") or [] if isinstance(p, dict)]
+    found = [p for p in processes if p.get("role") == "primary"]
+    return sorted(found, key=lambda p: (first_slot(p), num(p.get("port")) or 0.0))
+
+
+def replicas_of(run: Run, primary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The replicas that follow ``primary``."""
+    return [
+        p for p in run.get("redis_processes") or []
+        if isinstance(p, dict) and p.get("role") == "replica" and p.get("primary_port") == primary.get("port")
+    ]
+
+
+def replica_cpu(run: Run) -> float | None:
+    """CPU seconds of every replica of a run together; ``None`` without any."""
+    values = [num(p.get("cpu_s")) for p in run.get("redis_processes") or []
+              if isinstance(p, dict) and p.get("role") == "replica"]
+    values = [v for v in values if v is not None]
+    return sum(values) if values else None
+
+
+def key_field(process: dict[str, Any], name: str) -> float | None:
+    """A field of a primary's ``keys`` (``dbsize``, ``online`` …)."""
+    keys = process.get("keys")
+    return num(keys.get(name)) if isinstance(keys, dict) else None
+
+
+def per_primary(run: Run, value: Callable[[dict[str, Any]], float | None],
+                fmt: Callable[[float | None], str]) -> str:
+    """One figure per primary, in slot order, joined by " / "."""
+    found = primaries(run)
+    return " / ".join(fmt(value(p)) for p in found) if found else DASH
+
+
+def rest_of_machine(run: Run) -> float | None:
+    """Busy CPU seconds of the machine during the run beyond the nodes,
+    Redis and the load generator: whatever else ran meanwhile."""
+    parts = [field(run, name) for name in ("machine_cpu_s", "server_cpu_s", "redis_cpu_s", "bench_cpu_s")]
+    if any(part is None for part in parts):
+        return None
+    machine, nodes, redis, bench = parts
+    return machine - nodes - redis - bench
+
+
+def load_at_start(run: Run) -> str:
+    """The 1-minute load average when the run started."""
+    load = run.get("loadavg_at_start")
+    value = num(load[0]) if isinstance(load, list) and load else None
+    return fmt_dec(2)(value)
+
+
+def topology_name(run: Run) -> str:
+    """How a row names its Redis set-up."""
+    if run.get("redis_topology") == "one":
+        return "one Redis"
+    count = len(primaries(run))
+    replicas = sum(1 for p in run.get("redis_processes") or [] if isinstance(p, dict) and p.get("role") == "replica")
+    return f"cluster, {count} primaries + {replicas} replicas"
+
+
+def redis_cases(runs: list[Run]) -> list[tuple[str, list[Run]]]:
+    """Runs by case (in case order), one Redis before the cluster in each."""
+    cases: dict[str, list[Run]] = {}
+    for run in sorted(runs, key=sort_key_for("rooms")):
+        cases.setdefault(redis_case(run), []).append(run)
+    for members in cases.values():
+        members.sort(key=lambda run: TOPOLOGY_ORDER.index(str(run.get("redis_topology"))))
+    return list(cases.items())
+
+
+def render_redis_comparison(runs: list[Run]) -> list[str]:
+    """The one-Redis-versus-cluster tables: a row per set-up, then a row per
+    primary with its replicas, keys and channels."""
+    header = [
+        "Case", "Redis", "Deliveries/s", "p50 ms", "p99 ms", "Lost", "chorus CPU s", "Redis CPU s",
+        "CPU s per primary", "Replicas CPU s", "Keys per primary", "Load (1 min) at start",
+        "Rest of the machine CPU s",
+    ]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join([":---", ":---"] + ["---:"] * (len(header) - 2)) + " |",
+    ]
+    two = fmt_dec(2)
+    for case, members in redis_cases(runs):
+        for position, run in enumerate(members):
+            cells = [
+                f"`{md_escape(case)}`" if position == 0 else "",
+                topology_name(run),
+                fmt_int(field(run, "deliveries_per_sec")),
+                two(field(run, "latency_ms", "p50")),
+                two(field(run, "latency_ms", "p99")),
+                fmt_int(field(run, "lost")),
+                two(field(run, "server_cpu_s")),
+                two(field(run, "redis_cpu_s")),
+                per_primary(run, lambda p: num(p.get("cpu_s")), two),
+                two(replica_cpu(run)),
+                per_primary(run, lambda p: key_field(p, "dbsize"), fmt_int),
+                load_at_start(run),
+                fmt_dec(1)(rest_of_machine(run)),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+
+    header = [
+        "Case", "Redis", "Primary", "CPU s", "Its replica's CPU s", "Commands", "Keys",
+        "`*:online`", "`*:rooms`", "`*:nodes`", "Shard channels", "Channels",
+    ]
+    lines += [
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join([":---", ":---", ":---"] + ["---:"] * (len(header) - 3)) + " |",
+    ]
+    for case, members in redis_cases(runs):
+        first = True
+        for run in members:
+            for index, primary in enumerate(primaries(run)):
+                replicas = [num(p.get("cpu_s")) for p in replicas_of(run, primary)]
+                replicas = [value for value in replicas if value is not None]
+                slots = primary.get("slots")
+                cells = [
+                    f"`{md_escape(case)}`" if first else "",
+                    topology_name(run) if index == 0 else "",
+                    md_escape(f"slots {slots}") if slots else "all",
+                    two(num(primary.get("cpu_s"))),
+                    two(sum(replicas)) if replicas else DASH,
+                    fmt_int(num(primary.get("commands"))),
+                    fmt_int(key_field(primary, "dbsize")),
+                    fmt_int(key_field(primary, "online")),
+                    fmt_int(key_field(primary, "rooms")),
+                    fmt_int(key_field(primary, "nodes")),
+                    fmt_int(key_field(primary, "shard_channels")),
+                    fmt_int(key_field(primary, "channels")),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+                first = False
+    return lines
+
+
 def render_markdown(
     groups: dict[str, list[Run]],
     sources: list[Path],
     plot_links: list[tuple[str, str]],
     peer_groups: dict[str, list[Run]] | None = None,
+    redis_runs: list[Run] | None = None,
 ) -> str:
     """Build the Markdown that goes between the result markers.
 
     ``plot_links`` is a list of ``(alt text, relative path)`` for the plots that
-    were drawn; ``peer_groups`` holds the side-by-side runs by scenario.  The
-    output is deterministic for a given input (no clock time).
+    were drawn; ``peer_groups`` holds the side-by-side runs by scenario and
+    ``redis_runs`` those of one Redis versus a Redis Cluster.  The output is
+    deterministic for a given input (no clock time).
     """
     peer_groups = peer_groups or {name: [] for name in SCENARIOS}
-    every = [run for g in (groups, peer_groups) for runs in g.values() for run in runs]
+    redis_runs = redis_runs or []
+    every = [run for g in (groups, peer_groups) for runs in g.values() for run in runs] + redis_runs
     total = len(every)
     started = sorted(_utc(run["started_at"]) for run in every if run.get("started_at"))
     source_list = ", ".join(f"`{path.as_posix()}`" for path in sources)
@@ -466,14 +652,27 @@ def render_markdown(
                 lines.append("")
 
     for scenario in SCENARIOS:
-        if not groups[scenario] and any(peer_groups.values()):
-            continue  # a side-by-side run only: no empty sections after it
+        if not groups[scenario] and (any(peer_groups.values()) or redis_runs):
+            continue  # a side-by-side or one-Redis-versus-cluster run only: no empty sections after it
         lines.append(f"### {SCENARIO_TITLES[scenario]}")
         lines.append("")
         if groups[scenario]:
             lines.extend(render_table(groups[scenario], COLUMNS[scenario]))
         else:
             lines.append(f"_No `{scenario}` runs in these results._")
+        lines.append("")
+
+    if redis_runs:
+        lines.append("### One Redis versus a Redis Cluster")
+        lines.append("")
+        lines.append(
+            "_The rooms scenario with two nodes over one Redis, then over a Redis Cluster of 3 primaries "
+            "and 3 replicas, in one run of `scripts/bench.sh --redis-cluster`. CPU seconds are those used "
+            "during the run (sending and settling); a primary's keys and channels are counted at its end, "
+            "with every client still connected. Per primary, in slot order._"
+        )
+        lines.append("")
+        lines.extend(render_redis_comparison(redis_runs))
         lines.append("")
 
     if plot_links:
@@ -736,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     replaced = len(raw) - len(runs)
     own, peers = split_peer_runs(runs)
+    own, redis_runs = split_redis_runs(own)
     groups = group_by_scenario(own)
     peer_groups = group_by_scenario(peers)
 
@@ -753,7 +953,7 @@ def main(argv: list[str] | None = None) -> int:
             links.append((alt, link_from(args.markdown, path)))
             print(f"wrote {path}", file=sys.stderr)
 
-    content = render_markdown(groups, args.inputs, links, peer_groups)
+    content = render_markdown(groups, args.inputs, links, peer_groups, redis_runs)
     try:
         write_markdown(args.markdown, existing, content)
     except OSError as err:
@@ -762,6 +962,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = ", ".join(f"{len(groups[s])} {s}" for s in SCENARIOS)
     if peers:
         counts += f", {len(peers)} side by side"
+    if redis_runs:
+        counts += f", {len(redis_runs)} one Redis versus a cluster"
     note = f" ({replaced} superseded by re-runs)" if replaced else ""
     print(f"wrote {args.markdown}: {counts} from {lines_read} line(s){note}", file=sys.stderr)
     return 0

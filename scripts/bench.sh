@@ -11,9 +11,21 @@
 #                                     side: the same scenarios on each, two
 #                                     nodes over one Redis (about 20 minutes)
 #   scripts/bench.sh --peers --quick  one small run of each per server
+#   scripts/bench.sh --redis-cluster  the rooms scenario on one Redis, then on a
+#                                     Redis Cluster of 3 primaries and 3 replicas
+#                                     (scripts/redis-cluster.sh), with the CPU of
+#                                     every redis-server and the keys per primary
+#                                     (about 3 minutes, plus any wait for a quiet
+#                                     machine)
+#   scripts/bench.sh --redis-cluster --quick  the same, small
 #
 # --peers builds the socketioxide peer (bench/peers/socketioxide, cargo) and
 # installs the Node one (bench/peers/socketio, npm ci) first.
+#
+# A full --redis-cluster run waits before each of its runs until the 1-minute
+# load average is at most BENCH_LOAD_LIMIT (default 1.5), checking every
+# minute for up to BENCH_QUIET_MINUTES (default 20), then runs anyway; every
+# run records the load averages it started and ended under.
 #
 # Results are appended to bench/results/latest.jsonl (runs with the same
 # label replace older ones in the tables).
@@ -22,13 +34,19 @@ cd "$(dirname "$0")/.."
 
 quick=false
 peers=false
+redis_cluster=false
+usage() { echo "usage: scripts/bench.sh [--peers | --redis-cluster] [--quick]" >&2; exit 2; }
 for arg in "$@"; do
   case $arg in
     --quick) quick=true ;;
     --peers) peers=true ;;
-    *) echo "usage: scripts/bench.sh [--peers] [--quick]" >&2; exit 2 ;;
+    --redis-cluster) redis_cluster=true ;;
+    *) usage ;;
   esac
 done
+! $peers || ! $redis_cluster || usage
+load_limit=${BENCH_LOAD_LIMIT:-1.5}
+quiet_minutes=${BENCH_QUIET_MINUTES:-20}
 
 command -v redis-server >/dev/null 2>&1 || {
   sudo_cmd=""
@@ -75,8 +93,10 @@ stop_all() {
   pids=()
 }
 redis_pid=""
+cluster_dir=""
 # Redis is waited for before its directory goes: it writes its log as it stops.
-trap 'stop_all; [ -z "$redis_pid" ] || { kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; }; rm -rf "$work"' EXIT
+trap 'stop_all; [ -z "$redis_pid" ] || { kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; }
+  [ -z "$cluster_dir" ] || scripts/redis-cluster.sh stop "$cluster_dir" || true; rm -rf "$work"' EXIT
 
 # Each node and the load generator may hold up to this many sockets.
 ulimit -n "$(ulimit -Hn)"
@@ -86,6 +106,40 @@ redis-server --port "$redis_port" --save '' --appendonly no --dir "$work" \
   --logfile "$work/redis.log" </dev/null >/dev/null 2>&1 &
 redis_pid=$!
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
+
+# How chorus nodes reach Redis, which primaries start_nodes flushes, and how
+# chorus-bench reads Redis: the one Redis above until use_redis_cluster.
+redis_env=(REDIS_URL="redis://127.0.0.1:$redis_port")
+flush_ports=("$redis_port")
+bench_redis=(--redis-pid "$redis_pid")
+
+# Starts a Redis Cluster (3 primaries, 3 replicas) and points the nodes
+# started next at it; chorus-bench then reads every one of its processes.
+use_redis_cluster() {
+  cluster_dir=$work/cluster
+  local urls port
+  urls=$(scripts/redis-cluster.sh start "$cluster_dir")
+  redis_env=(REDIS_CLUSTER_URLS="$urls")
+  flush_ports=()
+  bench_redis=()
+  for port in $(tr ',' '\n' <<<"$urls" | sed 's/.*://'); do
+    bench_redis+=(--redis-port "$port")
+    if [ "$(redis-cli -p "$port" role | head -n 1)" = master ]; then flush_ports+=("$port"); fi
+  done
+}
+
+# Waits until the 1-minute load average is at most $load_limit, checking
+# every minute for up to $quiet_minutes; then goes on whatever it is.
+wait_for_quiet() {
+  local load i
+  for ((i = 0; i < quiet_minutes; i++)); do
+    load=$(cut -d ' ' -f 1 /proc/loadavg)
+    awk -v now="$load" -v limit="$load_limit" 'BEGIN { exit !(now <= limit) }' && return 0
+    echo "load average $load > $load_limit: waiting a minute ($((i + 1)) of $quiet_minutes)" >&2
+    sleep 60
+  done
+  echo "load average still $(cut -d ' ' -f 1 /proc/loadavg) after $quiet_minutes minutes: running anyway" >&2
+}
 
 node_args=()
 node_pids=()
@@ -98,16 +152,16 @@ start_nodes() {
   local count=$1
   shift
   stop_all
-  redis-cli -p "$redis_port" flushall >/dev/null
+  for port in "${flush_ports[@]}"; do redis-cli -p "$port" flushall >/dev/null; done
   node_args=()
   node_pids=()
   for i in $(seq 1 "$count"); do
     port=$(free_port)
     case $server in
       chorus)
-        REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$port HOST=127.0.0.1 \
+        env "${redis_env[@]}" PORT="$port" HOST=127.0.0.1 \
           CHORUS_NODE_ID="bench-$i" CHORUS_RATE_LIMIT=0 CHORUS_MAX_CONNECTIONS_PER_IP=0 RUST_LOG=warn \
-          env "$@" "$bin/chorus" >"$work/node-$i.log" 2>&1 &
+          "$@" "$bin/chorus" >"$work/node-$i.log" 2>&1 &
         ;;
       socketioxide)
         REDIS_URL="redis://127.0.0.1:$redis_port" PORT=$port \
@@ -131,14 +185,33 @@ bench() {
     peer_args=(--server "$server")
     [ "$server" = chorus ] || peer_args+=(--protocol socketio)
   fi
-  "$bin/chorus-bench" "${node_args[@]}" "${node_pids[@]}" --redis-pid "$redis_pid" --out "$out" \
+  "$bin/chorus-bench" "${node_args[@]}" "${node_pids[@]}" "${bench_redis[@]}" --out "$out" \
     "${peer_args[@]}" "$@"
 }
 
 # Every server of a --peers run, in the order of its tables.
 servers=(chorus socketioxide socketio)
 
-if $peers && $quick; then
+if $redis_cluster; then
+  # One rooms case, first over the one Redis (bench_redis gives chorus-bench
+  # its port instead of its pid: the same readings as the cluster's), then
+  # over a fresh Redis Cluster started for it.
+  if $quick; then
+    case_args=(rooms --clients 1000 --rate 1 --duration 3)
+    case_label=rooms-1000x1mps
+  else
+    case_args=(rooms --clients 10000 --rate 0.25 --duration 20)
+    case_label=rooms-10000x0.25mps
+  fi
+  bench_redis=(--redis-port "$redis_port")
+  stop_all; $quick || wait_for_quiet
+  start_nodes 2; bench "${case_args[@]}" --label "$case_label-one-redis"
+  stop_all
+  redis-cli -p "$redis_port" flushall >/dev/null
+  use_redis_cluster
+  $quick || wait_for_quiet
+  start_nodes 2; bench "${case_args[@]}" --label "$case_label-redis-cluster"
+elif $peers && $quick; then
   for server in "${servers[@]}"; do
     start_nodes 2; bench fanout --subscribers 100 --publishers 2 --rate 50 --duration 3
     start_nodes 2; bench rooms --clients 1000 --rate 1 --duration 3

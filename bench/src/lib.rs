@@ -10,10 +10,14 @@
 //! receiver counts what it got exactly once, what it got twice and how late.
 //! The idle scenario ([`idle`]) only holds connections and reads the node's
 //! resident memory. Each run ends in one [`Report`], written as a JSON line.
+//! Given the ports of the Redis servers behind the nodes, a traffic run also
+//! reports each server's CPU and commands and how the keys spread over the
+//! primaries ([`redis`]).
 
 pub mod client;
 pub mod idle;
 pub mod probe;
+pub mod redis;
 pub mod report;
 pub mod traffic;
 
@@ -36,6 +40,10 @@ pub struct Target {
     pub pids: Vec<u32>,
     /// Process id of Redis, whose CPU is reported apart from the nodes'.
     pub redis_pid: Option<u32>,
+    /// Client ports on 127.0.0.1 of every Redis server behind the nodes (a
+    /// lone Redis, or each primary and replica of a cluster), read per
+    /// process in traffic runs.
+    pub redis_ports: Vec<u16>,
     /// The wire the nodes speak (chorus unless [`Target::with_protocol`]).
     pub protocol: Protocol,
 }
@@ -72,8 +80,17 @@ impl Target {
                 .collect(),
             pids,
             redis_pid,
+            redis_ports: Vec::new(),
             protocol: Protocol::Chorus,
         })
+    }
+
+    /// The same nodes, over the Redis servers on `ports` (127.0.0.1).
+    pub fn with_redis_ports(self, redis_ports: Vec<u16>) -> Self {
+        Self {
+            redis_ports,
+            ..self
+        }
     }
 
     /// The same nodes, spoken to in `protocol`.

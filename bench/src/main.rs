@@ -21,6 +21,12 @@ struct Cli {
     /// Process id of Redis, whose CPU is reported separately.
     #[arg(long, global = true)]
     redis_pid: Option<u32>,
+    /// Port of a Redis server on 127.0.0.1 behind the nodes: a lone Redis, or
+    /// each primary and replica of a Redis Cluster; repeat per server. Traffic
+    /// runs then report each server's CPU seconds and commands, and each
+    /// primary's keys at the end of the run.
+    #[arg(long = "redis-port", global = true)]
+    redis_ports: Vec<u16>,
     /// JSON-lines file the result is appended to.
     #[arg(long, default_value = "bench/results/latest.jsonl", global = true)]
     out: PathBuf,
@@ -167,7 +173,9 @@ impl Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let target = Target::new(cli.nodes, cli.pids, cli.redis_pid)?.with_protocol(cli.protocol);
+    let target = Target::new(cli.nodes, cli.pids, cli.redis_pid)?
+        .with_protocol(cli.protocol)
+        .with_redis_ports(cli.redis_ports);
     let (scenario, default_label) = cli.scenario.scenario()?;
     let label = match (cli.label, &cli.server) {
         (Some(label), _) => label,

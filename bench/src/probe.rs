@@ -1,9 +1,11 @@
 //! Readings from the server side: CPU seconds and resident memory of the node
 //! processes from /proc, and the nodes' own send-latency histogram from
-//! `/metrics`.
+//! `/metrics`; and of the machine around them: its load and the CPU every
+//! process on it used, so a run can say how busy the machine was.
 
 use anyhow::Context;
 use procfs::process::Process;
+use procfs::{Current, CurrentSI, KernelStats, LoadAverage};
 
 /// The send-latency histogram the nodes export (accepted → published).
 const SEND_LATENCY_BUCKET: &str = "chorus_send_latency_seconds_bucket{";
@@ -27,6 +29,32 @@ pub fn rss_bytes(pids: &[u32]) -> anyhow::Result<u64> {
         total += status.vmrss.context("no VmRSS in /proc status")? * 1024;
     }
     Ok(total)
+}
+
+/// User plus system CPU seconds this process (the load generator) used so
+/// far.
+pub fn own_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = Process::myself()?.stat()?;
+    Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// CPU seconds every core of the machine spent busy so far (user, nice,
+/// system, interrupts), whoever it was for. Time the hypervisor gave to other
+/// guests (steal) is not busy time here.
+pub fn machine_cpu_seconds() -> anyhow::Result<f64> {
+    let total = KernelStats::current()?.total;
+    let ticks = total.user
+        + total.nice
+        + total.system
+        + total.irq.unwrap_or(0)
+        + total.softirq.unwrap_or(0);
+    Ok(ticks as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// The load averages over 1, 5 and 15 minutes (`/proc/loadavg`).
+pub fn load_average() -> anyhow::Result<[f32; 3]> {
+    let load = LoadAverage::current()?;
+    Ok([load.one, load.five, load.fifteen])
 }
 
 fn process(pid: u32) -> anyhow::Result<Process> {

@@ -10,6 +10,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::redis::RedisProcess;
+
 /// Everything one run measured; `None` where it could not be measured (no
 /// node pids given, say).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -61,8 +63,23 @@ pub struct Report {
     pub cpu_s_per_million_deliveries: Option<f64>,
     /// Deliveries per node CPU second.
     pub deliveries_per_cpu_s: Option<f64>,
-    /// CPU seconds of Redis during the run.
+    /// CPU seconds of Redis during the run (all its processes, with
+    /// --redis-port).
     pub redis_cpu_s: Option<f64>,
+    /// `one` (a lone Redis) or `cluster` (a Redis Cluster), with --redis-port.
+    pub redis_topology: Option<String>,
+    /// Every Redis process given by --redis-port: role, port, CPU and
+    /// commands during the run, a primary's keys at its end.
+    pub redis_processes: Option<Vec<RedisProcess>>,
+    /// CPU seconds the load generator itself used during the run.
+    pub bench_cpu_s: Option<f64>,
+    /// Busy CPU seconds of the whole machine during the run (every process,
+    /// ours and anyone else's).
+    pub machine_cpu_s: Option<f64>,
+    /// Load averages (1, 5, 15 minutes) before the clients connected.
+    pub loadavg_at_start: Option<[f32; 3]>,
+    /// Load averages when the run ended.
+    pub loadavg_at_end: Option<[f32; 3]>,
     /// Resident memory of the nodes at the end of the run.
     pub server_rss_bytes: Option<u64>,
     /// Resident memory of the nodes before the clients connected.
@@ -158,6 +175,34 @@ impl Report {
         }
         if let Some(redis) = self.redis_cpu_s {
             out += &format!("\n  redis CPU {redis:.2} s");
+        }
+        for p in self.redis_processes.iter().flatten() {
+            out += &format!(
+                "\n    {} {}{}: CPU {:.2} s, {} commands",
+                p.role,
+                p.port,
+                p.slots
+                    .as_ref()
+                    .map(|s| format!(" (slots {s})"))
+                    .unwrap_or_default(),
+                p.cpu_s,
+                p.commands
+            );
+            if let Some(k) = &p.keys {
+                out += &format!(
+                    ", {} keys (online {} rooms {} nodes {}), channels {} shard channels {}",
+                    k.dbsize, k.online, k.rooms, k.nodes, k.channels, k.shard_channels
+                );
+            }
+        }
+        if let (Some(machine), Some(start)) = (self.machine_cpu_s, self.loadavg_at_start) {
+            out += &format!(
+                "\n  machine busy CPU {machine:.2} s (load generator {:.2} s); load at start {:.2} {:.2} {:.2}",
+                self.bench_cpu_s.unwrap_or(f64::NAN),
+                start[0],
+                start[1],
+                start[2]
+            );
         }
         if let Some(p99) = self.send_latency_p99_ms {
             out += &format!("\n  send latency (accepted -> published) p99 {p99:.3} ms");

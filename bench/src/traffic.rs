@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Target;
 use crate::client::{self, Client, Inbound};
 use crate::probe::{self, Buckets};
+use crate::redis::{KeySpread, RedisServer, Usage};
 use crate::report::{Latency, Progress, Report};
 
 /// Latency samples a connection collects before merging them into a shared
@@ -136,14 +137,22 @@ pub async fn run(
     let run_id = started_at % 1_000_000;
     let room = |i: usize| format!("bench-{run_id}-{}", i / traffic.members);
     let count = traffic.connections();
+    let loadavg_at_start = probe::load_average().ok();
 
     eprintln!(
         "{label}: connecting {count} clients to {} node(s)",
         target.nodes.len()
     );
     let clients = client::connect_all(target, count, room).await?;
+    let mut redis = Vec::with_capacity(target.redis_ports.len());
+    for &port in &target.redis_ports {
+        redis.push(RedisServer::discover(port).await?);
+    }
 
     let shared = Arc::new(Shared::new()?);
+    let machine_before = probe::machine_cpu_seconds().ok();
+    let bench_before = probe::own_cpu_seconds().ok();
+    let redis_usage_before = usage(&redis).await?;
     let cpu_before = cpu(&target.pids);
     let redis_before = target.redis_pid.map(|pid| cpu(&[pid]));
     let buckets_before = Buckets::scrape(&target.nodes).await.ok();
@@ -198,6 +207,11 @@ pub async fn run(
     };
     tokio::time::sleep_until(until).await;
     settle(&shared).await;
+    // While every client is still connected, so the tallies count them.
+    let mut spreads: Vec<Option<KeySpread>> = Vec::with_capacity(redis.len());
+    for server in &redis {
+        spreads.push(server.key_spread().await?);
+    }
     stop.cancel();
     for task in tasks {
         task.await?;
@@ -205,9 +219,24 @@ pub async fn run(
     drop(progress);
 
     let server_cpu_s = cpu_before.and_then(|before| Some(cpu(&target.pids)? - before));
-    let redis_cpu_s = target
-        .redis_pid
-        .and_then(|pid| Some(cpu(&[pid])? - redis_before.flatten()?));
+    let redis_usage_after = usage(&redis).await?;
+    let redis_processes: Vec<_> = redis
+        .iter()
+        .zip(redis_usage_before.into_iter().zip(redis_usage_after))
+        .zip(spreads)
+        .map(|((server, (before, after)), keys)| server.report(&before, &after, keys))
+        .collect();
+    let bench_cpu_s = bench_before.and_then(|before| Some(probe::own_cpu_seconds().ok()? - before));
+    let machine_cpu_s =
+        machine_before.and_then(|before| Some(probe::machine_cpu_seconds().ok()? - before));
+    let redis_cpu_s = match target.redis_pid {
+        Some(pid) => cpu(&[pid])
+            .zip(redis_before.flatten())
+            .map(|(after, before)| after - before),
+        None => {
+            (!redis_processes.is_empty()).then(|| redis_processes.iter().map(|p| p.cpu_s).sum())
+        }
+    };
     let send_latency = match (buckets_before, Buckets::scrape(&target.nodes).await.ok()) {
         (Some(before), Some(after)) => Some(after.since(&before)),
         _ => None,
@@ -256,6 +285,19 @@ pub async fn run(
         cpu_s_per_million_deliveries: per_million,
         deliveries_per_cpu_s: per_million.filter(|c| *c > 0.0).map(|c| 1e6 / c),
         redis_cpu_s,
+        redis_topology: redis.first().map(|server| {
+            if server.is_cluster() {
+                "cluster"
+            } else {
+                "one"
+            }
+            .to_owned()
+        }),
+        redis_processes: (!redis_processes.is_empty()).then_some(redis_processes),
+        bench_cpu_s,
+        machine_cpu_s,
+        loadavg_at_start,
+        loadavg_at_end: probe::load_average().ok(),
         server_rss_bytes: probe::rss_bytes(&target.pids)
             .ok()
             .filter(|_| !target.pids.is_empty()),
@@ -266,6 +308,15 @@ pub async fn run(
         send_latency_samples: send_latency.map(|b| b.count() as u64),
         ..Report::default()
     })
+}
+
+/// What each of `servers` used so far.
+async fn usage(servers: &[RedisServer]) -> anyhow::Result<Vec<Usage>> {
+    let mut usage = Vec::with_capacity(servers.len());
+    for server in servers {
+        usage.push(server.usage().await?);
+    }
+    Ok(usage)
 }
 
 /// CPU seconds of `pids`, or `None` when there are none to read.
