@@ -63,7 +63,8 @@ pub const HANDSHAKE_TIMEOUTS: &str = "chorus_handshake_timeouts_total";
 pub const OUTBOUND_BUFFERED_BYTES: &str = "chorus_outbound_buffered_bytes";
 /// Times the Redis subscriber connection was re-established (counter).
 pub const PUBSUB_RECONNECTS: &str = "chorus_pubsub_reconnects_total";
-/// Room messages delivered from history after a subscriber reconnect (counter).
+/// Room messages and DMs read back from their streams by a gap fill after a
+/// subscriber reconnect (counter).
 pub const GAP_FILL_MESSAGES: &str = "chorus_gap_fill_messages_total";
 /// DMs stored whose delivery to a user's inbox failed at first and was
 /// retried in the background (counter).

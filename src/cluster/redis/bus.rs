@@ -1,4 +1,5 @@
-//! Pub/sub over one dedicated Redis connection per node.
+//! Pub/sub over connections of its own: one to the one Redis, or one per
+//! primary of a Redis Cluster ([`super::shards`]).
 //!
 //! The node subscribes to a room's channel only while it has local members in
 //! it, and to a user's channel only while that user is connected here. A
@@ -476,6 +477,7 @@ impl RedisBus {
                 served = self.serve(&connector, first) => served,
             };
             first = false;
+            self.inner.redis.topology_changed();
             {
                 let mut state = self.state();
                 state.sink = None;
@@ -510,7 +512,10 @@ impl RedisBus {
             .state()
             .channels
             .iter()
-            .filter(|(_, c)| c.interest > 0)
+            // A channel without a position yet is being subscribed by its
+            // driver, which reads the position first: subscribed here, its
+            // messages before the position is set would be dropped.
+            .filter(|(_, c)| c.interest > 0 && c.position.is_some())
             .map(|(t, _)| t.clone())
             .collect();
         if !wanted.is_empty() {

@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::{Script, Value};
 
-use super::Redis;
+use super::{Redis, not_late};
 use crate::cluster::{
     Appended, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Since, Stored, Topic,
 };
 use crate::domain::{IDEMPOTENCY_WINDOW, MessageId, UserName};
 use crate::telemetry;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/append.lua")));
@@ -48,19 +49,24 @@ struct Inboxes {
     lifetime: u64,
     /// Where deferred deliveries run, so the drain waits for them.
     tracker: TaskTracker,
+    /// The drain: deferred deliveries stop at it (the pair's next DM
+    /// delivers what they could not).
+    stop: CancellationToken,
 }
 
-/// Deliveries retried in the background right now, bounded: past it, a
+/// Deliveries retried in the background right now, process-wide.
+static DEFERRED: AtomicUsize = AtomicUsize::new(0);
+/// The most deliveries retried at once: each holds a DM's frame (at most
+/// 64 KiB) for up to [`DEFER_FOR`], so this bounds that memory. Past it, a
 /// failed delivery waits for the pair's next DM, which delivers everything
 /// after the user's cursor.
-static DEFERRED: AtomicUsize = AtomicUsize::new(0);
 const MAX_DEFERRED: usize = 10_000;
 /// How long a deferred delivery keeps trying.
 const DEFER_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
-#[error("the message reached redis after the node stopped waiting for it")]
-struct Late;
+#[error("other deliveries of the DM pair kept moving the user's cursor")]
+struct CursorKeptMoving;
 
 #[derive(Debug, thiserror::Error)]
 #[error("unexpected reply from redis: {0}")]
@@ -160,6 +166,7 @@ impl RedisHistory {
         limit: usize,
         ttl: Option<Duration>,
         tracker: TaskTracker,
+        stop: CancellationToken,
     ) -> Self {
         let ttl_ms = ttl.map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let lifetime = if ttl_ms > 0 {
@@ -173,6 +180,7 @@ impl RedisHistory {
                 limit,
                 lifetime,
                 tracker,
+                stop,
             },
             redis,
             limit,
@@ -209,7 +217,10 @@ impl Inboxes {
             let deadline = tokio::time::Instant::now() + DEFER_FOR;
             let mut pause = Duration::from_millis(100);
             while tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    () = self.stop.cancelled() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
                 // Without `previous`: it reads what the cursor still lacks.
                 if self.deliver_dm(&log, &user, &stored, None).await.is_ok() {
                     break;
@@ -279,7 +290,7 @@ impl Inboxes {
                 _ => return Ok(()),
             }
         }
-        Err(malformed("inbox cursor kept moving"))
+        Err(ClusterError::Unavailable(Box::new(CursorKeptMoving)))
     }
 
     /// The pair's messages after `cursor` up to `last`. Without a cursor
@@ -293,9 +304,8 @@ impl Inboxes {
         lifetime: u64,
     ) -> ClusterResult<Vec<(MessageId, Bytes)>> {
         let start = if cursor.is_empty() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            // Stream ids are on the Redis clock.
+            let now = u64::try_from(self.redis.redis_now_ms()).unwrap_or(0);
             format!("{}-0", now.saturating_sub(lifetime))
         } else {
             format!("({cursor}")
@@ -355,10 +365,9 @@ impl History for RedisHistory {
         for topic in topics.iter().filter(|t| matches!(t, Topic::Room(_))) {
             invocation.arg(keys.channel(topic));
         }
-        let reply: Vec<Vec<u8>> = self.redis.invoke("append", &invocation).await?;
-        if reply.first().is_some_and(|first| first == b"late") {
-            return Err(ClusterError::Unavailable(Box::new(Late)));
-        }
+        let reply: Value = self.redis.invoke("append", &invocation).await?;
+        let reply: Vec<Vec<u8>> =
+            redis::from_redis_value(not_late(reply)?).map_err(|_| malformed("append reply"))?;
         let mut reply = reply.into_iter();
         let id = reply
             .next()

@@ -29,10 +29,6 @@ static REAP_GROUP: LazyLock<Script> = presence_script!("lua/reap_group.lua");
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
 static RESTORE_GROUP: LazyLock<Script> = presence_script!("lua/restore_group.lua");
 
-/// How long a reaper may take over a dead node's entries before another one
-/// takes the job over (finishing what is left: every step is idempotent).
-const REAP_LEASE: Duration = Duration::from_secs(60);
-
 /// The liveness of one node of a cluster.
 pub struct RedisLiveness {
     redis: Redis,
@@ -96,7 +92,10 @@ impl RedisLiveness {
             .key(keys.rooms_of(node))
             .arg(node.as_str())
             .arg(mode)
-            .arg(Self::ms(REAP_LEASE));
+            // How long a reaper has before another takes the job over
+            // (finishing what is left: every step is idempotent): half the
+            // TTL, so a dead reaper's nodes are still reaped within it.
+            .arg(Self::ms(self.ttl / 2));
         let Some(rooms): Option<Vec<String>> = self.redis.invoke("claim", &claim).await? else {
             return Ok(Vec::new());
         };
@@ -122,7 +121,22 @@ impl RedisLiveness {
                     .collect::<Vec<_>>(),
             )
         });
-        let departures: Vec<Departure> = try_join_all(reaps).await?.into_iter().flatten().collect();
+        // Every group's departures are this caller's alone (the group is
+        // gone once reaped), so those of the groups that were reaped are
+        // returned even when another group failed: the next reaper, after
+        // the lease, finishes the rest.
+        let mut departures = Vec::new();
+        let mut failure = None;
+        for reaped in futures_util::future::join_all(reaps).await {
+            match reaped {
+                Ok(left) => departures.extend(left),
+                Err(error) => failure = Some(error),
+            }
+        }
+        if let Some(error) = failure {
+            tracing::warn!(%error, %node, "reap not finished; the lease passes it on");
+            return Ok(departures);
+        }
         let mut release = RELEASE.prepare_invoke();
         release
             .key(keys.reaping(partition))
@@ -193,7 +207,13 @@ impl Liveness for RedisLiveness {
             .arg(self.node.as_str())
             .arg(Self::ms(self.ttl / 2));
         let sent = Redis::now_ms();
-        let (beat, redis_ms): (i64, i64) = self.redis.invoke("heartbeat", &invocation).await?;
+        // A beat that failed may still have been applied (and its "not
+        // listed" answer lost with it): restore at the next one that works.
+        let (beat, redis_ms): (i64, i64) = self
+            .redis
+            .invoke("heartbeat", &invocation)
+            .await
+            .inspect_err(|_| self.ledger.mark_dirty())?;
         self.redis.observe_clock(redis_ms, sent);
         if beat == 2 {
             // A reaper is taking this node's entries out; once it is done,
@@ -204,6 +224,11 @@ impl Liveness for RedisLiveness {
         if let Err(error) = self.compact().await {
             // What is left stays listed (harmless) or kept for the next beat.
             tracing::debug!(%error, "compaction did not finish");
+        }
+        // After a failover or migration the shards may have lost writes
+        // they acknowledged (replication is asynchronous): rewrite.
+        if self.redis.take_topology_changed() {
+            self.ledger.mark_dirty();
         }
         let dirty = self.ledger.take_dirty();
         Ok(beat == 1 || dirty)

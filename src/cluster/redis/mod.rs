@@ -1,13 +1,16 @@
 //! Cluster mode: every role kept in Redis, shared by any number of nodes.
 //!
-//! Commands go through one multiplexed connection per node: every concurrent
-//! command of the node is pipelined on it, so a busy node sends many
-//! commands per socket write instead of one round trip per pooled
-//! connection. Each command is bounded by a timeout, so an outage answers
-//! `Unavailable` instead of hanging; a timeout or failure retires the
-//! connection, so a command answered `Unavailable` cannot still reach Redis
-//! on it later (after a partition heals, say). Pub/sub runs on one dedicated
-//! connection per node ([`bus`]). Every multi-step change is one Lua script
+//! Commands go through one multiplexed connection per node (on a Redis
+//! Cluster, the crate's cluster connection: one per primary, routed by
+//! slot): every concurrent command of the node is pipelined on it, so a busy
+//! node sends many commands per socket write instead of one round trip per
+//! pooled connection. Each command is bounded by a timeout, so an outage
+//! answers `Unavailable` instead of hanging; a timeout or failure retires
+//! the connection. Retiring does not stop a command already sent: the
+//! kernel retransmits it after a partition heals, so every write that must
+//! not apply late (appends, presence writes) carries a deadline on the Redis
+//! clock ([`Redis::store_deadline`]). Pub/sub runs on connections of its
+//! own ([`bus`]). Every multi-step change is one Lua script
 //! (`lua/*.lua`, embedded at build time), so it is atomic and one round trip.
 //! [`keys`] documents the key layout.
 
@@ -28,7 +31,7 @@ mod presence;
 mod shards;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use std::sync::{Mutex, PoisonError};
@@ -96,6 +99,9 @@ pub(crate) struct Redis {
     /// The Redis clock minus this node's, in ms, as last measured
     /// ([`i64::MIN`] until then): writes carry a deadline on the Redis clock.
     clock_offset: Arc<AtomicI64>,
+    /// Set when the subscriber lost a connection (a Redis restart, a
+    /// failover, a slot migration): presence is rewritten at the next beat.
+    topology_changed: Arc<AtomicBool>,
 }
 
 /// How long after it is sent a write that must not be stored late may still
@@ -212,15 +218,40 @@ impl Redis {
             connection: Arc::default(),
             keys: Keys::new(prefix),
             clock_offset: Arc::new(AtomicI64::new(i64::MIN)),
+            topology_changed: Arc::default(),
         })
     }
 
     /// Records the Redis clock read by a command sent at `sent` (this
-    /// node's clock, ms) and answered now.
+    /// node's clock, ms) and answered now. A slow round trip (a starved
+    /// node, a struggling Redis) says little about when Redis read its
+    /// clock, so only a quick one counts: the offset is then off by at most
+    /// an eighth of [`STORE_WITHIN`].
     pub(crate) fn observe_clock(&self, redis_ms: i64, sent: i64) {
-        let midway = sent + (unix_ms() - sent) / 2;
+        let round_trip = unix_ms() - sent;
+        if round_trip > i64::try_from(STORE_WITHIN.as_millis() / 4).unwrap_or(i64::MAX) {
+            return;
+        }
+        let midway = sent + round_trip / 2;
         self.clock_offset
             .store(redis_ms - midway, Ordering::Relaxed);
+    }
+
+    /// Notes that Redis may have lost acknowledged writes.
+    pub(crate) fn topology_changed(&self) {
+        self.topology_changed.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn take_topology_changed(&self) -> bool {
+        self.topology_changed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Now on the Redis clock, ms, as far as this node knows it.
+    pub(crate) fn redis_now_ms(&self) -> i64 {
+        match self.clock_offset.load(Ordering::Relaxed) {
+            i64::MIN => unix_ms(),
+            offset => unix_ms() + offset,
+        }
     }
 
     /// This node's clock, ms, for [`Redis::observe_clock`].
@@ -366,6 +397,27 @@ impl Redis {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("the write reached redis after the node stopped waiting for it")]
+pub(crate) struct Late;
+
+/// A script's reply, or [`Late`] when it refused to apply a write past its
+/// store deadline (see [`Redis::store_deadline`]).
+pub(crate) fn not_late(reply: redis::Value) -> ClusterResult<redis::Value> {
+    let late = match &reply {
+        redis::Value::Array(items) => matches!(
+            items.first(),
+            Some(redis::Value::BulkString(b)) if b.as_slice() == b"late"
+        ),
+        _ => false,
+    };
+    if late {
+        Err(ClusterError::Unavailable(Box::new(Late)))
+    } else {
+        Ok(reply)
+    }
+}
+
 /// The names Redis returned that parse, sorted.
 fn sorted_names<T: Ord>(raw: Vec<String>, parse: impl Fn(&str) -> Option<T>) -> Vec<T> {
     let mut names: Vec<T> = raw.iter().filter_map(|s| parse(s)).collect();
@@ -411,7 +463,7 @@ impl Backend {
     ) -> ClusterResult<Self> {
         let redis = Redis::connect(&settings.target, &settings.prefix)?;
         let bus = RedisBus::new(redis.clone(), deliver);
-        tracker.spawn(bus.clone().run(settings.target.clone(), stop));
+        tracker.spawn(bus.clone().run(settings.target.clone(), stop.clone()));
         let ledger = Arc::new(Ledger::new());
         Ok(Self {
             bus: Arc::new(bus),
@@ -431,6 +483,7 @@ impl Backend {
                 settings.history_limit,
                 settings.history_ttl,
                 tracker.clone(),
+                stop,
             )),
         })
     }

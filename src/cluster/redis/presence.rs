@@ -13,7 +13,7 @@ use redis::Script;
 
 use super::keys::{PARTITIONS, partition_of};
 use super::ledger::{Entry, Group, Ledger};
-use super::{Redis, sorted_names};
+use super::{Redis, not_late, sorted_names};
 use crate::cluster::{ClusterError, ClusterResult, Presence, RoomSummary};
 use crate::domain::{NodeId, RoomName, UserName};
 
@@ -123,8 +123,11 @@ impl RedisPresence {
                 "room"
             } else {
                 "user"
-            });
-        let (crossed, members, version): Moved = self.redis.invoke("presence", &invocation).await?;
+            })
+            .arg(self.redis.store_deadline());
+        let reply: redis::Value = self.redis.invoke("presence", &invocation).await?;
+        let (crossed, members, version): Moved = redis::from_redis_value(not_late(reply)?)
+            .map_err(|e| ClusterError::Unavailable(Box::new(e)))?;
         if let Group::Room(room) = &group {
             self.redis.list(room, members, version).await?;
         }

@@ -7,10 +7,17 @@
 -- offset, see append.lua); state is 1 when the node was not listed (first
 -- beat, reaped, or Redis came back empty): its entries must be written
 -- again; 2 when a reaper is taking its entries out right now: it stays
--- unlisted until the reaper is done, and the beat after that returns 1.
+-- unlisted until the reaper is done (or its lease ran out), and the beat
+-- after that returns 1.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+local lease = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if lease and tonumber(lease) >= now then
   return { 2, now }
+end
+if lease then
+  -- Its reaper died midway and nobody took the job over (this node may be
+  -- the only one left): a restore rewrites every group anyway.
+  redis.call('ZREM', KEYS[2], ARGV[1])
 end
 return { redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]), now }

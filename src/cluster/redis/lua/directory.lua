@@ -8,6 +8,13 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local room, members, version = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - 60000, 'LIMIT', 0, 16)) do
+  local entry = redis.call('HGET', KEYS[1], gone)
+  if entry and string.sub(entry, 1, 2) == '0/' then
+    redis.call('HDEL', KEYS[1], gone)
+  end
+  redis.call('ZREM', KEYS[2], gone)
+end
 local current = redis.call('HGET', KEYS[1], room)
 local seen = current and tonumber(string.match(current, '/(%d+)$'))
 if seen and seen >= version then
@@ -18,12 +25,5 @@ if members == 0 then
   redis.call('ZADD', KEYS[2], now, room)
 else
   redis.call('ZREM', KEYS[2], room)
-end
-for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - 60000, 'LIMIT', 0, 16)) do
-  local entry = redis.call('HGET', KEYS[1], gone)
-  if entry and string.sub(entry, 1, 2) == '0/' then
-    redis.call('HDEL', KEYS[1], gone)
-  end
-  redis.call('ZREM', KEYS[2], gone)
 end
 return 1

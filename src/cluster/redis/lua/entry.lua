@@ -14,7 +14,7 @@ end
 -- no user name can be). Returns crossed (1 rose from zero, -1 fell to zero,
 -- else 0) and, for a room whose member count changed, members and version
 -- (else 0, 0) for the room directory. A room left empty keeps its version a
--- day, so directory writes still on their way stay ordered.
+-- day.
 local function tally(key, user, delta, room)
   local before = tonumber(redis.call('HGET', key, user) or '0')
   local after = redis.call('HINCRBY', key, user, delta)
@@ -23,6 +23,12 @@ local function tally(key, user, delta, room)
   if before <= 0 and after > 0 then crossed = 1
   elseif before > 0 and after <= 0 then crossed = -1 end
   if crossed == 0 or not room then return crossed, 0, 0 end
+  -- Versions start from the Redis clock, so a room whose tally expired
+  -- (empty for a day) counts on above every version it had before.
+  if redis.call('HEXISTS', key, ':v') == 0 then
+    local t = redis.call('TIME')
+    redis.call('HSET', key, ':v', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  end
   local version = redis.call('HINCRBY', key, ':v', 1)
   local members = redis.call('HLEN', key) - 1
   if members == 0 then

@@ -9,7 +9,19 @@
 -- KEYS[2]  the group's tally
 -- ARGV[1]  the user, ARGV[2] the incarnation, ARGV[3] the write's sequence
 -- number, ARGV[4] the count, ARGV[5] "room" or "user"
--- Returns { crossed, members, version } (see tally in entry.lua).
+-- ARGV[6]  the latest Redis time (ms) the write may apply at ("0": no
+--          limit): a write held up by a silent link and retransmitted after
+--          its node gave up on it (and maybe compacted the floor that would
+--          have stopped it) must change nothing
+-- Returns { crossed, members, version } (see tally in entry.lua), or
+-- { "late" } past the deadline.
+local deadline = tonumber(ARGV[6])
+if deadline > 0 then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then
+    return { 'late' }
+  end
+end
 local user, inc, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local _, floor_inc, floor_seq = parse(redis.call('HGET', KEYS[1], '_floor'))
 if floor_inc == inc and seq <= floor_seq then

@@ -2,18 +2,24 @@
 -- group's tally, and deletes them, so a second reaper finds nothing to do.
 -- KEYS[1]  the node's entries in the group, KEYS[2] the group's tally
 -- ARGV[1]  "room" or "user"
--- Returns { members, version, { users who thereby left … } } (members and
--- version 0 when the room's member count did not change).
+-- Returns { members, version, { users who thereby left … } }: the room's
+-- member count and its version as they stand (0, 0 for users, or a room
+-- never counted), so a reaper that failed to list it before can.
 local room = ARGV[1] == 'room'
 local members, version, left = 0, 0, {}
 local entries = redis.call('HGETALL', KEYS[1])
 for i = 1, #entries, 2 do
   local n = parse(entries[i + 1])
   if entries[i] ~= '_floor' and n > 0 then
-    local crossed, m, v = tally(KEYS[2], entries[i], -n, room)
-    if v > 0 then members, version = m, v end
+    local crossed = tally(KEYS[2], entries[i], -n, room)
     if crossed == -1 then table.insert(left, entries[i]) end
   end
 end
 redis.call('DEL', KEYS[1])
+if room then
+  version = tonumber(redis.call('HGET', KEYS[2], ':v') or '0')
+  if version > 0 then
+    members = redis.call('HLEN', KEYS[2]) - 1
+  end
+end
 return { members, version, left }

@@ -45,7 +45,11 @@ for user, n in pairs(wanted) do
   move(user, n)
   redis.call('HSET', KEYS[1], user, n .. '/' .. inc .. '/' .. snap)
 end
-redis.call('HSET', KEYS[1], '_floor', '0/' .. inc .. '/' .. snap)
+local _, floor_inc, floor_seq = parse(redis.call('HGET', KEYS[1], '_floor'))
+if floor_inc ~= inc or floor_seq < snap then
+  -- A restore that arrives after a newer one never lowers its floor.
+  redis.call('HSET', KEYS[1], '_floor', '0/' .. inc .. '/' .. snap)
+end
 if room then
   version = tonumber(redis.call('HGET', KEYS[2], ':v') or '0')
   if version > 0 then
