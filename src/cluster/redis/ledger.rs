@@ -61,9 +61,13 @@ pub(super) struct Ledger {
 struct Book {
     /// Entry → connections, only entries above zero.
     counts: HashMap<Entry, usize>,
-    /// Room → entries above zero in it: a room's first one lists the room
-    /// among this node's rooms, so a reaper finds it.
+    /// Room → entries above zero in it.
     rooms: HashMap<RoomName, usize>,
+    /// Rooms of `rooms` that Redis lists among this node's rooms (so a
+    /// reaper finds them): until then, every write that adds to a room
+    /// lists it first, so concurrent joins cannot write an entry a reaper
+    /// would miss.
+    listed: HashSet<RoomName>,
     /// The last sequence number handed out.
     seq: u64,
     /// Writes sent and not yet answered.
@@ -89,9 +93,8 @@ impl Book {
         *newest = (*newest).max(seq);
     }
 
-    /// Sets `entry`'s count; returns true when it is the first entry of its
-    /// room on this node.
-    fn set(&mut self, entry: &Entry, count: usize) -> bool {
+    /// Sets `entry`'s count.
+    fn set(&mut self, entry: &Entry, count: usize) {
         let before = self.counts.get(entry).copied().unwrap_or(0);
         if count == 0 {
             self.counts.remove(entry);
@@ -99,24 +102,20 @@ impl Book {
             self.counts.insert(entry.clone(), count);
         }
         let Entry::Room(room, _) = entry else {
-            return false;
+            return;
         };
         match (before, count) {
-            (0, 1..) => {
-                let n = self.rooms.entry(room.clone()).or_default();
-                *n += 1;
-                *n == 1
-            }
+            (0, 1..) => *self.rooms.entry(room.clone()).or_default() += 1,
             (1.., 0) => {
                 if let Some(n) = self.rooms.get_mut(room) {
                     *n -= 1;
                     if *n == 0 {
                         self.rooms.remove(room);
+                        self.listed.remove(room);
                     }
                 }
-                false
             }
-            _ => false,
+            _ => {}
         }
     }
 }
@@ -143,7 +142,7 @@ impl Ledger {
     /// Moves this node's count for `entry` by one and numbers the write of
     /// the new count; the caller sends it and says whether Redis answered.
     pub(super) fn write(&self, entry: Entry, up: bool) -> Write<'_> {
-        let (seq, count, first_in_room) = {
+        let (seq, count, unlisted_room) = {
             let mut book = self.book();
             let count = book.counts.get(&entry).copied().unwrap_or(0);
             let count = if up {
@@ -151,18 +150,20 @@ impl Ledger {
             } else {
                 count.saturating_sub(1)
             };
-            let first_in_room = book.set(&entry, count);
+            book.set(&entry, count);
+            let unlisted_room =
+                matches!(&entry, Entry::Room(room, _) if up && !book.listed.contains(room));
             book.seq += 1;
             let seq = book.seq;
             book.in_flight.insert(seq);
-            (seq, count, first_in_room)
+            (seq, count, unlisted_room)
         };
         Write {
             ledger: self,
             seq,
             entry,
             count,
-            first_in_room,
+            unlisted_room,
             up,
             answered: false,
         }
@@ -205,6 +206,16 @@ impl Ledger {
         (book.seq, groups)
     }
 
+    /// Redis lists `rooms` among this node's rooms now.
+    pub(super) fn listed<'r>(&self, rooms: impl IntoIterator<Item = &'r RoomName>) {
+        let mut book = self.book();
+        for room in rooms {
+            if book.rooms.contains_key(room) {
+                book.listed.insert(room.clone());
+            }
+        }
+    }
+
     /// The rooms where this node has entries now.
     pub(super) fn rooms(&self) -> HashSet<RoomName> {
         self.book().rooms.keys().cloned().collect()
@@ -235,9 +246,9 @@ pub(super) struct Write<'a> {
     pub(super) entry: Entry,
     /// The entry's new count.
     pub(super) count: usize,
-    /// The entry is the first of its room on this node: the room must be
-    /// listed among the node's rooms before the entry is written.
-    pub(super) first_in_room: bool,
+    /// The entry adds to a room Redis does not yet list among the node's
+    /// rooms: the room must be listed before the entry is written.
+    pub(super) unlisted_room: bool,
     up: bool,
     answered: bool,
 }

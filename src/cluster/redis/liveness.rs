@@ -96,10 +96,12 @@ impl RedisLiveness {
             // (finishing what is left: every step is idempotent): half the
             // TTL, so a dead reaper's nodes are still reaped within it.
             .arg(Self::ms(self.ttl / 2));
-        let Some(rooms): Option<Vec<String>> = self.redis.invoke("claim", &claim).await? else {
+        let Some(claimed): Option<Vec<(String, String)>> =
+            self.redis.invoke("claim", &claim).await?
+        else {
             return Ok(Vec::new());
         };
-        let rooms = rooms.iter().filter_map(|r| RoomName::parse(r).ok());
+        let rooms = claimed.iter().filter_map(|(r, _)| RoomName::parse(r).ok());
         let reaps = groups(rooms).into_iter().map(|group| async move {
             let (entries, tally) = self.redis.group_keys(&group, node);
             let mut invocation = REAP_GROUP.prepare_invoke();
@@ -141,7 +143,11 @@ impl RedisLiveness {
         release
             .key(keys.reaping(partition))
             .key(keys.rooms_of(node))
+            .key(keys.nodes(partition))
             .arg(node.as_str());
+        for (room, score) in &claimed {
+            release.arg(room).arg(score);
+        }
         let _: i64 = self.redis.invoke("release", &release).await?;
         Ok(departures)
     }
@@ -259,6 +265,7 @@ impl Liveness for RedisLiveness {
                 .query(&list)
                 .await
                 .inspect_err(|_| self.ledger.mark_dirty())?;
+            self.ledger.listed(&rooms);
         }
         rooms.extend(listed.iter().filter_map(|r| RoomName::parse(r).ok()));
         let all = groups(rooms);

@@ -97,7 +97,7 @@ impl RedisPresence {
     async fn count(&self, entry: Entry, up: bool) -> ClusterResult<i64> {
         let write = self.ledger.write(entry, up);
         let group = write.entry.group();
-        if let (true, Group::Room(room)) = (write.first_in_room, &group) {
+        if let (true, Group::Room(room)) = (write.unlisted_room, &group) {
             // Listed before the entry exists, so a reaper never misses it.
             let _: i64 = self
                 .redis
@@ -109,6 +109,7 @@ impl RedisPresence {
                         .arg(room.as_str()),
                 )
                 .await?;
+            self.ledger.listed([room]);
         }
         let (entries, tally) = self.redis.group_keys(&group, &self.node);
         let mut invocation = SET.prepare_invoke();

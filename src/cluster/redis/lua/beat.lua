@@ -4,9 +4,9 @@
 -- KEYS[2]  the nodes of that partition being reaped (zset: node -> lease)
 -- ARGV[1]  the node id, ARGV[2] the ttl in ms
 -- Returns { state, now }: now is the Redis clock in ms (the node keeps its
--- offset, see append.lua); state is 1 when the node was not listed (first
--- beat, reaped, or Redis came back empty): its entries must be written
--- again; 2 when a reaper is taking its entries out right now: it stays
+-- offset, see append.lua); state is 1 when the node was not listed, or
+-- listed as expired (first beat, reaped, Redis came back empty, or beats
+-- late): its entries must be written again; 2 when a reaper is taking its entries out right now: it stays
 -- unlisted until the reaper is done (or its lease ran out), and the beat
 -- after that returns 1.
 local t = redis.call('TIME')
@@ -20,4 +20,10 @@ if lease then
   -- the only one left): a restore rewrites every group anyway.
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
-return { redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]), now }
+-- Listed but expired: a reaper may have taken its entries out already.
+local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if deadline and tonumber(deadline) < now then
+  added = 1
+end
+return { added, now }

@@ -5,7 +5,8 @@
 -- KEYS[3]  the node's rooms (zset)
 -- ARGV[1]  the node id, ARGV[2] "dead": only if its deadline passed; "self":
 --          unconditionally; ARGV[3] the lease, ms
--- Returns false when not claimed, else the rooms where it may have entries.
+-- Returns false when not claimed, else the rooms where it may have entries,
+-- with their scores: room, score, room, score, ….
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local node = ARGV[1]
@@ -19,4 +20,4 @@ if ARGV[2] == 'dead' then
 end
 redis.call('ZREM', KEYS[1], node)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), node)
-return redis.call('ZRANGE', KEYS[3], 0, -1)
+return redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
