@@ -46,6 +46,11 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(4);
 /// publications wait (in the connection's buffer) until the fill is done, so
 /// none overtakes a missed one.
 const FILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Gap-fill reads in flight at once.
+const FILL_CONCURRENCY: usize = 64;
+/// Channels resubscribed per second, at the least, when a new subscriber
+/// connection resubscribes them all: its bound grows with their number.
+const RESUBSCRIBE_RATE: u32 = 20_000;
 /// Pause between gap-fill attempts of a channel whose read failed.
 const FILL_RETRY: Duration = Duration::from_millis(200);
 
@@ -522,7 +527,14 @@ impl RedisBus {
             let keys = self.inner.redis.keys();
             let channels: Vec<String> = wanted.iter().map(|t| keys.channel(t)).collect();
             if !matches!(
-                tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await,
+                tokio::time::timeout(
+                    COMMAND_TIMEOUT
+                        + Duration::from_secs(1)
+                            * (u32::try_from(channels.len()).unwrap_or(u32::MAX)
+                                / RESUBSCRIBE_RATE),
+                    sink.subscribe(&channels)
+                )
+                .await,
                 Ok(Ok(()))
             ) {
                 tracing::warn!("redis subscriber could not resubscribe");
@@ -605,9 +617,20 @@ impl RedisBus {
             .map(|(t, _)| t.clone())
             .collect();
         loop {
+            // Channels fill independently (live delivery waits for all of
+            // them), so many at once: a node with thousands of channels
+            // would not finish one read at a time.
+            let results: Vec<(Topic, ClusterResult<()>)> = futures_util::stream::iter(pending)
+                .map(|topic| async move {
+                    let filled = self.fill(&topic).await;
+                    (topic, filled)
+                })
+                .buffer_unordered(FILL_CONCURRENCY)
+                .collect()
+                .await;
             let mut failed = Vec::new();
-            for topic in pending {
-                if let Err(error) = self.fill(&topic).await {
+            for (topic, filled) in results {
+                if let Err(error) = filled {
                     tracing::warn!(%error, ?topic, "gap fill failed; retrying");
                     failed.push(topic);
                 }
