@@ -11,6 +11,7 @@ import { Api, ApiError } from './js/api.js';
 import { Connection } from './js/connection.js';
 import { Conversation, normalize, roomKey, dmKey } from './js/store.js';
 import { $, el, avatar, setAvatar, formatTime, formatDay, fullDate, utf8Length } from './js/dom.js';
+import { linkify } from './js/links.js';
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -814,15 +815,31 @@ function renderHeader() {
   }
 }
 
+/**
+ * A message's text as DOM nodes: text nodes, and an anchor for each web link.
+ * Never HTML: the anchor's text is set with textContent and its href is the
+ * parsed http(s) URL linkify returns; it opens in a new tab that gets no
+ * handle on this page (noopener) and no Referer (noreferrer).
+ */
+function messageText(content) {
+  return linkify(content).map((part) => {
+    if (part.url === undefined) return document.createTextNode(part.text);
+    const a = document.createElement('a');
+    a.href = part.url;
+    a.target = '_blank';
+    a.rel = 'noopener noreferrer';
+    a.textContent = part.text;
+    return a;
+  });
+}
+
 function messageNode(conv, m) {
   const node = el('div', {
     class: `msg msg-${m.state}`,
     dataset: { id: m.id || '', ref: m.ref || '', state: m.state, user: m.user },
     title: fullDate(m.ts),
   });
-  const text = el('div', { class: 'text' });
-  text.textContent = m.content; // never HTML
-  node.append(text);
+  node.append(el('div', { class: 'text' }, ...messageText(m.content)));
   if (m.state === 'pending') {
     node.append(el('div', { class: 'msg-status', role: 'status' }, conn.isOpen ? 'Sending…' : 'Waiting for connection…'));
   } else if (m.state === 'failed') {

@@ -1,5 +1,5 @@
 // Two people on two nodes of a real cluster: rooms, presence, typing, DMs,
-// unread counts, history paging, and message text that looks like HTML.
+// unread counts, history paging, message text that looks like HTML, and links.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCluster, postMessage } from './lib/cluster.js';
@@ -119,6 +119,54 @@ describe('web client on a two-node cluster', () => {
       assert.equal(await page.evaluate(() => document.querySelectorAll('img').length), 0);
       assert.deepEqual(page.dialogs, [], 'no dialog fired');
     }
+  });
+
+  test('http(s) links in messages are anchors; everything else stays text', async () => {
+    const linker = await open(n1, { name: 'linker', room: 'links' });
+    const reader = await open(n2, { name: 'reader2', room: 'links' });
+    await waitConnected(linker);
+    await waitConnected(reader);
+    await reader.locator('#member-list [data-user="linker"]').waitFor();
+    const text = 'see https://example.com/a_(b) and javascript:alert(1) <b>x</b>.';
+    const hostile = 'https://x.y/"><img src=x onerror=alert(1)>';
+    await send(linker, text);
+    await waitMessage(reader, text);
+    await send(linker, hostile);
+    await waitMessage(reader, hostile);
+    // By DM too, and read back from history by a page that comes later.
+    await reader.locator('#people-list [data-user="linker"]').click();
+    await reader.waitForFunction(() => document.querySelector('#chat-title').textContent === 'linker');
+    await send(reader, `dm ${text}`);
+    await waitMessage(reader, `dm ${text}`);
+    const late = await open(n1, { name: 'late-linker', room: 'links' });
+    await waitMessage(late, hostile);
+
+    /** Every element inside the message texts, as `tag href target rel text`. */
+    const elements = (page) =>
+      page.$$eval('#messages .msg .text', (texts) =>
+        texts.map((t) =>
+          [...t.querySelectorAll('*')].map((e) =>
+            [e.tagName, e.getAttribute('href'), e.getAttribute('target'), e.getAttribute('rel'), e.textContent].join(' '),
+          ),
+        ),
+      );
+    const wiki = 'A https://example.com/a_(b) _blank noopener noreferrer https://example.com/a_(b)';
+    const xy = 'A https://x.y/ _blank noopener noreferrer https://x.y/';
+    for (const page of [linker, reader, late]) {
+      if (page !== reader) {
+        assert.deepEqual(await messageTexts(page), [text, hostile], 'the text reads as it was typed');
+        assert.deepEqual(await elements(page), [[wiki], [xy]], 'one anchor each; no b, no img');
+      }
+      assert.equal(await page.evaluate(() => document.querySelectorAll('img, b').length), 0);
+      assert.deepEqual(page.dialogs, [], 'no dialog fired');
+    }
+    // The DM, on both sides.
+    assert.deepEqual(await messageTexts(reader), [`dm ${text}`]);
+    assert.deepEqual(await elements(reader), [[wiki]]);
+    await linker.locator('#dm-list [data-key="dm:reader2"]').click();
+    await waitMessage(linker, `dm ${text}`);
+    assert.deepEqual(await elements(linker), [[wiki]]);
+    assert.equal(await linker.evaluate(() => document.querySelectorAll('img, b').length), 0);
   });
 
   test('unread counts on rooms not in view', async () => {
