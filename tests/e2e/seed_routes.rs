@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{SECRET, token};
 use crate::support::node::Endpoint;
-use crate::support::{TestNode, WsClient, unique};
+use crate::support::{TIMEOUT, TestNode, WsClient, unique};
 
 /// One HTTP answer: status, headers and JSON body (`Null` when not JSON).
 struct Answer {
@@ -26,7 +26,10 @@ async fn call(method: Method, url: &str, body: Option<&Value>, headers: &[(&str,
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = request.send().await.expect("an answer");
+    let response = tokio::time::timeout(TIMEOUT, request.send())
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.json().await.unwrap_or(Value::Null);
