@@ -174,3 +174,36 @@ async fn post_message(
         Target::User(to) => post.send_to_user(&state, &to, rate_key).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_post_names_a_room_or_a_recipient_never_both_nor_neither() {
+        assert!(matches!(target(Some("lobby"), None), Ok(Target::Room(_))));
+        assert!(matches!(target(None, Some("bob")), Ok(Target::User(_))));
+        assert!(matches!(
+            target(Some("lobby"), Some("bob")),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(target(None, None), Err(ApiError::BadRequest(_))));
+        assert!(matches!(target(Some("a b"), None), Err(ApiError::Name(_))));
+        assert!(matches!(target(None, Some("a b")), Err(ApiError::Name(_))));
+    }
+
+    #[test]
+    fn the_token_names_the_sender_else_the_first_name_the_body_gives() {
+        let alice = Identity {
+            user: UserName::parse("alice").unwrap(),
+            expires: None,
+        };
+        let claims = || [None, Some("carol".to_owned()), Some("dave".to_owned())];
+        assert_eq!(
+            sender(Some(Extension(alice)), claims()).unwrap().as_str(),
+            "alice"
+        );
+        assert_eq!(sender(None, claims()).unwrap().as_str(), "carol");
+        assert!(matches!(sender(None, [None]), Err(ApiError::Name(_))));
+    }
+}
