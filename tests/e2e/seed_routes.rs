@@ -2,43 +2,13 @@
 //! mirrors answers, with the same auth and limits. Every test asks both
 //! routes and compares.
 
-use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::auth::{SECRET, token};
+use crate::support::http::{Answer, call};
 use crate::support::node::Endpoint;
-use crate::support::{TIMEOUT, TestNode, WsClient, unique};
-
-/// One HTTP answer: status, headers and JSON body (`Null` when not JSON).
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-/// `method url` with an optional JSON body and extra headers.
-async fn call(method: Method, url: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Answer {
-    let mut request = reqwest::Client::new().request(method, url);
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = tokio::time::timeout(TIMEOUT, request.send())
-        .await
-        .expect("an answer in time")
-        .expect("an answer");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.json().await.unwrap_or(Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
+use crate::support::{TestNode, WsClient, unique};
 
 async fn get(node: &TestNode, path: &str) -> Answer {
     call(Method::GET, &node.url(path), None, &[]).await
@@ -67,10 +37,7 @@ fn assert_error(answer: &Answer, status: StatusCode, code: &str) {
 }
 
 fn replayed(answer: &Answer) -> Option<&str> {
-    answer
-        .headers
-        .get("idempotent-replayed")
-        .map(|v| v.to_str().unwrap())
+    answer.header("idempotent-replayed")
 }
 
 fn ws_at(node: &TestNode, path_and_query: &str) -> String {
@@ -453,7 +420,7 @@ async fn post_api_messages_is_rate_limited_like_every_post() {
     assert_eq!(second.status, StatusCode::CREATED);
     for refused in [&third, &other_route] {
         assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-        assert!(refused.headers.contains_key("retry-after"));
+        assert!(refused.retry_after().is_some());
     }
 }
 
@@ -477,7 +444,7 @@ async fn dms_over_rest_keep_the_dm_rate() {
 
     assert!(allowed.iter().all(|a| a.status == StatusCode::CREATED));
     assert_error(&over, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-    assert!(over.headers.contains_key("retry-after"));
+    assert!(over.retry_after().is_some());
     assert_eq!(
         room_message.status,
         StatusCode::CREATED,
