@@ -510,3 +510,43 @@ async fn post_api_messages_replays_a_repeated_idempotency_key_from_body_or_heade
         "the DM stored once"
     );
 }
+
+#[tokio::test]
+async fn a_foreign_origin_and_an_oversized_body_are_refused_as_on_the_originals() {
+    let node = TestNode::spawn().await;
+    let foreign = [("origin", "https://evil.example")];
+    let body = json!({"room": "r", "user": "alice", "content": "hi"});
+
+    for (seed, original) in [
+        ("/active-rooms", "/api/rooms"),
+        ("/room-users?room=r", "/api/rooms/r/users"),
+    ] {
+        let seed = call(Method::GET, &node.url(seed), None, &foreign).await;
+        let original = call(Method::GET, &node.url(original), None, &foreign).await;
+        assert_error(&seed, StatusCode::FORBIDDEN, "forbidden_origin");
+        assert_same(&seed, &original);
+    }
+    let posted = call(
+        Method::POST,
+        &node.url("/api/messages"),
+        Some(&body),
+        &foreign,
+    )
+    .await;
+    assert_error(&posted, StatusCode::FORBIDDEN, "forbidden_origin");
+    for path in ["/api/ws?username=alice&user_id=1", "/room?username=alice"] {
+        let refused = WsClient::try_connect_with_headers(
+            &ws_at(&node, path),
+            &[("Origin", "https://evil.example")],
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert_eq!(refused.status, 403, "{path}");
+        assert_eq!(refused.body["error"]["code"], "forbidden_origin", "{path}");
+    }
+    let huge = json!({"room": "r", "user": "alice", "content": "x".repeat(70 * 1024)});
+    let too_large = send(&node, &huge).await;
+    assert_error(&too_large, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    assert_eq!(get(&node, "/api/rooms/r/messages").await.body, json!([]));
+}
