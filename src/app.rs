@@ -126,6 +126,8 @@ impl App {
             max_connections,
             shutdown,
             posts: PostLimiter::new(settings.rate_limit, settings.rate_burst),
+            // Two seconds' worth, like a session's DM bucket.
+            dms: PostLimiter::new(settings.dm_rate, settings.dm_rate.saturating_mul(2)),
             presence_ttl: settings.presence_ttl(),
             draining: AtomicBool::new(false),
         });

@@ -70,6 +70,10 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// Buckets of the `POST` rate limit, per user or client address.
     pub(crate) posts: PostLimiter,
+    /// Buckets of the DM rate (CHORUS_DM_RATE) of DMs sent over REST, keyed
+    /// like `posts`: a session has a DM bucket of its own, a REST caller
+    /// has this one.
+    pub(crate) dms: PostLimiter,
     /// The size of `connections`, to count the permits taken.
     pub(crate) max_connections: usize,
     /// How long a dead node's users stay visible; upkeep runs a few times

@@ -394,6 +394,21 @@ impl Chat {
         self.backend.presence.rooms().await
     }
 
+    /// The names of the rooms with at least one online member, sorted.
+    pub async fn active_rooms(&self) -> ClusterResult<Vec<RoomName>> {
+        let mut active: Vec<RoomName> = self
+            .backend
+            .presence
+            .rooms()
+            .await?
+            .into_iter()
+            .filter(|r| r.members > 0)
+            .map(|r| r.name)
+            .collect();
+        active.sort_unstable();
+        Ok(active)
+    }
+
     /// Creates an empty listed room.
     pub async fn create_room(&self, room: &RoomName, max: usize) -> ClusterResult<()> {
         self.backend.presence.create_room(room, max).await
@@ -402,14 +417,7 @@ impl Chat {
     /// Cluster-wide counts.
     pub async fn stats(&self) -> ClusterResult<Stats> {
         let users_online = self.backend.presence.online().await?.len();
-        let rooms_active = self
-            .backend
-            .presence
-            .rooms()
-            .await?
-            .iter()
-            .filter(|r| r.members > 0)
-            .count();
+        let rooms_active = self.active_rooms().await?.len();
         let nodes = self.backend.liveness.nodes().await?;
         Ok(Stats {
             users_online,

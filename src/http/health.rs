@@ -15,6 +15,8 @@ use crate::telemetry;
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/health", get(health))
+        // The seed servers' name for the same probe.
+        .route("/healthz", get(health))
         .route("/ready", get(ready))
 }
 

@@ -34,7 +34,7 @@ fn rate_key(identity: Option<&Identity>, ip: IpAddr) -> RateKey {
 /// limited without opting in.
 pub(super) async fn limit_posts(
     State(state): State<Arc<AppState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if request.method() != Method::POST {
@@ -48,10 +48,12 @@ pub(super) async fn limit_posts(
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let ip = client_ip(request.headers(), peer, state.proxy_header.as_ref());
     let key = rate_key(request.extensions().get::<Identity>(), ip);
-    if let Err(wait) = state.posts.try_take(key, Instant::now()) {
+    if let Err(wait) = state.posts.try_take(key.clone(), Instant::now()) {
         metrics::counter!(telemetry::RATE_LIMITED, "kind" => "rest").increment(1);
         return Err(ApiError::RateLimited(wait));
     }
+    // For a handler with a limit of its own on the same key (a DM's).
+    request.extensions_mut().insert(key);
     Ok(next.run(request).await)
 }
 

@@ -5,6 +5,7 @@
 mod health;
 mod json;
 mod limit;
+mod messages;
 mod rooms;
 mod stats;
 mod users;
@@ -26,6 +27,7 @@ use crate::state::AppState;
 pub(crate) fn router(state: &Arc<AppState>, with_metrics: bool) -> Router<Arc<AppState>> {
     let api = Router::new()
         .merge(rooms::router())
+        .merge(messages::router())
         .merge(users::router())
         .merge(stats::router())
         // Innermost: route layers run last-added first, and the limit

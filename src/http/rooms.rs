@@ -1,21 +1,22 @@
 //! The room directory, a room's users, and its messages over REST.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 
 use super::AppJson;
+use super::json::raw_json;
+use super::messages::{Post, idempotency_key, sender};
 use crate::api_error::ApiError;
 use crate::auth::Identity;
-use crate::cluster::{Appended, ClusterError, Log};
-use crate::domain::{Content, IdempotencyKey, MessageId, RoomName, UserName};
+use crate::cluster::{ClusterError, Log};
+use crate::domain::{MessageId, RoomName, UserName};
 use crate::protocol;
 use crate::state::AppState;
 
@@ -27,6 +28,10 @@ pub(super) fn router() -> Router<Arc<AppState>> {
             "/api/rooms/{room}/messages",
             get(messages).post(post_message),
         )
+        // The seed servers' names, mounted here so that they pass the same
+        // origin, token and rate checks as the routes they mirror.
+        .route("/active-rooms", get(active))
+        .route("/room-users", get(room_users))
 }
 
 #[derive(Serialize)]
@@ -75,23 +80,42 @@ async fn create(
     Ok((StatusCode::CREATED, AppJson(Room { name, members: 0 })))
 }
 
+/// `GET /active-rooms`: the names of the rooms with online members, sorted.
+async fn active(State(state): State<Arc<AppState>>) -> Result<AppJson<Vec<RoomName>>, ApiError> {
+    Ok(AppJson(state.chat.active_rooms().await?))
+}
+
 async fn users(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<AppJson<Vec<UserName>>, ApiError> {
-    let room = room(path)?;
-    Ok(AppJson(state.chat.members(&room).await?))
+    members(&state, &room(path)?).await
+}
+
+#[derive(Deserialize)]
+struct RoomParam {
+    room: String,
+}
+
+/// `GET /room-users?room=r`: `GET /api/rooms/r/users` with the room in the
+/// query.
+async fn room_users(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<RoomParam>, QueryRejection>,
+) -> Result<AppJson<Vec<UserName>>, ApiError> {
+    let Query(param) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    members(&state, &RoomName::parse(&param.room)?).await
+}
+
+/// The users online in `room`, cluster-wide, sorted.
+async fn members(state: &AppState, room: &RoomName) -> Result<AppJson<Vec<UserName>>, ApiError> {
+    Ok(AppJson(state.chat.members(room).await?))
 }
 
 #[derive(Deserialize)]
 struct Page {
     before: Option<String>,
     limit: Option<u64>,
-}
-
-/// A response whose body is already-encoded JSON.
-fn raw_json(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn messages(
@@ -114,42 +138,6 @@ struct NewMessage {
     idempotency_key: Option<String>,
 }
 
-/// The send's idempotency key: the body's `idempotency_key`, else the
-/// `Idempotency-Key` header.
-fn idempotency_key(
-    body: Option<&str>,
-    headers: &HeaderMap,
-) -> Result<Option<IdempotencyKey>, ApiError> {
-    let header = headers
-        .get("idempotency-key")
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::BadRequest("Idempotency-Key must be text".to_owned()))
-        })
-        .transpose()?;
-    protocol::idempotency_key(body.or(header).map(Cow::Borrowed))
-        .map_err(|(_, message)| ApiError::BadRequest(message))
-}
-
-/// 201 and the new message, or 200 and the original one for a repeated
-/// idempotency key, marked `Idempotent-Replayed: true`.
-fn sent(appended: &Appended) -> Response {
-    if appended.replayed {
-        // The original may have come over a WebSocket with its `ref`; a REST
-        // answer carries none.
-        let body = protocol::replay(&appended.stored, None);
-        let mut response = raw_json(StatusCode::OK, body);
-        response.headers_mut().insert(
-            HeaderName::from_static("idempotent-replayed"),
-            HeaderValue::from_static("true"),
-        );
-        response
-    } else {
-        let body = String::from_utf8_lossy(&appended.stored.payload).into_owned();
-        raw_json(StatusCode::CREATED, body)
-    }
-}
-
 async fn post_message(
     State(state): State<Arc<AppState>>,
     identity: Option<Extension<Identity>>,
@@ -158,16 +146,10 @@ async fn post_message(
     AppJson(body): AppJson<NewMessage>,
 ) -> Result<Response, ApiError> {
     let room = room(path)?;
-    // With auth on, the sender is whoever the token names, never the body.
-    let user = match identity {
-        Some(Extension(identity)) => identity.user,
-        None => UserName::parse(body.user.as_deref().unwrap_or_default())?,
+    let post = Post {
+        sender: sender(identity, [body.user])?,
+        content: body.content,
+        key: idempotency_key(body.idempotency_key.as_deref(), &headers)?,
     };
-    let key = idempotency_key(body.idempotency_key.as_deref(), &headers)?;
-    let content = Content::parse(body.content)?;
-    let appended = state
-        .chat
-        .send_message(&room, &user, &content, None, key.as_ref())
-        .await?;
-    Ok(sent(&appended))
+    post.send_to_room(&state, &room).await
 }

@@ -42,11 +42,17 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// a room of several hundred thousand members still fits).
 const MAX_WRITE_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 
-/// The `/ws` route.
+/// The `/ws` route, and the seed servers' names for it (`/api/ws`,
+/// `/room`): one handler, so the same checks and limits.
 pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/ws", get(upgrade))
+    Router::new()
+        .route("/ws", get(upgrade))
+        .route("/api/ws", get(upgrade))
+        .route("/room", get(upgrade))
 }
 
+/// The query. Other parameters, such as the seed clients' `user_id`, are
+/// accepted and ignored.
 #[derive(Deserialize)]
 struct Params {
     username: Option<String>,

@@ -12,7 +12,7 @@ use crate::support::node::Endpoint;
 use crate::support::{TestNode, WsClient, unique};
 
 /// At least 32 bytes, as the node requires.
-const SECRET: &str = "e2e-test-secret-of-at-least-32-bytes";
+pub(crate) const SECRET: &str = "e2e-test-secret-of-at-least-32-bytes";
 
 fn now() -> i64 {
     let secs = SystemTime::now()
@@ -33,7 +33,7 @@ fn sign(claims: &Value, secret: &str, algorithm: Algorithm) -> String {
 }
 
 /// A valid token for `user`, good for an hour.
-fn token(user: &str) -> String {
+pub(crate) fn token(user: &str) -> String {
     sign(
         &json!({"sub": user, "exp": now() + 3600}),
         SECRET,

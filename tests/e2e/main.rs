@@ -30,5 +30,6 @@ mod redis_cluster_shards;
 mod redis_outage;
 mod rest_limits;
 mod rooms;
+mod seed_routes;
 mod shutdown;
 mod trust;

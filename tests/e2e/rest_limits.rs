@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::StatusCode;
-use reqwest::header::RETRY_AFTER;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::cluster::on_both_backings;
+use crate::support::http::{Answer, call};
 use crate::support::node::Endpoint;
 use crate::support::{Backing, Cluster, TIMEOUT, TestNode, WsClient, sample, scrape, unique};
 
@@ -42,34 +42,9 @@ async fn refusals(node: &impl Endpoint, kind: &str) -> f64 {
     )
 }
 
-/// What a POST answered: status, `Retry-After` (if any) and the JSON body.
-struct Answer {
-    status: StatusCode,
-    retry_after: Option<String>,
-    body: Value,
-}
-
 /// POSTs `body` to `path` with extra `headers`.
 async fn post(node: &impl Endpoint, path: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
-    let mut request = reqwest::Client::new().post(node.url(path)).json(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = tokio::time::timeout(TIMEOUT, request.send())
-        .await
-        .expect("answer in time")
-        .expect("request");
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .map(|v| v.to_str().expect("ASCII").to_owned());
-    let body = response.json().await.unwrap_or(Value::Null);
-    Answer {
-        status,
-        retry_after,
-        body,
-    }
+    call(Method::POST, &node.url(path), Some(body), headers).await
 }
 
 /// Posts a message to `room` as `user` (ignored in token mode) with `headers`.
@@ -103,8 +78,7 @@ fn assert_rate_limited(answer: &Answer) {
         answer.body
     );
     let seconds: u64 = answer
-        .retry_after
-        .as_deref()
+        .retry_after()
         .expect("a Retry-After header")
         .parse()
         .expect("Retry-After in whole seconds");
@@ -252,7 +226,7 @@ async fn created_rooms_stop_at_the_bound(node: &impl Endpoint) {
         "{}",
         refused.body
     );
-    assert_eq!(refused.retry_after, None, "waiting does not help");
+    assert_eq!(refused.retry_after(), None, "waiting does not help");
     assert!(
         refused.body["error"]["message"]
             .as_str()
