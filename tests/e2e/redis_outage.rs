@@ -281,9 +281,13 @@ async fn every_send_across_a_redis_outage_is_either_delivered_or_refused() {
 
     // Act: accepted, then down, then back.
     wait_for(true, 5, &mut all).await;
-    take_down(&mut cluster, Outage::Kill);
+    // Killing and restarting Redis block (restart waits for the port):
+    // off the runtime's worker, or the nodes' and the sender's tasks queued
+    // on that worker starve for as long (seen once on a loaded CI run: a
+    // send unanswered for 10 s).
+    tokio::task::block_in_place(|| take_down(&mut cluster, Outage::Kill));
     wait_for(false, 5, &mut all).await;
-    cluster.redis_mut().restart();
+    tokio::task::block_in_place(|| cluster.redis_mut().restart());
     wait_for(true, 5, &mut all).await;
     stop.store(true, Ordering::Relaxed);
     let (_alice, done) = sending.await.unwrap();
