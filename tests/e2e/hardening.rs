@@ -137,9 +137,11 @@ async fn every_dm_and_room_message_accepted_across_a_redis_restart_reaches_open_
         }
     };
     send_for(&mut alice, Duration::from_secs(1)).await;
-    cluster.redis_mut().kill();
+    // Blocking: off the runtime's worker, so the in-process nodes' tasks
+    // queued on it do not starve meanwhile.
+    tokio::task::block_in_place(|| cluster.redis_mut().kill());
     send_for(&mut alice, DOWN).await;
-    cluster.redis_mut().restart();
+    tokio::task::block_in_place(|| cluster.redis_mut().restart());
     send_for(&mut alice, AFTER).await;
     let end = alice
         .request(json!({"type": "dm", "to": "bob", "content": "end"}))

@@ -31,11 +31,20 @@ enum Outage {
     Kill,
 }
 
+/// Stops Redis. Blocking, so off the runtime's worker: the in-process nodes'
+/// tasks queued on that worker would starve meanwhile (a loaded CI run saw
+/// a send unanswered for 10 s behind a blocking restart).
 fn take_down(cluster: &mut Cluster, outage: Outage) {
-    match outage {
+    tokio::task::block_in_place(|| match outage {
         Outage::Stop => cluster.redis_mut().stop(),
         Outage::Kill => cluster.redis_mut().kill(),
-    }
+    })
+}
+
+/// Starts Redis again on its port, off the runtime's worker (see
+/// [`take_down`]).
+fn bring_back(cluster: &mut Cluster) {
+    tokio::task::block_in_place(|| cluster.redis_mut().restart());
 }
 
 /// Two nodes with a small presence TTL and no rate limit; alice on node 0
@@ -176,7 +185,7 @@ async fn outage_and_recovery(outage: Outage) {
     .await;
 
     // Act: Redis returns, empty; no client reconnects.
-    cluster.redis_mut().restart();
+    bring_back(&mut cluster);
     let restarted = Instant::now();
     let watching = tokio::spawn(async move {
         let (skipped, first) = bob.collect_until(|f| f["type"] == "message").await;
@@ -281,13 +290,9 @@ async fn every_send_across_a_redis_outage_is_either_delivered_or_refused() {
 
     // Act: accepted, then down, then back.
     wait_for(true, 5, &mut all).await;
-    // Killing and restarting Redis block (restart waits for the port):
-    // off the runtime's worker, or the nodes' and the sender's tasks queued
-    // on that worker starve for as long (seen once on a loaded CI run: a
-    // send unanswered for 10 s).
-    tokio::task::block_in_place(|| take_down(&mut cluster, Outage::Kill));
+    take_down(&mut cluster, Outage::Kill);
     wait_for(false, 5, &mut all).await;
-    tokio::task::block_in_place(|| cluster.redis_mut().restart());
+    bring_back(&mut cluster);
     wait_for(true, 5, &mut all).await;
     stop.store(true, Ordering::Relaxed);
     let (_alice, done) = sending.await.unwrap();
@@ -565,7 +570,7 @@ async fn a_switch_refused_during_an_outage_keeps_the_client_in_its_room() {
         .send(json!({"type": "switch", "from": room, "to": elsewhere, "ref": "s"}))
         .await;
     let (_, answer) = alice.collect_until(|f| f["ref"] == "s").await;
-    cluster.redis_mut().restart();
+    bring_back(&mut cluster);
 
     // Assert: refused, naming the cause, and no `left` came before it.
     assert!(is_unavailable(&answer), "{answer}");
