@@ -17,7 +17,12 @@ use crate::telemetry;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/append.lua")));
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/deadline.lua"),
+        include_str!("lua/append.lua")
+    ))
+});
 static INBOX: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/inbox.lua")));
 
 /// How long an inbox lives after its last DM when histories live forever:

@@ -14,11 +14,17 @@
 //! (`lua/*.lua`, embedded at build time), so it is atomic and one round trip.
 //! [`keys`] documents the key layout.
 
-/// A presence or liveness script with the shared entry parser in front of
-/// it: both read the node's contribution entries.
+/// A presence or liveness script with the shared entry parser, tally and
+/// deadline check in front of it: all read the node's contribution entries.
 macro_rules! presence_script {
     ($file:literal) => {
-        LazyLock::new(|| Script::new(concat!(include_str!("lua/entry.lua"), include_str!($file))))
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/entry.lua"),
+                include_str!("lua/deadline.lua"),
+                include_str!($file)
+            ))
+        })
     };
 }
 

@@ -20,12 +20,8 @@
 -- ARGV[10…] the channels to publish on (in the stream's slot on a cluster)
 -- Returns { id, previous id ("" for the first, or not asked) } for a new
 -- message, { id, "", frame } for a replay, { "late" } past the deadline.
-local deadline = tonumber(ARGV[9])
-if deadline > 0 then
-  local t = redis.call('TIME')
-  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then
-    return { 'late' }
-  end
+if too_late(tonumber(ARGV[9])) then
+  return { 'late' }
 end
 if ARGV[5] == '1' then
   local seen = redis.call('GET', KEYS[3])

@@ -38,3 +38,10 @@ local function tally(key, user, delta, room)
   end
   return crossed, members, version
 end
+-- A room's member count and its version as they stand in its tally (0, 0
+-- for a room never counted).
+local function room_size(key)
+  local version = tonumber(redis.call('HGET', key, ':v') or '0')
+  if version == 0 then return 0, 0 end
+  return redis.call('HLEN', key) - 1, version
+end

@@ -15,12 +15,8 @@
 --          have stopped it) must change nothing
 -- Returns { crossed, members, version } (see tally in entry.lua), or
 -- { "late" } past the deadline.
-local deadline = tonumber(ARGV[6])
-if deadline > 0 then
-  local t = redis.call('TIME')
-  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then
-    return { 'late' }
-  end
+if too_late(tonumber(ARGV[6])) then
+  return { 'late' }
 end
 local user, inc, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local _, floor_inc, floor_seq = parse(redis.call('HGET', KEYS[1], '_floor'))

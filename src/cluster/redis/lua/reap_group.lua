@@ -17,9 +17,6 @@ for i = 1, #entries, 2 do
 end
 redis.call('DEL', KEYS[1])
 if room then
-  version = tonumber(redis.call('HGET', KEYS[2], ':v') or '0')
-  if version > 0 then
-    members = redis.call('HLEN', KEYS[2]) - 1
-  end
+  members, version = room_size(KEYS[2])
 end
 return { members, version, left }

@@ -51,9 +51,6 @@ if floor_inc ~= inc or floor_seq < snap then
   redis.call('HSET', KEYS[1], '_floor', '0/' .. inc .. '/' .. snap)
 end
 if room then
-  version = tonumber(redis.call('HGET', KEYS[2], ':v') or '0')
-  if version > 0 then
-    members = redis.call('HLEN', KEYS[2]) - 1
-  end
+  members, version = room_size(KEYS[2])
 end
 return { members, version, changes }
