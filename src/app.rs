@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::admission::PerIp;
+use crate::archive::archiver::Archiver;
+use crate::archive::{Archive, postgres::PostgresArchive};
 use crate::auth::Auth;
 use crate::chat::Chat;
 use crate::cluster::Backend;
@@ -53,12 +55,15 @@ impl App {
         ));
         let history_limit = usize::try_from(settings.history_limit).unwrap_or(usize::MAX);
         let shutdown = Shutdown::default();
-        let backend = match settings.redis_target()? {
+        let archive = archive(&settings)?;
+        let archiving = archive.is_some();
+        let mut backend = match settings.redis_target()? {
             None => Backend::memory(
                 node.clone(),
                 hub.clone(),
                 history_limit,
                 settings.history_ttl(),
+                archiving,
             ),
             Some(target) => {
                 let setting = match target {
@@ -72,6 +77,7 @@ impl App {
                     history_limit,
                     history_ttl: settings.history_ttl(),
                     presence_ttl: settings.presence_ttl(),
+                    archiving,
                 };
                 Backend::redis(
                     &redis,
@@ -81,6 +87,10 @@ impl App {
                 )
                 .context(setting)?
             }
+        };
+        let archiver = match (backend.backlog.take(), archive) {
+            (Some(backlog), Some(archive)) => Some(Arc::new(Archiver::new(backlog, archive))),
+            _ => None,
         };
         let listener = TcpListener::bind((settings.host, settings.port))
             .await
@@ -97,7 +107,7 @@ impl App {
         metrics::gauge!(telemetry::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "node" => node.to_string())
             .set(1.0);
         let state = Arc::new(AppState {
-            chat: Chat::new(node, backend, hub),
+            chat: Chat::new(node, backend, hub, archiver),
             auth: settings.jwt_secret.as_deref().map(Auth::new),
             limits: Limits {
                 rate_limit: settings.rate_limit,
@@ -192,6 +202,9 @@ impl App {
             .shutdown
             .tracker
             .spawn(telemetry::upkeep(token.clone()));
+        if let Some(archiver) = state.chat.archiver() {
+            state.shutdown.tracker.spawn(archiver.run(token.clone()));
+        }
         tracing::info!(%addr, node = %state.chat.node(), "listening");
 
         tokio::select! {
@@ -229,4 +242,12 @@ impl App {
         tracing::info!("drained");
         Ok(())
     }
+}
+
+/// The archive the settings name, if any.
+fn archive(settings: &Settings) -> anyhow::Result<Option<Arc<dyn Archive>>> {
+    Ok(match &settings.database_url {
+        Some(url) => Some(Arc::new(PostgresArchive::new(url).context("DATABASE_URL")?)),
+        None => None,
+    })
 }

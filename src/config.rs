@@ -50,6 +50,12 @@ pub struct Settings {
     #[arg(long, env = "REDIS_CLUSTER_URLS")]
     pub redis_cluster_urls: Option<String>,
 
+    /// Postgres URL of the archive: every accepted room message and DM is
+    /// also kept there, once, and history older than the hot window is read
+    /// from it. Unset: no archive.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
     /// This node's id [default: hostname plus a short random suffix].
     #[arg(long, env = "CHORUS_NODE_ID")]
     pub node_id: Option<String>,

@@ -15,6 +15,7 @@
 mod admission;
 pub mod api_error;
 pub mod app;
+pub mod archive;
 pub mod auth;
 pub mod chat;
 pub mod cluster;

@@ -73,6 +73,14 @@ pub const DM_DELIVERIES_DEFERRED: &str = "chorus_dm_deliveries_deferred_total";
 pub const SUBSCRIBED_CHANNELS: &str = "chorus_subscribed_channels";
 /// Users of dead nodes removed from rooms by this node's reaper (counter).
 pub const PRESENCE_REAPED: &str = "chorus_presence_reaped_total";
+/// Messages this node wrote to the archive (counter); a message written
+/// again after a crash counts again, the archive keeps it once.
+pub const ARCHIVE_STORED: &str = "chorus_archive_stored_total";
+/// Archive writes, reads and sweeps that failed (counter).
+pub const ARCHIVE_ERRORS: &str = "chorus_archive_errors_total";
+/// Age of the oldest message this node found waiting for the archive at its
+/// last drain; 0 when none waited (gauge, seconds).
+pub const ARCHIVE_LAG: &str = "chorus_archive_lag_seconds";
 /// 1 while the node drains (gauge).
 pub const DRAINING: &str = "chorus_draining";
 /// Always 1, labelled with `version` and `node` (gauge).
@@ -121,6 +129,8 @@ pub fn register_at_zero() {
         GAP_FILL_MESSAGES,
         DM_DELIVERIES_DEFERRED,
         PRESENCE_REAPED,
+        ARCHIVE_STORED,
+        ARCHIVE_ERRORS,
     ] {
         metrics::counter!(counter).increment(0);
     }
@@ -143,6 +153,7 @@ pub fn register_at_zero() {
         DRAINING,
         SUBSCRIBED_CHANNELS,
         OUTBOUND_BUFFERED_BYTES,
+        ARCHIVE_LAG,
     ] {
         metrics::gauge!(gauge).increment(0.0);
     }

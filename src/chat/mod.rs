@@ -15,9 +15,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use metrics::Histogram;
 
+use crate::archive::ArchiveError;
+use crate::archive::archiver::Archiver;
 use crate::cluster::{
-    Appended, Backend, ClusterResult, Draft, Idempotency, Log, Publication, RoomSummary, Stored,
-    Topic,
+    Appended, Backend, ClusterError, ClusterResult, Draft, Idempotency, Log, Publication,
+    RoomSummary, Stored, Topic,
 };
 use crate::domain::{Content, IdempotencyKey, MessageId, NodeId, RoomName, UserName};
 use crate::hub::{Hub, Recipient};
@@ -56,6 +58,19 @@ pub struct Chat {
     /// Presence events whose publication failed after the presence change
     /// they announce was made; the upkeep retries them.
     unannounced: Arc<Mutex<VecDeque<Announcement>>>,
+    /// With an archive: what moves messages into it, and reads it.
+    archiver: Option<Arc<Archiver>>,
+}
+
+/// The most messages a join with `since` takes from the archive (the
+/// default hot history's size); a client further behind pages back.
+const ARCHIVE_CATCH_UP: usize = 1000;
+
+/// An archive that cannot answer a read is, to the client, the backend
+/// being unavailable.
+fn archive_unavailable(error: ArchiveError) -> ClusterError {
+    metrics::counter!(telemetry::ARCHIVE_ERRORS).increment(1);
+    ClusterError::Unavailable(Box::new(error))
 }
 
 /// A presence event to publish.
@@ -71,15 +86,27 @@ struct Announcement {
 const MAX_UNANNOUNCED: usize = 10_000;
 
 impl Chat {
-    /// The service over `backend`, fanning out through `hub`.
-    pub fn new(node: NodeId, backend: Backend, hub: Arc<Hub>) -> Self {
+    /// The service over `backend`, fanning out through `hub`, archiving
+    /// through `archiver` when there is one.
+    pub fn new(
+        node: NodeId,
+        backend: Backend,
+        hub: Arc<Hub>,
+        archiver: Option<Arc<Archiver>>,
+    ) -> Self {
         Self {
             node,
             backend,
             hub,
             send_latency: metrics::histogram!(telemetry::SEND_LATENCY),
             unannounced: Arc::default(),
+            archiver,
         }
+    }
+
+    /// The archiver, for the node to run.
+    pub fn archiver(&self) -> Option<Arc<Archiver>> {
+        self.archiver.clone()
     }
 
     /// This node's id.
@@ -124,6 +151,9 @@ impl Chat {
         if appended.replayed {
             metrics::counter!(telemetry::IDEMPOTENT_REPLAYS, "kind" => kind).increment(1);
         } else {
+            if let Some(archiver) = &self.archiver {
+                archiver.appended(log);
+            }
             self.send_latency.record(started.elapsed());
             metrics::counter!(telemetry::MESSAGES_ACCEPTED, "kind" => kind).increment(1);
         }
@@ -336,15 +366,9 @@ impl Chat {
     ) -> ClusterResult<Joined> {
         let log = Log::Room(room.clone());
         let (history, truncated) = match since {
-            Some(since) => {
-                let since = self.backend.history.since(&log, since).await?;
-                (since.messages, since.truncated)
-            }
+            Some(since) => self.since(&log, since).await?,
             None => (
-                self.backend
-                    .history
-                    .before(&log, None, DEFAULT_HISTORY_LIMIT)
-                    .await?,
+                self.history(&log, None, DEFAULT_HISTORY_LIMIT).await?,
                 false,
             ),
         };
@@ -369,14 +393,68 @@ impl Chat {
         Ok(())
     }
 
-    /// A page of a room's or DM pair's history, oldest first.
+    /// A page of a room's or DM pair's history, oldest first: from the hot
+    /// history, and from the archive for what lies before it.
     pub async fn history(
         &self,
         log: &Log,
         before: Option<MessageId>,
         limit: usize,
     ) -> ClusterResult<Vec<Stored>> {
-        self.backend.history.before(log, before, limit).await
+        let hot = self.backend.history.before(log, before, limit).await?;
+        let Some(archiver) = &self.archiver else {
+            return Ok(hot);
+        };
+        if hot.len() >= limit {
+            return Ok(hot);
+        }
+        // The hot history holds every message it has before `before`, and
+        // the archive every one it trimmed: the older part starts right
+        // below the oldest hot message.
+        let boundary = hot.first().map(|m| m.id).or(before);
+        let mut page = archiver
+            .archive()
+            .before(log, boundary, limit - hot.len())
+            .await
+            .map_err(archive_unavailable)?;
+        page.extend(hot);
+        Ok(page)
+    }
+
+    /// Every message of `log` after `since`, and whether some may be
+    /// missing. With an archive, the messages the hot history no longer
+    /// holds come from it, at most a history's worth: past that the newest
+    /// are returned, marked truncated, and older ones are a `history` page
+    /// away ([`ARCHIVE_CATCH_UP`]).
+    async fn since(&self, log: &Log, since: MessageId) -> ClusterResult<(Vec<Stored>, bool)> {
+        let hot = self.backend.history.since(log, since).await?;
+        let Some(archiver) = &self.archiver else {
+            return Ok((hot.messages, hot.truncated));
+        };
+        // Asked even when the hot history looks complete: one that expired
+        // and started again does not know what it lost.
+        let boundary = hot.messages.first().map(|m| m.id);
+        let older = archiver
+            .archive()
+            .before(log, boundary, ARCHIVE_CATCH_UP)
+            .await;
+        match older {
+            Ok(older) => {
+                let truncated =
+                    older.len() == ARCHIVE_CATCH_UP && older.first().is_some_and(|m| m.id > since);
+                let mut messages: Vec<Stored> =
+                    older.into_iter().filter(|m| m.id > since).collect();
+                messages.extend(hot.messages);
+                Ok((messages, truncated))
+            }
+            Err(error) => {
+                // The hot part still helps a reconnecting client; it is told
+                // that messages may be missing.
+                metrics::counter!(telemetry::ARCHIVE_ERRORS).increment(1);
+                tracing::warn!(%error, "could not read the archive for a join");
+                Ok((hot.messages, true))
+            }
+        }
     }
 
     /// Users in `room`, sorted.

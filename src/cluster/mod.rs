@@ -289,7 +289,26 @@ pub trait History: Send + Sync {
     ) -> ClusterResult<Vec<Stored>>;
 }
 
-/// The four roles of one backend, chosen once at start-up.
+/// The messages a backend keeps for the archive until the archive has them.
+/// With an archive, a history never trims or expires a message the archive
+/// lacks: the hot history and the archive together hold every message, and
+/// the hot part ends where the archive's begins.
+#[async_trait]
+pub trait Backlog: Send + Sync {
+    /// Every log with messages waiting, found by a sweep of the whole
+    /// backend (the archiver also hears of each append directly).
+    async fn waiting(&self) -> ClusterResult<Vec<Log>>;
+
+    /// Up to `limit` of the messages of `log` waiting, oldest first.
+    async fn unarchived(&self, log: &Log, limit: usize) -> ClusterResult<Vec<Stored>>;
+
+    /// Records that the archive holds every message of `log` up to `upto`:
+    /// from now on the history may trim them, and once none wait, expire.
+    /// Returns true when no message of `log` waits any more.
+    async fn archived(&self, log: &Log, upto: MessageId) -> ClusterResult<bool>;
+}
+
+/// The roles of one backend, chosen once at start-up.
 #[derive(Clone)]
 pub struct Backend {
     /// Publish/subscribe.
@@ -300,4 +319,6 @@ pub struct Backend {
     pub liveness: Arc<dyn Liveness>,
     /// Message histories.
     pub history: Arc<dyn History>,
+    /// What the histories keep for the archive; `None` without one.
+    pub backlog: Option<Arc<dyn Backlog>>,
 }

@@ -28,6 +28,11 @@ impl MessageId {
         self.ms
     }
 
+    /// The sequence part: its order within the millisecond.
+    pub const fn seq(self) -> u64 {
+        self.seq
+    }
+
     /// Reads `<ms>-<seq>`.
     pub fn parse(s: &str) -> Result<Self, MessageIdError> {
         let (ms, seq) = s.split_once('-').ok_or(MessageIdError)?;

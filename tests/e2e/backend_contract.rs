@@ -33,6 +33,8 @@ pub(crate) struct Parts {
     pub(crate) history_limit: usize,
     /// How long a log lives after its last message.
     pub(crate) history_ttl: Option<Duration>,
+    /// True when an archive follows the histories (they keep a backlog).
+    pub(crate) archiving: bool,
 }
 
 /// History limit for checks that do not test trimming.
@@ -70,6 +72,9 @@ macro_rules! contract_suite {
             history_direct_log_is_the_same_for_both_orders,
             history_a_repeated_idempotency_key_replays_the_original_and_publishes_nothing,
             history_a_quiet_log_expires_after_its_ttl,
+            backlog_keeps_what_the_archive_lacks_and_trims_once_archived,
+            backlog_a_log_waiting_for_the_archive_does_not_expire,
+            backlog_is_absent_without_an_archive,
         );
     };
     (@tests $make:path; $($check:ident),* $(,)?) => {
@@ -94,6 +99,7 @@ mod memory {
             parts.deliver,
             parts.history_limit,
             parts.history_ttl,
+            parts.archiving,
         )
     }
 
@@ -120,6 +126,7 @@ mod redis {
             history_limit: parts.history_limit,
             history_ttl: parts.history_ttl,
             presence_ttl: Duration::from_secs(30),
+            archiving: parts.archiving,
         };
         server.keep_for_this_test();
         let backend = Backend::redis(
@@ -167,6 +174,7 @@ mod redis_cluster {
             history_limit: parts.history_limit,
             history_ttl: parts.history_ttl,
             presence_ttl: Duration::from_secs(30),
+            archiving: parts.archiving,
         };
         let backend = Backend::redis(
             &settings,
@@ -219,6 +227,15 @@ impl Subject {
         history_limit: usize,
         history_ttl: Option<Duration>,
     ) -> Self {
+        Self::build_full(make, history_limit, history_ttl, false).await
+    }
+
+    async fn build_full(
+        make: &impl AsyncFn(Parts) -> Backend,
+        history_limit: usize,
+        history_ttl: Option<Duration>,
+        archiving: bool,
+    ) -> Self {
         let (tx, received) = mpsc::unbounded_channel();
         let node = NodeId::parse(&unique("node")).expect("node id");
         let backend = make(Parts {
@@ -226,6 +243,7 @@ impl Subject {
             deliver: Arc::new(Recorder(tx)),
             history_limit,
             history_ttl,
+            archiving,
         })
         .await;
         Self {
@@ -1235,4 +1253,118 @@ pub(crate) async fn history_a_quiet_log_expires_after_its_ttl(
         ids(&history.before(&log, None, 10).await.expect("read")),
         [later.id]
     );
+}
+
+pub(crate) async fn backlog_keeps_what_the_archive_lacks_and_trims_once_archived(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build_full(&make, 3, None, true).await;
+    let backlog = subject
+        .backend
+        .backlog
+        .clone()
+        .expect("a backlog with an archive");
+    let history = &subject.backend.history;
+    let log = Log::Room(room(&unique("r")));
+    let sent = subject.append_many(&log, 6).await;
+
+    let kept = history.before(&log, None, 100).await.expect("before");
+    assert_eq!(ids(&kept), sent, "nothing the archive lacks is trimmed");
+    let waiting = backlog.unarchived(&log, 100).await.expect("unarchived");
+    assert_eq!(ids(&waiting), sent, "every message waits");
+    assert_eq!(
+        ids(&backlog.unarchived(&log, 2).await.expect("unarchived")),
+        sent[..2]
+    );
+    assert!(backlog.waiting().await.expect("waiting").contains(&log));
+
+    assert!(
+        !backlog.archived(&log, sent[1]).await.expect("archived"),
+        "some still wait"
+    );
+    assert_eq!(
+        ids(&backlog.unarchived(&log, 100).await.expect("unarchived")),
+        sent[2..]
+    );
+    let kept = history.before(&log, None, 100).await.expect("before");
+    assert_eq!(
+        ids(&kept),
+        sent[2..],
+        "the archived part over the cap is trimmed"
+    );
+    let since = history.since(&log, MessageId::MIN).await.expect("since");
+    assert!(since.truncated, "trimming is reported as before");
+
+    assert!(
+        backlog.archived(&log, sent[5]).await.expect("archived"),
+        "none waits"
+    );
+    assert!(
+        backlog
+            .unarchived(&log, 100)
+            .await
+            .expect("unarchived")
+            .is_empty()
+    );
+    assert!(!backlog.waiting().await.expect("waiting").contains(&log));
+    let kept = history.before(&log, None, 100).await.expect("before");
+    assert_eq!(ids(&kept), sent[3..], "the cap holds once all is archived");
+    assert!(
+        backlog
+            .archived(&log, sent[5])
+            .await
+            .expect("archived again"),
+        "idempotent"
+    );
+
+    let later = subject.append(&log, 7, &[]).await;
+    assert_eq!(
+        ids(&backlog.unarchived(&log, 100).await.expect("unarchived")),
+        [later.id]
+    );
+    let kept = history.before(&log, None, 100).await.expect("before");
+    assert_eq!(ids(&kept), [sent[4], sent[5], later.id]);
+    assert!(backlog.waiting().await.expect("waiting").contains(&log));
+}
+
+pub(crate) async fn backlog_a_log_waiting_for_the_archive_does_not_expire(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let ttl = Duration::from_millis(600);
+    let subject = Subject::build_full(&make, ROOMY, Some(ttl), true).await;
+    let backlog = subject
+        .backend
+        .backlog
+        .clone()
+        .expect("a backlog with an archive");
+    let history = subject.backend.history.clone();
+    let log = Log::Room(room(&unique("r")));
+    let first = subject.append(&log, 1, &[]).await;
+
+    tokio::time::sleep(ttl * 2).await;
+    let kept = history.before(&log, None, 10).await.expect("before");
+    assert_eq!(
+        ids(&kept),
+        [first.id],
+        "kept past its lifetime while it waits"
+    );
+
+    assert!(backlog.archived(&log, first.id).await.expect("archived"));
+    crate::support::eventually("the archived log expires", || {
+        let (history, log) = (history.clone(), log.clone());
+        async move {
+            history
+                .before(&log, None, 10)
+                .await
+                .expect("read")
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+pub(crate) async fn backlog_is_absent_without_an_archive(make: impl AsyncFn(Parts) -> Backend) {
+    let subject = Subject::build(&make, 3).await;
+    assert!(subject.backend.backlog.is_none());
 }

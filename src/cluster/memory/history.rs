@@ -3,6 +3,7 @@
 //! are forgotten after their window, so memory stays bounded.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,8 @@ use async_trait::async_trait;
 
 use super::MemoryBus;
 use crate::cluster::{
-    Appended, ClusterResult, Draft, History, Idempotency, Log, Publication, Since, Stored, Topic,
+    Appended, Backlog, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Publication,
+    Since, Stored, Topic,
 };
 use crate::domain::{IDEMPOTENCY_WINDOW, IdempotencyKey, MessageId, UserName};
 
@@ -18,12 +20,26 @@ use crate::domain::{IDEMPOTENCY_WINDOW, IdempotencyKey, MessageId, UserName};
 /// goes soon after its TTL, rarely enough that the scan costs nothing.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
+/// The most bytes of messages an embedded node holds for an archive that
+/// does not take them (the database is down): past it, sends are refused as
+/// unavailable rather than held without bound or dropped.
+const MAX_BACKLOG_BYTES: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{MAX_BACKLOG_BYTES} bytes of messages wait for the archive already")]
+struct BacklogFull;
+
 /// The histories of an embedded node.
 pub struct MemoryHistory {
     bus: Arc<MemoryBus>,
     limit: usize,
     /// How long a log lives after its last message; `None`: forever.
     ttl: Option<Duration>,
+    /// True with an archive: messages it lacks are neither trimmed nor
+    /// expired.
+    archiving: bool,
+    /// Bytes of the messages waiting for the archive, all logs together.
+    backlog_bytes: AtomicUsize,
     logs: Mutex<Logs>,
 }
 
@@ -38,8 +54,12 @@ struct LogState {
     last: Option<MessageId>,
     /// The newest id trimmed away; a `since` older than it may miss messages.
     trimmed: Option<MessageId>,
-    /// When the log expires; pushed back by every append.
+    /// When the log expires; pushed back by every append, and unset while
+    /// messages wait for the archive.
     expires: Option<Instant>,
+    /// While messages wait for the archive: the newest id it holds (every
+    /// later one waits). `None`: none waits.
+    archived: Option<MessageId>,
     /// Sends under an idempotency key, and the order they expire in.
     keys: HashMap<(UserName, IdempotencyKey), Stored>,
     key_expiry: VecDeque<(Instant, (UserName, IdempotencyKey))>,
@@ -70,12 +90,15 @@ impl LogState {
 
 impl MemoryHistory {
     /// Histories that keep `limit` messages each, live `ttl` after their last
-    /// message (`None`: forever), and publish through `bus`.
-    pub fn new(bus: Arc<MemoryBus>, limit: usize, ttl: Option<Duration>) -> Self {
+    /// message (`None`: forever), publish through `bus`, and with
+    /// `archiving` keep every message until the archive has it.
+    pub fn new(bus: Arc<MemoryBus>, limit: usize, ttl: Option<Duration>, archiving: bool) -> Self {
         Self {
             bus,
             limit,
             ttl,
+            archiving,
+            backlog_bytes: AtomicUsize::new(0),
             logs: Mutex::new(Logs {
                 by_log: HashMap::new(),
                 next_sweep: Instant::now() + SWEEP_EVERY,
@@ -111,6 +134,18 @@ impl MemoryHistory {
         }
         drop(current);
         state.clone()
+    }
+}
+
+impl MemoryHistory {
+    /// Trims to the cap, sparing what the archive lacks.
+    fn trim(&self, state: &mut LogState) {
+        while state.entries.len() > self.limit
+            && let Some(front) = state.entries.front()
+            && state.archived.is_none_or(|archived| front.id <= archived)
+        {
+            state.trimmed = state.entries.pop_front().map(|s| s.id);
+        }
     }
 }
 
@@ -153,12 +188,23 @@ impl History for MemoryHistory {
             id,
             payload: draft.complete(id),
         };
+        if self.archiving {
+            if self.backlog_bytes.load(Ordering::Relaxed) >= MAX_BACKLOG_BYTES {
+                return Err(ClusterError::Unavailable(Box::new(BacklogFull)));
+            }
+            self.backlog_bytes
+                .fetch_add(stored.payload.len(), Ordering::Relaxed);
+            // None waited: the archive has every message before this one.
+            let before = state.last.unwrap_or(MessageId::MIN);
+            state.archived.get_or_insert(before);
+        }
         state.last = Some(id);
         state.entries.push_back(stored.clone());
-        while state.entries.len() > self.limit {
-            state.trimmed = state.entries.pop_front().map(|s| s.id);
-        }
-        state.expires = self.ttl.map(|ttl| now + ttl);
+        self.trim(&mut state);
+        state.expires = match state.archived {
+            Some(_) => None,
+            None => self.ttl.map(|ttl| now + ttl),
+        };
         if let Some(key) = key {
             state.keys.insert(key.clone(), stored.clone());
             state.key_expiry.push_back((now + IDEMPOTENCY_WINDOW, key));
@@ -208,5 +254,57 @@ impl History for MemoryHistory {
         };
         let start = end.saturating_sub(limit);
         Ok(state.entries.range(start..end).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl Backlog for MemoryHistory {
+    async fn waiting(&self) -> ClusterResult<Vec<Log>> {
+        Ok(self
+            .logs()
+            .by_log
+            .iter()
+            .filter(|(_, state)| lock(state).archived.is_some())
+            .map(|(log, _)| log.clone())
+            .collect())
+    }
+
+    async fn unarchived(&self, log: &Log, limit: usize) -> ClusterResult<Vec<Stored>> {
+        let Some(state) = self.logs().by_log.get(log).cloned() else {
+            return Ok(Vec::new());
+        };
+        let state = lock(&state);
+        let Some(archived) = state.archived else {
+            return Ok(Vec::new());
+        };
+        let start = state.entries.partition_point(|s| s.id <= archived);
+        Ok(state.entries.range(start..).take(limit).cloned().collect())
+    }
+
+    async fn archived(&self, log: &Log, upto: MessageId) -> ClusterResult<bool> {
+        let Some(state) = self.logs().by_log.get(log).cloned() else {
+            return Ok(true);
+        };
+        let mut state = lock(&state);
+        let Some(archived) = state.archived else {
+            return Ok(true);
+        };
+        if upto > archived {
+            let released: usize = state
+                .entries
+                .iter()
+                .filter(|s| s.id > archived && s.id <= upto)
+                .map(|s| s.payload.len())
+                .sum();
+            self.backlog_bytes.fetch_sub(released, Ordering::Relaxed);
+            state.archived = Some(upto);
+        }
+        self.trim(&mut state);
+        if state.last.is_none_or(|last| last <= upto) {
+            state.archived = None;
+            state.expires = self.ttl.map(|ttl| Instant::now() + ttl);
+            return Ok(true);
+        }
+        Ok(false)
     }
 }

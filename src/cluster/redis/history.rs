@@ -10,7 +10,8 @@ use redis::{Script, Value};
 
 use super::{Redis, not_late};
 use crate::cluster::{
-    Appended, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Since, Stored, Topic,
+    Appended, Backlog, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Since,
+    Stored, Topic,
 };
 use crate::domain::{IDEMPOTENCY_WINDOW, MessageId, UserName};
 use crate::telemetry;
@@ -34,6 +35,8 @@ const INBOX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// more delivered, so a few suffice unless the pair is flooded.
 const DELIVERY_ATTEMPTS: usize = 8;
 static SINCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/since.lua")));
+static BACKLOG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/backlog.lua")));
+static ARCHIVED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/archived.lua")));
 
 /// The histories of a cluster.
 pub struct RedisHistory {
@@ -41,6 +44,9 @@ pub struct RedisHistory {
     limit: usize,
     /// How long a history lives after its last message, ms; 0: forever.
     ttl_ms: u64,
+    /// True with an archive: histories keep what it lacks (see
+    /// `archived.lua`).
+    archiving: bool,
     inboxes: Inboxes,
 }
 
@@ -170,6 +176,7 @@ impl RedisHistory {
         redis: Redis,
         limit: usize,
         ttl: Option<Duration>,
+        archiving: bool,
         tracker: TaskTracker,
         stop: CancellationToken,
     ) -> Self {
@@ -190,6 +197,7 @@ impl RedisHistory {
             redis,
             limit,
             ttl_ms,
+            archiving,
         }
     }
 }
@@ -352,6 +360,7 @@ impl History for RedisHistory {
             .key(keys.history(log))
             .key(keys.trimmed(log))
             .key(record)
+            .key(keys.archived(log))
             .arg(self.limit)
             .arg(draft.prefix.as_ref())
             .arg(draft.suffix.as_ref())
@@ -364,7 +373,8 @@ impl History for RedisHistory {
             } else {
                 "0"
             })
-            .arg(self.redis.store_deadline());
+            .arg(self.redis.store_deadline())
+            .arg(if self.archiving { "1" } else { "0" });
         // A room's channel shares the room's slot: published in the script.
         // A user's is in the user's slot: delivered after, through the inbox.
         for topic in topics.iter().filter(|t| matches!(t, Topic::Room(_))) {
@@ -463,5 +473,46 @@ impl History for RedisHistory {
         let mut messages = entries(found)?;
         messages.reverse();
         Ok(messages)
+    }
+}
+
+#[async_trait]
+impl Backlog for RedisHistory {
+    async fn waiting(&self) -> ClusterResult<Vec<Log>> {
+        let keys = self.redis.keys();
+        let marks = self.redis.scan(&keys.archived_pattern()).await?;
+        let mut logs: Vec<Log> = marks
+            .iter()
+            .filter_map(|mark| keys.log_of_archived(mark))
+            .collect();
+        // A key met on two primaries while its slot migrates is swept once.
+        logs.sort_unstable_by_key(crate::archive::log_name);
+        logs.dedup();
+        Ok(logs)
+    }
+
+    async fn unarchived(&self, log: &Log, limit: usize) -> ClusterResult<Vec<Stored>> {
+        let keys = self.redis.keys();
+        let mut invocation = BACKLOG.prepare_invoke();
+        invocation
+            .key(keys.history(log))
+            .key(keys.archived(log))
+            .arg(limit);
+        let found: Value = self.redis.invoke("backlog", &invocation).await?;
+        entries(found)
+    }
+
+    async fn archived(&self, log: &Log, upto: MessageId) -> ClusterResult<bool> {
+        let keys = self.redis.keys();
+        let mut invocation = ARCHIVED.prepare_invoke();
+        invocation
+            .key(keys.history(log))
+            .key(keys.trimmed(log))
+            .key(keys.archived(log))
+            .arg(upto.to_string())
+            .arg(self.limit)
+            .arg(self.ttl_ms);
+        let done: i64 = self.redis.invoke("archived", &invocation).await?;
+        Ok(done == 1)
     }
 }

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `{p}{r:R}:h`, `{p}{d:a:b}:h` | stream | a room's or DM pair's messages (fields `p`, `s`: the encoding around the id) |
 //! | `<history>:t` | string | the newest id trimmed from that history |
+//! | `<history>:a` | string | with an archive, while messages wait for it: the newest id it holds |
 //! | `<history>:i:{user}:{key}` | string | `<id>\n<frame>` of a send under an idempotency key (10 min) |
 //! | `{p}{u:U}:x` | stream | user U's DM inbox (fields `m`: `<pair>/<id>`, `f`: the frame), read by the gap fill |
 //! | `{p}{u:U}:q` | hash | per DM pair (`a:b`) of U, the newest DM in U's inbox |
@@ -119,6 +120,33 @@ impl Keys {
         format!("{}:t", self.log_stem(log))
     }
 
+    /// Where the newest id the archive holds is kept while later ones wait.
+    pub(crate) fn archived(&self, log: &Log) -> String {
+        format!("{}:a", self.log_stem(log))
+    }
+
+    /// The pattern [`Keys::archived`] names match, for the sweep.
+    pub(crate) fn archived_pattern(&self) -> String {
+        format!("{}*}}:a", self.prefix)
+    }
+
+    /// The log an [`Keys::archived`] name belongs to.
+    pub(crate) fn log_of_archived(&self, key: &str) -> Option<Log> {
+        let tag = key.strip_prefix(&self.prefix)?.strip_suffix(":a")?;
+        let tag = tag.strip_prefix('{')?.strip_suffix('}')?;
+        match tag.split_once(':')? {
+            ("r", room) => RoomName::parse(room).ok().map(Log::Room),
+            ("d", pair) => {
+                let (a, b) = pair.split_once(':')?;
+                Some(Log::direct(
+                    UserName::parse(a).ok()?,
+                    UserName::parse(b).ok()?,
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// Where a send under an idempotency key is remembered.
     pub(crate) fn idempotency(&self, log: &Log, user: &UserName, key: &str) -> String {
         format!("{}:i:{user}:{key}", self.log_stem(log))
@@ -221,6 +249,29 @@ mod tests {
     use redis::cluster_routing::Slot;
 
     use super::*;
+
+    #[test]
+    fn archive_marks_round_trip_to_logs() {
+        let keys = Keys::new("t1:");
+        let room = Log::Room(RoomName::parse("lobby").unwrap());
+        let pair = Log::direct(
+            UserName::parse("bob").unwrap(),
+            UserName::parse("al").unwrap(),
+        );
+        for log in [room, pair] {
+            assert_eq!(
+                keys.log_of_archived(&keys.archived(&log)),
+                Some(log.clone())
+            );
+            assert_eq!(
+                slot(keys.archived(&log).as_bytes()),
+                slot(keys.history(&log).as_bytes())
+            );
+        }
+        assert_eq!(keys.archived_pattern(), "t1:*}:a");
+        assert_eq!(keys.log_of_archived("t1:{u:bob}:a"), None);
+        assert_eq!(keys.log_of_archived("t2:{r:lobby}:a"), None);
+    }
 
     #[test]
     fn channels_round_trip_to_topics() {

@@ -92,6 +92,8 @@ pub struct RedisSettings {
     pub history_ttl: Option<Duration>,
     /// How long a dead node's users stay visible.
     pub presence_ttl: Duration,
+    /// True with an archive: histories keep what it lacks as its backlog.
+    pub archiving: bool,
 }
 
 /// The command side shared by the four roles: the node's command
@@ -401,7 +403,78 @@ impl Redis {
     pub(crate) fn keys(&self) -> &Keys {
         &self.keys
     }
+
+    /// Every key matching `pattern`, on every primary of a cluster: `SCAN`
+    /// step by step, each step bounded like any command, so Redis never
+    /// blocks on it.
+    pub(crate) async fn scan(&self, pattern: &str) -> ClusterResult<Vec<String>> {
+        let mut found = Vec::new();
+        // Cursors still to follow, by primary (`None`: every primary, or the
+        // one Redis).
+        let mut pending: Vec<(Option<String>, u64)> = vec![(None, 0)];
+        while let Some((node, cursor)) = pending.pop() {
+            let mut step = redis::cmd("SCAN");
+            step.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let replies = self
+                .timed("SCAN", async |conn| match conn {
+                    Commands::Single(conn) => {
+                        let reply = step.query_async(conn).await.map_err(unavailable)?;
+                        Ok(vec![(None, reply)])
+                    }
+                    Commands::Cluster(conn) => scan_step(conn, step, node).await,
+                })
+                .await?;
+            for (node, reply) in replies {
+                let (next, keys): (u64, Vec<String>) =
+                    redis::from_redis_value(reply).map_err(unavailable)?;
+                found.extend(keys);
+                if next != 0 {
+                    pending.push((node, next));
+                }
+            }
+        }
+        Ok(found)
+    }
 }
+
+/// One `SCAN` step on a cluster: on every primary at the start (the reply
+/// maps each address to its cursor and keys), then on one by address.
+async fn scan_step(
+    conn: &mut ClusterConnection,
+    step: redis::Cmd,
+    node: Option<String>,
+) -> ClusterResult<Vec<(Option<String>, redis::Value)>> {
+    use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
+    let Some(address) = node else {
+        let every = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let reply = conn.route_command(step, every).await.map_err(unavailable)?;
+        let redis::Value::Map(replies) = reply else {
+            return Err(unavailable(UnexpectedScan));
+        };
+        return replies
+            .into_iter()
+            .map(|(address, reply)| {
+                let address: String = redis::from_redis_value(address).map_err(unavailable)?;
+                Ok((Some(address), reply))
+            })
+            .collect();
+    };
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
+        .ok_or_else(|| unavailable(UnexpectedScan))?;
+    let one = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+    let reply = conn.route_command(step, one).await.map_err(unavailable)?;
+    Ok(vec![(Some(address), reply)])
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a SCAN over the cluster's primaries got an unexpected reply")]
+struct UnexpectedScan;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the write reached redis after the node stopped waiting for it")]
@@ -471,7 +544,19 @@ impl Backend {
         let bus = RedisBus::new(redis.clone(), deliver);
         tracker.spawn(bus.clone().run(settings.target.clone(), stop.clone()));
         let ledger = Arc::new(Ledger::new());
+        let history = Arc::new(RedisHistory::new(
+            redis.clone(),
+            settings.history_limit,
+            settings.history_ttl,
+            settings.archiving,
+            tracker.clone(),
+            stop,
+        ));
         Ok(Self {
+            backlog: settings
+                .archiving
+                .then(|| history.clone() as Arc<dyn super::Backlog>),
+            history,
             bus: Arc::new(bus),
             presence: Arc::new(RedisPresence::new(
                 redis.clone(),
@@ -483,13 +568,6 @@ impl Backend {
                 settings.node.clone(),
                 settings.presence_ttl,
                 ledger,
-            )),
-            history: Arc::new(RedisHistory::new(
-                redis,
-                settings.history_limit,
-                settings.history_ttl,
-                tracker.clone(),
-                stop,
             )),
         })
     }

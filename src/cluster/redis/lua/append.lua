@@ -5,6 +5,8 @@
 -- KEYS[1]  the history stream
 -- KEYS[2]  the newest id trimmed from it (string), for `since` truncation
 -- KEYS[3]  the idempotency key's record (used when ARGV[5] is "1")
+-- KEYS[4]  the archive mark (used when ARGV[10] is "1"): while messages wait
+--          for the archive, the newest id it holds
 -- ARGV[1]  the cap
 -- ARGV[2]  the encoded message before its id
 -- ARGV[3]  the encoded message after its id
@@ -17,7 +19,10 @@
 --          stored ("0": no limit): past it the node has answered, or will
 --          answer, `unavailable`, so it must not be stored (a command held up
 --          by a silent network link arrives after the node gave up on it)
--- ARGV[10…] the channels to publish on (in the stream's slot on a cluster)
+-- ARGV[10] "1" with an archive: a message it lacks is never trimmed, and
+--          the history does not expire while one waits (archived.lua trims
+--          and sets the lifetime as the archive catches up)
+-- ARGV[11…] the channels to publish on (in the stream's slot on a cluster)
 -- Returns { id, previous id ("" for the first, or not asked) } for a new
 -- message, { id, "", frame } for a replay, { "late" } past the deadline.
 if too_late(tonumber(ARGV[9])) then
@@ -30,19 +35,31 @@ if ARGV[5] == '1' then
     return { string.sub(seen, 1, newline - 1), '', string.sub(seen, newline + 1) }
   end
 end
-local cap = tonumber(ARGV[1])
-local len = redis.call('XLEN', KEYS[1])
-if len >= cap then
-  -- Redis does not record ids trimmed by MAXLEN, so note the newest one here.
-  local doomed = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - cap + 1)
-  redis.call('SET', KEYS[2], doomed[#doomed][1])
+local archiving = ARGV[10] == '1'
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local previous = newest[1] and newest[1][1] or ''
+-- Some message waits for the archive already: trimming is the archiver's.
+local waiting = archiving and redis.call('EXISTS', KEYS[4]) == 1
+if archiving and not waiting then
+  -- None waited, so the archive holds every message before this one.
+  redis.call('SET', KEYS[4], newest[1] and previous or '0-0')
 end
-local previous = ''
-if ARGV[8] == '1' then
-  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  previous = newest[1] and newest[1][1] or ''
+local id
+if waiting then
+  id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[2], 's', ARGV[3])
+else
+  local cap = tonumber(ARGV[1])
+  local len = redis.call('XLEN', KEYS[1])
+  if len >= cap then
+    -- Redis does not record ids trimmed by MAXLEN, so note the newest one here.
+    local doomed = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - cap + 1)
+    redis.call('SET', KEYS[2], doomed[#doomed][1])
+  end
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'p', ARGV[2], 's', ARGV[3])
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', cap, '*', 'p', ARGV[2], 's', ARGV[3])
+if ARGV[8] ~= '1' then
+  previous = ''
+end
 local frame = ARGV[2] .. id .. ARGV[3]
 -- The trimmed-id marker always exists ("0-0": nothing trimmed yet, as
 -- `since.lua` reads a missing one): during a slot migration Redis answers
@@ -52,7 +69,10 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SET', KEYS[2], '0-0')
 end
 local ttl = tonumber(ARGV[4])
-if ttl > 0 then
+if archiving then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+elseif ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
@@ -60,7 +80,7 @@ if ARGV[5] == '1' then
   redis.call('SET', KEYS[3], id .. '\n' .. frame, 'PX', ARGV[6])
 end
 local envelope = id .. '\n\n\n' .. frame
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   redis.call(ARGV[7], ARGV[i], envelope)
 end
 return { id, previous }

@@ -1,0 +1,218 @@
+//! Moves the backend's backlog into the archive, in the background.
+//!
+//! Each node runs one archiver. It drains the logs its own sends touched
+//! (chat tells it of each append) and, every [`SWEEP_EVERY`], every log the
+//! backend says has messages waiting, which picks up what a node that died
+//! left behind. A drain reads the waiting messages of many logs, stores them
+//! in one batch, and only then tells the backend they are archived: a crash
+//! at any point leaves them waiting, and the next drain stores them again,
+//! which the archive ignores (it is keyed by log and id). Several nodes may
+//! drain one log at once for the same reason.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Archive, ArchiveError, Entry};
+use crate::cluster::{Backlog, ClusterError, Log};
+use crate::telemetry;
+
+/// How often every log with waiting messages is looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Messages read from one log per drain step.
+const PER_LOG: usize = 500;
+/// Logs read at once in one drain step.
+const LOGS_AT_ONCE: usize = 64;
+/// Rows per archive write: large enough to amortize the round trip, small
+/// enough that one write stays well inside its timeout.
+const BATCH_ROWS: usize = 2000;
+/// Waits after a failure, doubling up to the last.
+const RETRY_WAITS: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+/// How long a stopping node keeps draining what it has.
+const FINAL_DRAIN: Duration = Duration::from_secs(5);
+
+/// The archiver of one node.
+pub struct Archiver {
+    backlog: Arc<dyn Backlog>,
+    archive: Arc<dyn Archive>,
+    /// Logs this node appended to since they were last drained.
+    dirty: Mutex<HashSet<Log>>,
+    wake: Notify,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DrainError {
+    #[error(transparent)]
+    Backend(#[from] ClusterError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+impl Archiver {
+    /// An archiver moving `backlog` into `archive`.
+    pub fn new(backlog: Arc<dyn Backlog>, archive: Arc<dyn Archive>) -> Self {
+        Self {
+            backlog,
+            archive,
+            dirty: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The archive, for reads past the hot history.
+    pub fn archive(&self) -> &Arc<dyn Archive> {
+        &self.archive
+    }
+
+    /// Notes that `log` has a new message waiting. Never blocks.
+    pub fn appended(&self, log: &Log) {
+        let fresh = self.dirty().insert(log.clone());
+        if fresh {
+            self.wake.notify_one();
+        }
+    }
+
+    fn dirty(&self) -> std::sync::MutexGuard<'_, HashSet<Log>> {
+        self.dirty.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Prepares the archive (its migrations), then drains until `stop`, and
+    /// a last time after it, for at most [`FINAL_DRAIN`].
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut wait = RETRY_WAITS.0;
+        while let Err(error) = self.archive.prepare().await {
+            metrics::counter!(telemetry::ARCHIVE_ERRORS).increment(1);
+            tracing::error!(%error, "the archive is not ready; retrying");
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(RETRY_WAITS.1);
+        }
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wait = RETRY_WAITS.0;
+        loop {
+            // Logs with more waiting than one drain took are drained again
+            // at once; the sweep and the stop still get their turn.
+            let busy = !self.dirty().is_empty();
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                _ = sweep.tick() => self.sweep().await,
+                () = self.wake.notified() => {}
+                () = std::future::ready(()), if busy => {}
+            }
+            if let Err(error) = self.drain().await {
+                metrics::counter!(telemetry::ARCHIVE_ERRORS).increment(1);
+                tracing::warn!(%error, "archiving failed; the messages wait and are retried");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(RETRY_WAITS.1);
+            } else {
+                wait = RETRY_WAITS.0;
+            }
+        }
+        if tokio::time::timeout(FINAL_DRAIN, self.drain())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "stopped before the archive had every message; the next node's sweep moves the rest"
+            );
+        }
+    }
+
+    /// Adds every log the backend says has messages waiting.
+    async fn sweep(&self) {
+        match self.backlog.waiting().await {
+            Ok(logs) => {
+                if !logs.is_empty() {
+                    self.dirty().extend(logs);
+                }
+            }
+            Err(error) => {
+                metrics::counter!(telemetry::ARCHIVE_ERRORS).increment(1);
+                tracing::warn!(%error, "could not look for messages waiting for the archive");
+            }
+        }
+    }
+
+    /// Archives what waits in the logs dirty now, [`LOGS_AT_ONCE`] at a
+    /// time. On failure the logs not done are dirty again.
+    async fn drain(&self) -> Result<(), DrainError> {
+        let logs: Vec<Log> = std::mem::take(&mut *self.dirty()).into_iter().collect();
+        let mut oldest_ms = None;
+        let mut result = Ok(());
+        for (at, chunk) in logs.chunks(LOGS_AT_ONCE).enumerate() {
+            if let Err(error) = self.step(chunk, &mut oldest_ms).await {
+                self.dirty()
+                    .extend(logs[at * LOGS_AT_ONCE..].iter().cloned());
+                result = Err(error);
+                break;
+            }
+        }
+        // Set on failure too: a lag that grows while the archive is down is
+        // what its alert watches.
+        let lag = oldest_ms.map_or(0.0, |ms: u64| {
+            let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+            Duration::from_millis(now.saturating_sub(ms)).as_secs_f64()
+        });
+        metrics::gauge!(telemetry::ARCHIVE_LAG).set(lag);
+        result
+    }
+
+    /// One batch from `logs`; a log with more waiting goes back to the
+    /// dirty set.
+    async fn step(&self, logs: &[Log], oldest_ms: &mut Option<u64>) -> Result<(), DrainError> {
+        let reads = join_all(logs.iter().map(|log| self.backlog.unarchived(log, PER_LOG))).await;
+        let mut batch = Vec::new();
+        let mut reached = Vec::new();
+        for (log, read) in logs.iter().zip(reads) {
+            let messages = read?;
+            let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+                continue;
+            };
+            *oldest_ms = Some(oldest_ms.map_or(first.id.ms(), |ms| ms.min(first.id.ms())));
+            reached.push((log, last.id, messages.len() == PER_LOG));
+            batch.extend(messages.into_iter().map(|message| Entry {
+                log: log.clone(),
+                message,
+            }));
+        }
+        for rows in batch.chunks(BATCH_ROWS) {
+            self.archive.store(rows).await?;
+        }
+        metrics::counter!(telemetry::ARCHIVE_STORED).increment(batch.len() as u64);
+        let marks = join_all(
+            reached
+                .iter()
+                .map(|(log, upto, _)| self.backlog.archived(log, *upto)),
+        )
+        .await;
+        let mut again = Vec::new();
+        let mut failed = None;
+        for ((log, _, full), mark) in reached.into_iter().zip(marks) {
+            match mark {
+                Ok(done) if !done || full => again.push(log.clone()),
+                Ok(_) => {}
+                Err(error) => {
+                    // Stored but not marked: stored again next time.
+                    again.push(log.clone());
+                    failed = Some(error);
+                }
+            }
+        }
+        self.dirty().extend(again);
+        match failed {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
+    }
+}

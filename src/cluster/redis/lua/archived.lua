@@ -1,0 +1,46 @@
+-- Records that the archive holds a history's messages up to an id: the mark
+-- moves up to it, the history trims what is over its cap and archived, and
+-- once no message waits the mark goes and the history's lifetime starts.
+-- KEYS[1]  the history stream
+-- KEYS[2]  the newest id trimmed from it
+-- KEYS[3]  the archive mark (see backlog.lua)
+-- ARGV[1]  the newest id now in the archive
+-- ARGV[2]  the history's cap
+-- ARGV[3]  the history's lifetime after its last message, ms (0 = forever)
+-- Returns 1 when no message waits any more, else 0.
+local function later(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local mark = redis.call('GET', KEYS[3])
+if not mark then
+  return 1
+end
+if later(ARGV[1], mark) then
+  mark = ARGV[1]
+end
+local over = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2])
+if over > 0 then
+  -- Bounded per call; the next calls trim the rest of a long backlog.
+  local doomed = redis.call('XRANGE', KEYS[1], '-', mark, 'COUNT', math.min(over, 1000))
+  if #doomed > 0 then
+    local last = doomed[#doomed][1]
+    redis.call('XTRIM', KEYS[1], 'MINID', last)
+    redis.call('XDEL', KEYS[1], last)
+    redis.call('SET', KEYS[2], last)
+  end
+end
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if newest[1] and later(newest[1][1], mark) then
+  redis.call('SET', KEYS[3], mark)
+  return 0
+end
+redis.call('DEL', KEYS[3])
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return 1
