@@ -24,6 +24,9 @@ const MAX_CONNECTIONS: u32 = 8;
 /// The archive in one Postgres database.
 pub struct PostgresArchive {
     pool: PgPool,
+    /// Set once the migrations ran: every call waits for them, so a read
+    /// racing the start finds the table.
+    migrated: tokio::sync::OnceCell<()>,
 }
 
 fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> ArchiveError {
@@ -59,7 +62,26 @@ impl PostgresArchive {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            migrated: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The pool, once the migrations this version ships ran (concurrent
+    /// nodes serialize on sqlx's advisory lock).
+    async fn ready(&self) -> ArchiveResult<&PgPool> {
+        self.migrated
+            .get_or_try_init(|| {
+                bounded(async {
+                    sqlx::migrate!("./migrations")
+                        .run(&self.pool)
+                        .await
+                        .map_err(sqlx::Error::from)
+                })
+            })
+            .await?;
+        Ok(&self.pool)
     }
 
     fn rows(rows: Vec<(i64, i64, Vec<u8>)>) -> ArchiveResult<Vec<Stored>> {
@@ -79,16 +101,8 @@ impl PostgresArchive {
 
 #[async_trait]
 impl Archive for PostgresArchive {
-    /// Applies the migrations this version ships; concurrent nodes
-    /// serialize on sqlx's advisory lock.
     async fn prepare(&self) -> ArchiveResult<()> {
-        bounded(async {
-            sqlx::migrate!("./migrations")
-                .run(&self.pool)
-                .await
-                .map_err(sqlx::Error::from)
-        })
-        .await
+        self.ready().await.map(|_| ())
     }
 
     async fn store(&self, batch: &[Entry]) -> ArchiveResult<()> {
@@ -116,7 +130,7 @@ impl Archive for PostgresArchive {
             .bind(ms)
             .bind(seq)
             .bind(frames)
-            .execute(&self.pool),
+            .execute(self.ready().await?),
         )
         .await?;
         Ok(())
@@ -139,7 +153,7 @@ impl Archive for PostgresArchive {
             .bind(column(before.ms()))
             .bind(column(before.seq()))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool),
+            .fetch_all(self.ready().await?),
         )
         .await?;
         rows.reverse();
@@ -157,7 +171,7 @@ impl Archive for PostgresArchive {
             .bind(column(after.ms()))
             .bind(column(after.seq()))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool),
+            .fetch_all(self.ready().await?),
         )
         .await?;
         Self::rows(rows)

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod archive;
 mod auth;
 mod backend_contract;
 mod bench;

@@ -13,6 +13,7 @@ pub mod local_cluster;
 pub mod netns;
 pub mod nginx;
 pub mod node;
+pub mod postgres;
 pub mod prometheus;
 pub mod raw;
 pub mod redis;

@@ -172,6 +172,39 @@ impl WsClient {
         self.recv_until(|f| f["ref"] == reference.as_str()).await
     }
 
+    /// Like [`WsClient::request`], but `None` when the connection ends (or
+    /// stays silent past [`TIMEOUT`]) before the answer: for load against a
+    /// node that a test kills. The `ref` names this connection's session,
+    /// so a room's other senders' frames (which carry their own refs) never
+    /// pass for the answer.
+    pub async fn try_request(&mut self, mut frame: Value) -> Option<Value> {
+        self.next_ref += 1;
+        let session = self.welcome["session"].as_str().unwrap_or_default();
+        let reference = format!("{session}/{}", self.next_ref);
+        frame["ref"] = json!(reference);
+        let text = Message::Text(frame.to_string().into());
+        tokio::time::timeout(TIMEOUT, self.stream.send(text))
+            .await
+            .ok()?
+            .ok()?;
+        loop {
+            match tokio::time::timeout(TIMEOUT, self.stream.next())
+                .await
+                .ok()??
+                .ok()?
+            {
+                Message::Text(text) => {
+                    let answer: Value = serde_json::from_str(&text).ok()?;
+                    if answer["ref"] == reference.as_str() {
+                        return Some(answer);
+                    }
+                }
+                Message::Close(_) => return None,
+                _ => {}
+            }
+        }
+    }
+
     /// Joins `room` and returns the `joined` frame.
     pub async fn join(&mut self, room: &str) -> Value {
         let joined = self.request(json!({"type": "join", "room": room})).await;
