@@ -114,6 +114,21 @@ grep -q 'REDIS_CLUSTER_URLS="$REDIS_CLUSTER_URLS"' deploy/local-cluster.sh ||
   fail "local-cluster.sh does not give the nodes REDIS_CLUSTER_URLS"
 echo "  start and stop through scripts/redis-cluster.sh; the nodes get REDIS_CLUSTER_URLS"
 
+step "compose.yaml: the archive is on (a postgres service with a volume and a healthcheck; the nodes' DATABASE_URL names it)"
+# The postgres service's block: from its key to the next service's.
+pg_block=$(awk '/^  postgres:$/ {on=1; print; next} on && /^  [a-z0-9_-]+:$/ {on=0} on' deploy/compose.yaml)
+[ -n "$pg_block" ] || fail "compose.yaml has no postgres service"
+grep -Eq 'image: postgres:1[56](-|$)' <<<"$pg_block" || fail "compose.yaml: postgres is not a postgres:15 or :16 image"
+grep -q 'postgres-data:/var/lib/postgresql/data' <<<"$pg_block" || fail "compose.yaml: postgres keeps no volume"
+grep -q 'pg_isready' <<<"$pg_block" || fail "compose.yaml: postgres has no pg_isready healthcheck"
+grep -Eq '^  DATABASE_URL: postgres://[^@]+@postgres:5432/[a-z]+$' deploy/compose.yaml ||
+  fail "compose.yaml: the nodes' environment has no DATABASE_URL naming the postgres service"
+grep -A6 '^  depends_on:' deploy/compose.yaml | grep -q '^    postgres:' ||
+  fail "compose.yaml: the nodes do not wait for postgres"
+! grep -q 'CHORUS_ARCHIVE_DYNAMODB_TABLE' deploy/compose.yaml ||
+  fail "compose.yaml sets CHORUS_ARCHIVE_DYNAMODB_TABLE beside DATABASE_URL (chorus refuses both)"
+echo "  $(grep -E '^  DATABASE_URL:' deploy/compose.yaml | sed 's/^ *//')"
+
 step "deploy/compose.yaml"
 if docker compose version >/dev/null 2>&1; then
   docker compose -f deploy/compose.yaml config -q || fail "docker compose config"
