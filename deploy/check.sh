@@ -95,12 +95,12 @@ for script in deploy/local-cluster.sh deploy/check.sh deploy/nginx/render.sh scr
   echo "  $script"
 done
 
-step "local-cluster.sh: refuses an unknown option before starting anything; --redis-cluster reuses scripts/redis-cluster.sh"
+step "local-cluster.sh: refuses an unknown option before starting anything; --redis-cluster reuses scripts/redis-cluster.sh; --archive"
 set +e
 usage=$(deploy/local-cluster.sh --no-such-option 2>&1 </dev/null)
 status=$?
 set -e
-[ "$status" -eq 2 ] && grep -q -- '--redis-cluster' <<<"$usage" ||
+[ "$status" -eq 2 ] && grep -q -- '--redis-cluster' <<<"$usage" && grep -q -- '--archive' <<<"$usage" ||
   fail "local-cluster.sh --no-such-option: exit $status, $usage"
 echo "  exit 2: $usage"
 # One way to form a local Redis Cluster (scripts/redis-cluster.sh, tested in
@@ -113,6 +113,14 @@ grep -q 'scripts/redis-cluster.sh" start' deploy/local-cluster.sh &&
 grep -q 'REDIS_CLUSTER_URLS="$REDIS_CLUSTER_URLS"' deploy/local-cluster.sh ||
   fail "local-cluster.sh does not give the nodes REDIS_CLUSTER_URLS"
 echo "  start and stop through scripts/redis-cluster.sh; the nodes get REDIS_CLUSTER_URLS"
+# --archive: the nodes get DATABASE_URL from the script only (the caller's,
+# or that of a private Postgres it starts and stops). tests/e2e/deploy_scripts.rs
+# runs it.
+grep -q '"${archive_setting\[@\]}"' deploy/local-cluster.sh &&
+  grep -q -- '-u DATABASE_URL -u CHORUS_ARCHIVE_DYNAMODB_TABLE' deploy/local-cluster.sh ||
+  fail "local-cluster.sh does not give the nodes DATABASE_URL from --archive alone"
+grep -q 'stop_postgres' deploy/local-cluster.sh || fail "local-cluster.sh does not stop its Postgres"
+echo "  --archive: DATABASE_URL only from the script; its private Postgres stopped with the rest"
 
 step "compose.yaml: the archive is on (a postgres service with a volume and a healthcheck; the nodes' DATABASE_URL names it)"
 # The postgres service's block: from its key to the next service's.
