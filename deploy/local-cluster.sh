@@ -336,7 +336,7 @@ elif [ "$ARCHIVE" -eq 1 ]; then
   fi
   db=${base##*/}
   if ! error=$(pg_sql "$url" 'SELECT 1' 2>&1 >/dev/null); then
-    if [[ $error == *"does not exist"* ]]; then
+    if [[ $error == *"database \"$db\" does not exist"* ]]; then
       echo "creating the database $db"
       pg_sql "${base%/*}/postgres$query" "CREATE DATABASE \"$db\"" ||
         { echo "could not create the database $db (the user needs CREATEDB, or create it yourself)" >&2; exit 1; }
