@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Verifies the Kubernetes manifests without a cluster:
 #   1. `kubectl kustomize` renders k8s/ (the base), overlays/monitoring,
-#      overlays/managed-redis and overlays/redis-cluster; k8s/ renders
-#      exactly like k8s/base/.
+#      overlays/managed-redis, overlays/redis-cluster, overlays/archive-postgres
+#      (the base + components/archive-postgres) and overlays/managed-postgres;
+#      k8s/ renders exactly like k8s/base/.
 #   2. kubernetes-validate (pinned, in a local virtualenv) validates the
-#      rendered base and the redis-cluster overlay (the only one with kinds
-#      of its own: StatefulSet, Job) strictly (unknown fields are errors)
+#      rendered base and the overlays with objects of their own
+#      (redis-cluster: StatefulSet, Job; archive-postgres: Postgres's
+#      StatefulSet, Services, NetworkPolicy) strictly (unknown fields are errors)
 #      against Kubernetes 1.30, 1.33 and 1.37; any warning (e.g. a kind
 #      without a schema) fails.
-#   3. check_manifests.py validates all four renders the same way, checks
+#   3. check_manifests.py validates all six renders the same way, checks
 #      the PodMonitor (a CRD, absent from kubernetes-validate) against a
 #      hand-written subset of its CRD schema, proves strict mode rejects an
 #      unknown field, and checks the wiring: selectors, ports, Secret and
 #      ConfigMap references, probes, drain timing, security context, overlays
-#      (for redis-cluster: REDIS_CLUSTER_URLS and the cluster create Job).
+#      (for redis-cluster: REDIS_CLUSTER_URLS and the cluster create Job; for
+#      the archive: DATABASE_URL from the Secret, naming the Postgres).
 #   4. overlays/redis-cluster/create-cluster.sh parses as POSIX sh (the Job
 #      runs it with busybox sh); tests/e2e/deploy.rs runs it against real
 #      redis-servers.
@@ -80,13 +83,15 @@ render base-dir "$k8s_dir/base"
 render monitoring "$k8s_dir/overlays/monitoring"
 render managed-redis "$k8s_dir/overlays/managed-redis"
 render redis-cluster "$k8s_dir/overlays/redis-cluster"
+render archive-postgres "$k8s_dir/overlays/archive-postgres"
+render managed-postgres "$k8s_dir/overlays/managed-postgres"
 cmp -s "$out/base.yaml" "$out/base-dir.yaml" || die "k8s/ and k8s/base/ render differently"
 echo "   k8s/ renders exactly as k8s/base/"
 
-# --- kubernetes-validate on the base and the redis-cluster overlay ---------
+# --- kubernetes-validate on the base and the overlays with objects of their own
 kv_args=()
 for v in "${versions[@]}"; do kv_args+=(--kubernetes-version "$v"); done
-for render_name in base redis-cluster; do
+for render_name in base redis-cluster archive-postgres; do
   step "kubernetes-validate $kv_version --strict on the rendered $render_name, Kubernetes ${versions[*]}"
   set +e
   kv_out="$("$venv/bin/kubernetes-validate" --strict --quiet "${kv_args[@]}" "$out/$render_name.yaml" 2>&1)"
@@ -104,7 +109,8 @@ done
 # --- wiring, overlays, CRD --------------------------------------------------
 step "check_manifests.py (all renders; PodMonitor against its CRD subset schema)"
 CHORUS_K8S_VERSIONS="${versions[*]}" "$venv/bin/python" "$k8s_dir/check_manifests.py" \
-  "$out/base.yaml" "$out/monitoring.yaml" "$out/managed-redis.yaml" "$out/redis-cluster.yaml" ||
+  "$out/base.yaml" "$out/monitoring.yaml" "$out/managed-redis.yaml" "$out/redis-cluster.yaml" \
+  "$out/archive-postgres.yaml" "$out/managed-postgres.yaml" ||
   die "manifest checks failed (see FAIL lines above)"
 
 # --- the create Job's script ------------------------------------------------

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Checks rendered chorus manifests; k8s/check.sh runs it inside its virtualenv.
 
-    check_manifests.py BASE.yaml MONITORING.yaml MANAGED_REDIS.yaml REDIS_CLUSTER.yaml
+    check_manifests.py BASE.yaml MONITORING.yaml MANAGED_REDIS.yaml REDIS_CLUSTER.yaml \
+        ARCHIVE_POSTGRES.yaml MANAGED_POSTGRES.yaml
 
-1. Schemas: every built-in object of the four renders against the
+1. Schemas: every built-in object of the six renders against the
    Kubernetes OpenAPI schemas of kubernetes-validate, strict mode (unknown
    fields are errors), for each version in K8S_VERSIONS. A kind without a
    schema fails, except the CRD kinds in CRD_SCHEMAS, which are checked
@@ -20,7 +21,14 @@
    cluster settings (cluster-enabled, AOF and nodes.conf on the volume,
    announced hostname and IP), and a bounded create Job whose script, as
    committed, runs one `--cluster create ... --cluster-replicas 1` over
-   those same pods after its "already formed" check.
+   those same pods after its "already formed" check. The archive
+   (components/archive-postgres, overlays/managed-postgres): the base
+   unchanged but for DATABASE_URL on the chorus container, from a rendered
+   Secret; in the cluster, a URL naming the Postgres Service, user, database
+   and password the Postgres StatefulSet is given, its data on a volume,
+   probes, a fast shutdown within the grace period, the restricted security
+   context, and a NetworkPolicy admitting the chorus pods; managed, no
+   Postgres in the cluster and a URL pointing out of it.
 
 Prints one line per check; exits 1 if any failed.
 """
@@ -852,22 +860,180 @@ def check_redis_cluster(base: list[dict], rc: list[dict], script_dir: str) -> No
     )
 
 
+PG_URL = re.compile(r"^postgres(?:ql)?://([^:@/]+)(?::([^@/]*))?@([^:/?]+)(?::(\d+))?/([^?/]+)(?:\?.*)?$")
+
+
+def archive_url(docs: list[dict], base: list[dict]) -> tuple[dict, re.Match | None]:
+    """What an archive overlay must share: the base's objects unchanged but
+    for the chorus container's DATABASE_URL, from a rendered Secret, as a
+    postgres:// URL. Returns the Deployment and the URL's match."""
+    dep, env = check_server(docs)
+    base_dep = one(base, "Deployment")
+    changed = copy.deepcopy(dep)
+    changed["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        e for e in changed["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] != "DATABASE_URL"
+    ]
+    check(changed == base_dep, "the Deployment is the base's but for DATABASE_URL")
+    base_rest = [d for d in base if d["kind"] != "Deployment"]
+    missing = [kn(d) for d in base_rest if d not in docs]
+    check(not missing, "every other object of the base, unchanged", ", ".join(missing))
+    url = secret_setting(docs, env, "DATABASE_URL")
+    m = PG_URL.match(url)
+    check(m is not None, "DATABASE_URL is postgres://user[:password]@host[:port]/database", url)
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    from_env = {e["name"] for e in c.get("env", [])}
+    check(
+        "CHORUS_ARCHIVE_DYNAMODB_TABLE" not in from_env
+        and not [d for d in docs if "CHORUS_ARCHIVE_DYNAMODB_TABLE" in (d.get("data") or {})],
+        "no CHORUS_ARCHIVE_DYNAMODB_TABLE beside DATABASE_URL (chorus refuses both)",
+    )
+    return dep, m
+
+
+def check_no_archive(label: str, docs: list[dict]) -> None:
+    c = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    check(
+        not {"DATABASE_URL", "CHORUS_ARCHIVE_DYNAMODB_TABLE"} & {e["name"] for e in c.get("env", [])},
+        f"{label}: no archive setting (the archive is optional)",
+    )
+
+
+def check_archive_postgres(base: list[dict], ap: list[dict]) -> None:
+    """overlays/archive-postgres: base + components/archive-postgres."""
+    print("archive-postgres overlay (base + components/archive-postgres): server wiring")
+    dep, m = archive_url(ap, base)
+    print("archive-postgres overlay: the Postgres")
+    pg = [d for d in ap if d["kind"] == "StatefulSet" and d not in base]
+    if not check(len(pg) == 1, "adds one StatefulSet", ", ".join(kn(d) for d in pg)):
+        return
+    sts = pg[0]
+    ppod = sts["spec"]["template"]
+    plabels = ppod["metadata"]["labels"]
+    c = ppod["spec"]["containers"][0]
+    name = kn(sts)
+    check(sts["spec"]["replicas"] == 1, f"{name}: 1 replica")
+    check(re.match(r"^postgres:1[5-9](\.|-|$)", c["image"]) is not None, f"{name}: image postgres 15+ ({c['image']})")
+    check(matches(sts["spec"]["selector"], plabels), f"{name}: selector matches its pods")
+    check(not matches(dep["spec"]["selector"], plabels), "Postgres pods are not chorus pods")
+    env = {e["name"]: e for e in c.get("env", [])}
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    vct = {t["metadata"]["name"]: t for t in sts["spec"].get("volumeClaimTemplates", [])}
+    data = [mt["mountPath"] for mt in c.get("volumeMounts", []) if mt["name"] in vct]
+    pgdata = env.get("PGDATA", {}).get("value", "/var/lib/postgresql/data")
+    check(
+        len(data) == 1 and pgdata.startswith(data[0].rstrip("/") + "/"),
+        f"{name}: PGDATA ({pgdata}) in a folder of the volume (a fresh volume's lost+found stops initdb)",
+        str(data),
+    )
+    check(
+        all(t["spec"]["resources"]["requests"].get("storage") for t in vct.values()),
+        f"{name}: the volume requests storage",
+    )
+    pw = env.get("POSTGRES_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
+    secret = named(ap, "Secret", pw["name"]) if pw else None
+    password = secret_data(secret).get(pw["key"]) if secret else None
+    check(password not in (None, ""), f"{name}: POSTGRES_PASSWORD from a rendered Secret")
+    if m is not None:
+        user, url_pw, host, port, db = m.groups()
+        port = int(port or 5432)
+        check(env.get("POSTGRES_USER", {}).get("value") == user, f"DATABASE_URL's user {user} is POSTGRES_USER")
+        check(env.get("POSTGRES_DB", {}).get("value") == db, f"DATABASE_URL's database {db} is POSTGRES_DB")
+        check(url_pw == password, "DATABASE_URL's password is the server's POSTGRES_PASSWORD")
+        svc = named(ap, "Service", host)
+        check(
+            svc is not None
+            and matches({"matchLabels": svc["spec"]["selector"]}, plabels)
+            and any(
+                sp["port"] == port and sp["targetPort"] in (ports.get("postgres"), "postgres") for sp in svc["spec"]["ports"]
+            ),
+            f"DATABASE_URL's host {host}:{port} is a Service of the Postgres pods",
+        )
+    check(ports.get("postgres") == 5432, f"{name}: container port postgres 5432")
+    ready = " ".join(c.get("readinessProbe", {}).get("exec", {}).get("command", []))
+    check("pg_isready" in ready, f"{name}: readiness by pg_isready")
+    check(bool(c.get("livenessProbe")) and bool(c.get("startupProbe")), f"{name}: liveness and startup probes")
+    stop = " ".join(c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", []))
+    t = re.search(r"-t (\d+)", stop)
+    grace = ppod["spec"].get("terminationGracePeriodSeconds", 30)
+    check(
+        "pg_ctl stop" in stop and "-m fast" in stop and t is not None and int(t.group(1)) < grace,
+        f"{name}: preStop fast shutdown within terminationGracePeriodSeconds {grace}",
+        stop,
+    )
+    res = c.get("resources", {})
+    check(
+        all(res.get("requests", {}).get(k) for k in ("cpu", "memory")) and res.get("limits", {}).get("memory"),
+        f"{name}: cpu and memory requests, memory limit",
+    )
+    check(restricted(ppod["spec"], c), f"{name}: restricted security context")
+    writable = {mt["mountPath"] for mt in c.get("volumeMounts", [])}
+    check(
+        {"/var/run/postgresql", "/tmp"} <= writable,
+        f"{name}: writable socket directory and /tmp beside the read-only root",
+    )
+    governing = named(ap, "Service", sts["spec"]["serviceName"])
+    check(
+        governing is not None and governing["spec"].get("clusterIP") == "None",
+        f"{name}: governing Service {sts['spec']['serviceName']} is headless",
+    )
+    nps = [d for d in ap if d["kind"] == "NetworkPolicy" and matches(d["spec"]["podSelector"], plabels)]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    check(
+        len(nps) == 1
+        and any(
+            any(matches(f.get("podSelector", {}), pod_labels) for f in r.get("from", []))
+            and any(x.get("port") == 5432 for x in r.get("ports", []))
+            for r in nps[0]["spec"].get("ingress", [])
+        ),
+        "a NetworkPolicy admits the chorus pods to Postgres on 5432",
+    )
+    added = [d for d in ap if d not in base and d["kind"] != "Deployment"]
+    check(
+        all(d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "chorus" for d in added),
+        "what the component adds carries the base's labels: " + ", ".join(sorted(kn(d) for d in added)),
+    )
+
+
+def check_managed_postgres(base: list[dict], mp: list[dict]) -> None:
+    """overlays/managed-postgres: only the Secret and the Deployment's env."""
+    print("managed-postgres overlay: server wiring")
+    _, m = archive_url(mp, base)
+    check(
+        not [d for d in mp if d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "postgres"],
+        "no Postgres in the cluster",
+    )
+    added = sorted(kn(d) for d in mp if d not in base and d["kind"] != "Deployment")
+    check(len(added) == 1 and added[0].startswith("Secret/"), "adds only the Secret", ", ".join(added))
+    if m is not None:
+        check(
+            named(mp, "Service", m.group(3)) is None and "chorus-postgres" not in m.group(3),
+            f"DATABASE_URL points outside the cluster ({m.group(3)})",
+        )
+
+
 def main() -> int:
-    if len(sys.argv) != 5:
+    if len(sys.argv) != 7:
         print(__doc__, file=sys.stderr)
         return 2
-    base, mon, mr, rc = (load(p) for p in sys.argv[1:])
+    base, mon, mr, rc, ap, mp = (load(p) for p in sys.argv[1:])
     print(f"kubernetes-validate {kubernetes_validate.__version__}")
     validate_schemas("base", base)
     validate_schemas("monitoring overlay", mon)
     validate_schemas("managed-redis overlay", mr)
     validate_schemas("redis-cluster overlay", rc)
+    validate_schemas("archive-postgres overlay", ap)
+    validate_schemas("managed-postgres overlay", mp)
     canary(base)
     check_base(base)
     check_monitoring(base, mon)
     check_managed_redis(base, mr)
     here = os.path.dirname(os.path.abspath(__file__))
     check_redis_cluster(base, rc, os.path.join(here, "overlays", "redis-cluster"))
+    check_archive_postgres(base, ap)
+    check_managed_postgres(base, mp)
+    print("the archive is optional")
+    for label, docs in (("base", base), ("monitoring", mon), ("managed-redis", mr), ("redis-cluster", rc)):
+        check_no_archive(label, docs)
     if failures:
         print(f"{len(failures)} check(s) failed")
         return 1

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
 # (redis-server for the cluster tests, redis-cli to form the Redis Clusters
-# the tests run on, iproute2 for the partition test, nginx
-# and prometheus for the deployment tests; tests/browser/run.sh installs
+# the tests run on, iproute2 for the partition test, nginx, prometheus and
+# postgresql for the deployment tests; tests/browser/run.sh installs
 # chromium and its npm packages), checks the deployment artifacts with the
 # real tools, then runs every test of the workspace and the browser tests.
 set -euo pipefail
@@ -15,6 +15,11 @@ command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# Postgres for `local-cluster.sh --archive` (its test starts a private
+# instance with initdb; Debian keeps the server binaries in
+# /usr/lib/postgresql/*/bin) and psql, which it creates the database with.
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 # `ip` builds the network namespaces of the partition test (tests/e2e/partition.rs).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,6 +1,6 @@
 //! The deployment's scripts, run for real: `deploy/local-cluster.sh` with one
-//! Redis and with `--redis-cluster` (this build's `chorus`, real nginx,
-//! Prometheus and Redis), and the create Job's script of
+//! Redis, with `--redis-cluster` and with `--archive` (this build's `chorus`,
+//! real nginx, Prometheus, Redis and Postgres), and the create Job's script of
 //! `k8s/overlays/redis-cluster` against Redis nodes started with the
 //! StatefulSet's own arguments. Without the tools they fail, naming the
 //! package; they are never skipped.
@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::support::local_cluster::{LocalCluster, NODES};
 use crate::support::redis_pods::{PODS, RedisPods};
+use crate::support::tools::require_tool;
 use crate::support::{TIMEOUT, WsClient, eventually_within, get_json, unique};
 
 /// How long Prometheus may take to scrape every node once (the script
@@ -38,12 +39,79 @@ async fn local_cluster_script_runs_the_nodes_on_one_redis_and_stops_everything_i
             !env.iter().any(|e| e.starts_with("REDIS_CLUSTER_URLS=")),
             "{env:?}"
         );
+        no_archive_setting_but(&env, None);
     }
     serves_one_chat(&cluster).await;
 
     let status = cluster.interrupt().await;
 
     stopped_in_order(&cluster, status, &[redis]);
+}
+
+/// Checks only what the script does (a private Postgres, up with the
+/// database created and writable, and DATABASE_URL given to every node),
+/// not what chorus does with it: it holds whether or not this build's
+/// binary archives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_script_with_archive_gives_the_nodes_a_private_postgres_and_stops_it_last() {
+    let mut cluster = LocalCluster::start(&["--archive"]).await;
+    let redis = cluster.redis_port.expect("one Redis");
+    let pg = cluster.pg_port.expect("a private Postgres");
+    let url = format!("postgres://chorus@127.0.0.1:{pg}/chorus");
+    assert!(
+        cluster.stdout().contains(&format!("DATABASE_URL={url}")),
+        "{}",
+        cluster.report()
+    );
+
+    for i in 0..NODES {
+        let env = cluster.node_environment(i);
+        assert!(
+            env.contains(&format!("REDIS_URL=redis://127.0.0.1:{redis}/0")),
+            "{env:?}"
+        );
+        no_archive_setting_but(&env, Some(&url));
+    }
+    // What the archive's migrations need: the database exists and its user
+    // may create tables in it.
+    let table = unique("probe").replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+    let answer = psql(
+        &url,
+        &format!("CREATE TABLE {table} (id int); DROP TABLE {table}; SELECT current_database()"),
+    )
+    .await;
+    assert_eq!(answer.trim(), "chorus", "{}", cluster.report());
+    for i in 0..NODES {
+        let ready = reqwest::get(format!("http://{}/ready", cluster.node(i)))
+            .await
+            .expect("the node answers");
+        assert!(
+            ready.status().is_success(),
+            "node{} /ready: {}",
+            i + 1,
+            ready.status()
+        );
+    }
+    serves_one_chat(&cluster).await;
+
+    let status = cluster.interrupt().await;
+
+    stopped_in_order(&cluster, status, &[redis, pg]);
+    assert!(
+        cluster
+            .postgres_log()
+            .contains("database system is shut down"),
+        "Postgres shut down cleanly:\n{}",
+        cluster.postgres_log()
+    );
+    assert!(
+        !cluster.run_dir().join("postgres.pid").exists(),
+        "Postgres was reaped"
+    );
+    assert!(
+        !cluster.run_dir().join("postgres-data-dir").exists(),
+        "a data directory outside RUN_DIR (as root) was removed"
+    );
 }
 
 /// Green only once chorus serves `REDIS_CLUSTER_URLS` (issue 15): until
@@ -161,6 +229,49 @@ async fn the_k8s_create_job_reintroduces_nodes_that_all_came_back_on_new_address
     assert_eq!(after, ids, "the same nodes, not a new cluster");
     let value: String = cluster_connection(&pods).await.get(&key).await.unwrap();
     assert_eq!(value, "yes");
+}
+
+/// A node's environment holds no archive setting, or exactly
+/// `DATABASE_URL=url` (never the DynamoDB table beside it: chorus refuses
+/// both).
+fn no_archive_setting_but(env: &[String], url: Option<&str>) {
+    let archive: Vec<&String> = env
+        .iter()
+        .filter(|e| {
+            e.starts_with("DATABASE_URL=") || e.starts_with("CHORUS_ARCHIVE_DYNAMODB_TABLE=")
+        })
+        .collect();
+    let expected: Vec<String> = url
+        .map(|u| format!("DATABASE_URL={u}"))
+        .into_iter()
+        .collect();
+    assert_eq!(
+        archive.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+        expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{env:?}"
+    );
+}
+
+/// `psql URL -c SQL`, its output (unaligned, tuples only); fails the test on
+/// an error.
+async fn psql(url: &str, sql: &str) -> String {
+    let psql = require_tool("psql", "postgresql-client");
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(psql)
+            .arg(&url)
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+            .output()
+            .expect("psql runs")
+    })
+    .await
+    .expect("the psql task");
+    assert!(
+        output.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Two users on two nodes talk; nginx and Prometheus see all the nodes.

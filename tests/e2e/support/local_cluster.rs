@@ -43,6 +43,9 @@ pub struct LocalCluster {
     pub base_port: u16,
     /// `None` with `--redis-cluster`.
     pub redis_port: Option<u16>,
+    /// The private Postgres's port (`PG_PORT`) with `--archive`; `None`
+    /// without.
+    pub pg_port: Option<u16>,
 }
 
 impl LocalCluster {
@@ -76,6 +79,12 @@ impl LocalCluster {
             require_tool(tool, package);
         }
         let redis_cluster = args.contains(&"--redis-cluster");
+        let archive = args.contains(&"--archive");
+        if archive {
+            // The script creates the database with it; initdb and postgres
+            // it finds itself (Debian keeps them off PATH).
+            require_tool("psql", "postgresql-client");
+        }
         let dir = ScratchDir::create("chorus-local-cluster");
         let mut cluster = Self {
             child: None,
@@ -83,6 +92,7 @@ impl LocalCluster {
             prom_port: free_port(),
             base_port: free_ports(NODES),
             redis_port: (!redis_cluster).then(free_port),
+            pg_port: archive.then(free_port),
             dir,
         };
         let run_dir = cluster.run_dir();
@@ -99,6 +109,9 @@ impl LocalCluster {
             .env_remove("REDIS_CLUSTER_PORT")
             .env_remove("REDIS_URL")
             .env_remove("REDIS_CLUSTER_URLS")
+            // With --archive: a private Postgres, never the caller's.
+            .env_remove("DATABASE_URL")
+            .env_remove("CHORUS_ARCHIVE_DYNAMODB_TABLE")
             .stdin(Stdio::null())
             .stdout(Stdio::from(
                 std::fs::File::create(cluster.dir.path().join("stdout")).expect("stdout file"),
@@ -108,6 +121,9 @@ impl LocalCluster {
             ));
         if let Some(port) = cluster.redis_port {
             command.env("REDIS_PORT", port.to_string());
+        }
+        if let Some(port) = cluster.pg_port {
+            command.env("PG_PORT", port.to_string());
         }
         cluster.child = Some(command.spawn().expect("bash runs"));
 
@@ -207,6 +223,11 @@ impl LocalCluster {
         })
     }
 
+    /// The private Postgres's log so far (`--archive`).
+    pub fn postgres_log(&self) -> String {
+        std::fs::read_to_string(self.run_dir().join("postgres.log")).unwrap_or_default()
+    }
+
     /// The script's output and the tail of each node's log, for failures.
     pub fn report(&self) -> String {
         let mut report = format!(
@@ -255,6 +276,10 @@ impl Drop for LocalCluster {
                         );
                     }
                 }
+            }
+            // As root the private Postgres keeps its data outside RUN_DIR.
+            if let Ok(data) = std::fs::read_to_string(run_dir.join("postgres-data-dir")) {
+                let _ = std::fs::remove_dir_all(data.trim());
             }
             let cluster_dir = run_dir.join("redis-cluster");
             if cluster_dir.exists() {
