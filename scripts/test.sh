@@ -15,9 +15,10 @@ command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
-# Postgres for `local-cluster.sh --archive` (its test starts a private
-# instance with initdb; Debian keeps the server binaries in
-# /usr/lib/postgresql/*/bin) and psql, which it creates the database with.
+# Postgres for the archive tests and `local-cluster.sh --archive` (each
+# starts private instances with initdb; Debian keeps the server binaries in
+# /usr/lib/postgresql/*/bin) and psql, which the script creates its
+# database with.
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 # `ip` builds the network namespaces of the partition test (tests/e2e/partition.rs).
@@ -34,6 +35,29 @@ export PATH="$PATH:/usr/sbin"
 bash deploy/check.sh
 bash k8s/check.sh
 
+cleanup=()
+trap 'for step in "${cleanup[@]}"; do eval "$step"; done' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# One Postgres for the whole run: the archive tests each create a database
+# of their own on it (tests/e2e/support/postgres.rs); the fault test that
+# stops Postgres starts a server of its own. An exported
+# CHORUS_TEST_DATABASE_URL (a server of yours) is used as is.
+if [ -z "${CHORUS_TEST_DATABASE_URL:-}" ]; then
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  pg_dir=$(mktemp -d -t chorus-test-postgres.XXXXXX)
+  pg_as=()
+  # initdb and postgres refuse to run as root.
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$pg_dir"; pg_as=(runuser -u postgres --); fi
+  pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "${pg_as[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U postgres -A trust --no-sync >/dev/null
+  cleanup+=("${pg_as[*]} '$pg_bin/pg_ctl' -D '$pg_dir/data' -m immediate stop >/dev/null 2>&1; rm -rf '$pg_dir'")
+  "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 30 \
+    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
+  export CHORUS_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/postgres
+fi
+
 # One Redis Cluster for the whole run: every test process attaches to it
 # (SharedRedisCluster in tests/e2e/support/redis_cluster.rs) instead of
 # forming its own, six nodes and about 2.5 s per test under nextest, which
@@ -42,9 +66,7 @@ bash k8s/check.sh
 # exported CHORUS_TEST_REDIS_CLUSTER_URLS (a cluster of yours) is used as is.
 if [ -z "${CHORUS_TEST_REDIS_CLUSTER_URLS:-}" ]; then
   cluster_dir=$(mktemp -d -t chorus-test-redis-cluster.XXXXXX)
-  trap 'bash scripts/redis-cluster.sh stop "$cluster_dir" >/dev/null 2>&1 || rm -rf "$cluster_dir"' EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
+  cleanup+=("bash scripts/redis-cluster.sh stop '$cluster_dir' >/dev/null 2>&1 || rm -rf '$cluster_dir'")
   CHORUS_TEST_REDIS_CLUSTER_URLS=$(bash scripts/redis-cluster.sh start "$cluster_dir")
   export CHORUS_TEST_REDIS_CLUSTER_URLS CHORUS_TEST_REDIS_CLUSTER_DIR=$cluster_dir
 fi
