@@ -18,6 +18,14 @@
 #                                     (about 3 minutes, plus any wait for a quiet
 #                                     machine)
 #   scripts/bench.sh --redis-cluster --quick  the same, small
+#   scripts/bench.sh --archive        the archive (DATABASE_URL, a private
+#                                     Postgres from scripts/postgres.sh): the
+#                                     rooms scenario without and with it (send
+#                                     latency), the archive's lag meanwhile,
+#                                     and its drain rate: a backlog built while
+#                                     Postgres is stopped, timed as it drains
+#                                     (about 3 minutes)
+#   scripts/bench.sh --archive --quick  the same, small
 #
 # --peers builds the socketioxide peer (bench/peers/socketioxide, cargo) and
 # installs the Node one (bench/peers/socketio, npm ci) first.
@@ -35,16 +43,18 @@ cd "$(dirname "$0")/.."
 quick=false
 peers=false
 redis_cluster=false
-usage() { echo "usage: scripts/bench.sh [--peers | --redis-cluster] [--quick]" >&2; exit 2; }
+archive=false
+usage() { echo "usage: scripts/bench.sh [--peers | --redis-cluster | --archive] [--quick]" >&2; exit 2; }
 for arg in "$@"; do
   case $arg in
     --quick) quick=true ;;
     --peers) peers=true ;;
     --redis-cluster) redis_cluster=true ;;
+    --archive) archive=true ;;
     *) usage ;;
   esac
 done
-! $peers || ! $redis_cluster || usage
+[ $(($($peers && echo 1 || echo 0) + $($redis_cluster && echo 1 || echo 0) + $($archive && echo 1 || echo 0))) -le 1 ] || usage
 load_limit=${BENCH_LOAD_LIMIT:-1.5}
 quiet_minutes=${BENCH_QUIET_MINUTES:-20}
 
@@ -94,9 +104,11 @@ stop_all() {
 }
 redis_pid=""
 cluster_dir=""
+pg_dir=""
 # Redis is waited for before its directory goes: it writes its log as it stops.
 trap 'stop_all; [ -z "$redis_pid" ] || { kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; }
-  [ -z "$cluster_dir" ] || scripts/redis-cluster.sh stop "$cluster_dir" || true; rm -rf "$work"' EXIT
+  [ -z "$cluster_dir" ] || scripts/redis-cluster.sh stop "$cluster_dir" || true
+  [ -z "$pg_dir" ] || scripts/postgres.sh remove "$pg_dir"; rm -rf "$work"' EXIT
 
 # Each node and the load generator may hold up to this many sockets.
 ulimit -n "$(ulimit -Hn)"
@@ -192,7 +204,81 @@ bench() {
 # Every server of a --peers run, in the order of its tables.
 servers=(chorus socketioxide socketio)
 
-if $redis_cluster; then
+# Sums a metric over every node of node_args (0 when absent).
+node_metric() {
+  local total=0 url value
+  for url in "${node_args[@]}"; do
+    [ "$url" = --node ] && continue
+    value=$(curl -fsS "$url/metrics" | awk -v m="$1" '$1 == m { print $2 }')
+    total=$(awk -v a="$total" -v b="${value:-0}" 'BEGIN { print a + b }')
+  done
+  echo "$total"
+}
+
+# The largest archive lag over the nodes, sampled every half second into
+# $work/lag until killed.
+sample_lag() {
+  while true; do
+    local most=0 url value
+    for url in "${node_args[@]}"; do
+      [ "$url" = --node ] && continue
+      value=$(curl -fsS "$url/metrics" 2>/dev/null | awk '$1 == "chorus_archive_lag_seconds" { print $2 }')
+      most=$(awk -v a="$most" -v b="${value:-0}" 'BEGIN { print (b > a) ? b : a }')
+    done
+    echo "$most" >>"$work/lag"
+    sleep 0.5
+  done
+}
+
+if $archive; then
+  # The archive's cost to a send (the rooms case without and with it), its
+  # lag under that load, and how fast it drains a backlog.
+  if $quick; then
+    clients=500 duration=5
+  else
+    clients=2000 duration=20
+  fi
+  pg_dir=$(mktemp -d -t chorus-bench-postgres.XXXXXX)
+  pg_url=$(scripts/postgres.sh start "$pg_dir")
+  database() { # a fresh database for the next nodes
+    local name=bench_$RANDOM$RANDOM
+    psql -q "$pg_url" -c "CREATE DATABASE $name" >/dev/null
+    echo "${pg_url%/*}/$name"
+  }
+  start_nodes 2
+  bench rooms --clients "$clients" --rate 1 --duration "$duration" --label "rooms-${clients}x1mps-no-archive"
+  start_nodes 2 DATABASE_URL="$(database)"
+  rm -f "$work/lag"
+  sample_lag &
+  sampler=$!
+  bench rooms --clients "$clients" --rate 1 --duration "$duration" --label "rooms-${clients}x1mps-archive"
+  kill "$sampler"; wait "$sampler" 2>/dev/null || true
+  sort -g "$work/lag" | awk '{ v[NR] = $1 } END {
+    printf "archive lag under rooms %sx1 msg/s: samples %d, median %.3f s, p99 %.3f s, max %.3f s\n",
+      "'"$clients"'", NR, v[int((NR + 1) / 2)], v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1], v[NR] }'
+  # The drain rate: a backlog built while Postgres is down, then timed.
+  start_nodes 2 DATABASE_URL="$(database)"
+  scripts/postgres.sh stop "$pg_dir"
+  bench rooms --clients "$clients" --rate 1 --duration "$duration" --label "rooms-${clients}x1mps-archive-down"
+  accepted=$(node_metric 'chorus_messages_accepted_total{kind="message"}')
+  before=$(node_metric chorus_archive_stored_total)
+  scripts/postgres.sh start "$pg_dir" >/dev/null
+  # Timed from the first batch stored: the archiver retries a database that
+  # was down every few seconds, and that wait is not the drain.
+  restarted=$(date +%s)
+  started=""
+  while true; do
+    stored=$(node_metric chorus_archive_stored_total)
+    now=$(date +%s.%N)
+    if [ -z "$started" ] && [ "$stored" -gt "$before" ]; then started=$now first=$stored; fi
+    [ "$stored" -lt "$accepted" ] || break
+    [ $(($(date +%s) - restarted)) -lt 300 ] || { echo "the backlog did not drain in 5 minutes" >&2; break; }
+    sleep 0.1
+  done
+  awk -v a="$accepted" -v b="$before" -v f="$first" -v s="$stored" -v t0="$started" -v t1="$now" 'BEGIN {
+    printf "archive drain: a backlog of %d messages built while Postgres was down drained at %.0f messages/s (%d in %.2f s after the first batch)\n",
+      a - b, (s - f) / (t1 - t0), s - f, t1 - t0 }'
+elif $redis_cluster; then
   # One rooms case, first over the one Redis (bench_redis gives chorus-bench
   # its port instead of its pid: the same readings as the cluster's), then
   # over a fresh Redis Cluster started for it.

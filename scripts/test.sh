@@ -45,11 +45,11 @@ trap 'exit 143' TERM
 # stops Postgres starts a server of its own. An exported
 # CHORUS_TEST_DATABASE_URL (a server of yours) is used as is.
 if [ -z "${CHORUS_TEST_DATABASE_URL:-}" ]; then
-  pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   pg_dir=$(mktemp -d -t chorus-test-postgres.XXXXXX)
-  pg_as=()
-  # initdb and postgres refuse to run as root.
-  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$pg_dir"; pg_as=(runuser -u postgres --); fi
+  cleanup+=("bash scripts/postgres.sh remove '$pg_dir'")
+  CHORUS_TEST_DATABASE_URL=$(bash scripts/postgres.sh start "$pg_dir")
+  export CHORUS_TEST_DATABASE_URL
+fi
   pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   "${pg_as[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U postgres -A trust --no-sync >/dev/null
   cleanup+=("${pg_as[*]} '$pg_bin/pg_ctl' -D '$pg_dir/data' -m immediate stop >/dev/null 2>&1; rm -rf '$pg_dir'")

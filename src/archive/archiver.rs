@@ -31,7 +31,7 @@ const LOGS_AT_ONCE: usize = 64;
 /// enough that one write stays well inside its timeout.
 const BATCH_ROWS: usize = 2000;
 /// Waits after a failure, doubling up to the last.
-const RETRY_WAITS: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+const RETRY_WAITS: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(5));
 /// How long a stopping node keeps draining what it has.
 const FINAL_DRAIN: Duration = Duration::from_secs(5);
 
