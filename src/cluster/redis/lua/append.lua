@@ -43,6 +43,9 @@ local waiting = archiving and redis.call('EXISTS', KEYS[4]) == 1
 if archiving and not waiting then
   -- None waited, so the archive holds every message before this one.
   redis.call('SET', KEYS[4], newest[1] and previous or '0-0')
+elseif not archiving then
+  -- A mark left by nodes that archived: without them it would never go.
+  redis.call('DEL', KEYS[4])
 end
 local id
 if waiting then
