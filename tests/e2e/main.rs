@@ -8,6 +8,7 @@
 
 mod support;
 
+mod archive_dynamodb;
 mod auth;
 mod backend_contract;
 mod bench;
