@@ -24,6 +24,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus, WriteRequest,
 };
 use bytes::Bytes;
+use futures_util::future::join_all;
 
 use super::{Archive, ArchiveError, ArchiveResult, Entry, log_name};
 use crate::cluster::{Log, Stored};
@@ -34,6 +35,10 @@ use crate::domain::MessageId;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Items per `BatchWriteItem`: DynamoDB's maximum.
 const WRITE_CHUNK: usize = 25;
+/// Chunks written at once: an archiver batch of a few thousand messages
+/// takes a few dozen round trips instead of a hundred, without a burst
+/// that a table's partition would throttle.
+const WRITES_AT_ONCE: usize = 4;
 /// Calls for one chunk whose items DynamoDB left unprocessed (throttling),
 /// with waits doubling from the first to the second between them; past
 /// the last, the store fails and the archiver retries the whole batch.
@@ -402,9 +407,17 @@ impl Archive for DynamoArchive {
                 .map_err(unavailable)?;
             requests.push(WriteRequest::builder().put_request(put).build());
         }
+        let mut chunks = Vec::with_capacity(requests.len().div_ceil(WRITE_CHUNK));
         while !requests.is_empty() {
             let rest = requests.split_off(requests.len().min(WRITE_CHUNK));
-            self.write(std::mem::replace(&mut requests, rest)).await?;
+            chunks.push(std::mem::replace(&mut requests, rest));
+        }
+        let mut chunks = chunks.into_iter().peekable();
+        while chunks.peek().is_some() {
+            let writes = chunks.by_ref().take(WRITES_AT_ONCE).map(|c| self.write(c));
+            for written in join_all(writes).await {
+                written?;
+            }
         }
         Ok(())
     }
