@@ -298,21 +298,50 @@ async fn dynamo_history_pages_past_the_hot_window_into_the_archive() {
     let room = unique("room");
     let mut alice = WsClient::connect(&node.ws_url("alice")).await;
     alice.join(&room).await;
-    let sent = alice.say_many(&room, 30).await;
+    let mut sent = alice.say_many(&room, 30).await;
 
     // The archive has them all once the archiver has drained (the node
     // creates the table first).
     let reader = DynamoArchive::new(&table, Some(moto.url())).await;
     let log = self::room(&room);
+    let holds = |n: usize| {
+        let (reader, log) = (&reader, &log);
+        async move {
+            let held = reader.before(log, None, 100).await.ok()?;
+            (held.len() == n).then_some(())
+        }
+    };
     eventually_within(
         "the archive to hold all 30",
         Duration::from_secs(30),
-        || async {
-            let held = reader.before(&log, None, 100).await.ok()?;
-            (held.len() == sent.len()).then_some(())
-        },
+        || holds(30),
     )
     .await;
+    // One drain at a time: once the next message is archived, the drain
+    // that stored the first 30 has marked them, and the hot history has
+    // trimmed them down to its 5.
+    let last = alice.say(&room, "m30").await;
+    sent.push(last["id"].as_str().expect("id").to_owned());
+    eventually_within("the archive to hold 31", Duration::from_secs(30), || {
+        holds(31)
+    })
+    .await;
+    // A message only the archive holds, older than every other: history
+    // shows it only if it reads the archive.
+    let only_archived = MessageId::new(1, 0);
+    reader
+        .store(&[Entry {
+            log: log.clone(),
+            message: Stored {
+                id: only_archived,
+                payload: Bytes::from(format!(
+                    r#"{{"type":"message","id":"{only_archived}","room":"{room}","user":"zed","content":"old","ts":"1970-01-01T00:00:00.001Z"}}"#
+                )),
+            },
+        }])
+        .await
+        .expect("store");
+    sent.insert(0, only_archived.to_string());
 
     // Five hot, the rest from the archive: every id once, in order.
     let mut paged: Vec<String> = Vec::new();
