@@ -373,3 +373,26 @@ async fn dynamo_history_pages_past_the_hot_window_into_the_archive() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn dynamo_archive_prepared_by_several_nodes_at_once_is_one_table() {
+    let moto = MotoServer::shared_or_start();
+    let table = unique_table();
+    let nodes = [
+        DynamoArchive::new(&table, Some(moto.url())).await,
+        DynamoArchive::new(&table, Some(moto.url())).await,
+        DynamoArchive::new(&table, Some(moto.url())).await,
+    ];
+    let prepared = futures_util::future::join_all(nodes.iter().map(|n| n.prepare())).await;
+    for result in prepared {
+        result.expect("each node finds the table ready");
+    }
+    let log = room(&unique("room"));
+    let batch = messages(&log, 3);
+    nodes[0].store(&batch).await.expect("store");
+    assert_eq!(
+        stored_ids(&nodes[2].before(&log, None, 10).await.expect("before")),
+        entry_ids(&batch),
+        "one table for all"
+    );
+}
