@@ -31,14 +31,32 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-export PATH="$PATH:/usr/sbin"
-bash deploy/check.sh
-bash k8s/check.sh
+# moto's server stands in for DynamoDB in the DynamoDB archive's tests
+# (tests/e2e/archive_dynamodb.rs).
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing: moto[server] (pip)"
+  python3 -m pip install --quiet 'moto[server]>=5,<6'
+fi
 
-cleanup=()
-trap 'for step in "${cleanup[@]}"; do eval "$step"; done' EXIT
+export PATH="$PATH:/usr/sbin"
+
+# What this script starts for the run, stopped however it ends.
+cluster_dir=""
+moto_pid=""
+pg_dir=""
+cleanup() {
+  if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; fi
+  if [ -n "$cluster_dir" ]; then
+    bash scripts/redis-cluster.sh stop "$cluster_dir" >/dev/null 2>&1 || rm -rf "$cluster_dir"
+  fi
+  if [ -n "$pg_dir" ]; then bash scripts/postgres.sh remove "$pg_dir"; fi
+}
+trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+bash deploy/check.sh
+bash k8s/check.sh
 
 # One Postgres for the whole run: the archive tests each create a database
 # of their own on it (tests/e2e/support/postgres.rs); the fault test that
@@ -46,16 +64,8 @@ trap 'exit 143' TERM
 # CHORUS_TEST_DATABASE_URL (a server of yours) is used as is.
 if [ -z "${CHORUS_TEST_DATABASE_URL:-}" ]; then
   pg_dir=$(mktemp -d -t chorus-test-postgres.XXXXXX)
-  cleanup+=("bash scripts/postgres.sh remove '$pg_dir'")
   CHORUS_TEST_DATABASE_URL=$(bash scripts/postgres.sh start "$pg_dir")
   export CHORUS_TEST_DATABASE_URL
-fi
-  pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  "${pg_as[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U postgres -A trust --no-sync >/dev/null
-  cleanup+=("${pg_as[*]} '$pg_bin/pg_ctl' -D '$pg_dir/data' -m immediate stop >/dev/null 2>&1; rm -rf '$pg_dir'")
-  "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 30 \
-    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
-  export CHORUS_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/postgres
 fi
 
 # One Redis Cluster for the whole run: every test process attaches to it
@@ -66,9 +76,24 @@ fi
 # exported CHORUS_TEST_REDIS_CLUSTER_URLS (a cluster of yours) is used as is.
 if [ -z "${CHORUS_TEST_REDIS_CLUSTER_URLS:-}" ]; then
   cluster_dir=$(mktemp -d -t chorus-test-redis-cluster.XXXXXX)
-  cleanup+=("bash scripts/redis-cluster.sh stop '$cluster_dir' >/dev/null 2>&1 || rm -rf '$cluster_dir'")
   CHORUS_TEST_REDIS_CLUSTER_URLS=$(bash scripts/redis-cluster.sh start "$cluster_dir")
   export CHORUS_TEST_REDIS_CLUSTER_URLS CHORUS_TEST_REDIS_CLUSTER_DIR=$cluster_dir
+fi
+
+# One moto server for the whole run, as with the Redis Cluster: every test
+# of the DynamoDB archive uses it (MotoServer::shared_or_start in
+# tests/e2e/support/dynamo.rs) with a table of its own, instead of starting
+# a Python server of its own (about 2 s each). An exported
+# CHORUS_TEST_MOTO_URL is used as is.
+if [ -z "${CHORUS_TEST_MOTO_URL:-}" ]; then
+  moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  moto_server -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
+  moto_pid=$!
+  for _ in $(seq 1 300); do
+    curl -s -o /dev/null "http://127.0.0.1:$moto_port/" && break
+    sleep 0.1
+  done
+  export CHORUS_TEST_MOTO_URL="http://127.0.0.1:$moto_port"
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

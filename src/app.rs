@@ -13,12 +13,12 @@ use tokio::sync::Semaphore;
 
 use crate::admission::PerIp;
 use crate::archive::archiver::Archiver;
-use crate::archive::{Archive, postgres::PostgresArchive};
+use crate::archive::{Archive, dynamodb::DynamoArchive, postgres::PostgresArchive};
 use crate::auth::Auth;
 use crate::chat::Chat;
 use crate::cluster::Backend;
 use crate::cluster::redis::{RedisSettings, RedisTarget};
-use crate::config::Settings;
+use crate::config::{ArchiveTarget, Settings};
 use crate::hub::Hub;
 use crate::rate::PostLimiter;
 use crate::shutdown::Shutdown;
@@ -55,7 +55,7 @@ impl App {
         ));
         let history_limit = usize::try_from(settings.history_limit).unwrap_or(usize::MAX);
         let shutdown = Shutdown::default();
-        let archive = archive(&settings)?;
+        let archive = archive(&settings).await?;
         let archiving = archive.is_some();
         let mut backend = match settings.redis_target()? {
             None => Backend::memory(
@@ -245,9 +245,14 @@ impl App {
 }
 
 /// The archive the settings name, if any.
-fn archive(settings: &Settings) -> anyhow::Result<Option<Arc<dyn Archive>>> {
-    Ok(match &settings.database_url {
-        Some(url) => Some(Arc::new(PostgresArchive::new(url).context("DATABASE_URL")?)),
+async fn archive(settings: &Settings) -> anyhow::Result<Option<Arc<dyn Archive>>> {
+    Ok(match settings.archive_target()? {
+        Some(ArchiveTarget::Postgres(url)) => Some(Arc::new(
+            PostgresArchive::new(&url).context("DATABASE_URL")?,
+        )),
+        Some(ArchiveTarget::DynamoDb { table, endpoint }) => Some(Arc::new(
+            DynamoArchive::new(&table, endpoint.as_deref()).await,
+        )),
         None => None,
     })
 }

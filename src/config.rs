@@ -56,6 +56,22 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// DynamoDB table of the archive, instead of Postgres: created on
+    /// demand (on-demand capacity) with partition key `log` and sort key
+    /// `id`. Region, credentials and endpoint come from the standard AWS
+    /// environment (AWS_REGION, AWS_ACCESS_KEY_ID, AWS_PROFILE, a role,
+    /// AWS_ENDPOINT_URL). Not together with DATABASE_URL. Unset: no
+    /// DynamoDB archive.
+    #[arg(long, env = "CHORUS_ARCHIVE_DYNAMODB_TABLE")]
+    pub archive_dynamodb_table: Option<String>,
+
+    /// URL of a local DynamoDB-compatible server (DynamoDB Local, moto) for
+    /// the archive, overriding AWS_ENDPOINT_URL for it; a region and
+    /// credentials the AWS environment does not name are then placeholders
+    /// (such servers accept any). Needs CHORUS_ARCHIVE_DYNAMODB_TABLE.
+    #[arg(long, env = "CHORUS_ARCHIVE_DYNAMODB_ENDPOINT")]
+    pub archive_dynamodb_endpoint: Option<String>,
+
     /// This node's id [default: hostname plus a short random suffix].
     #[arg(long, env = "CHORUS_NODE_ID")]
     pub node_id: Option<String>,
@@ -199,6 +215,20 @@ pub struct Settings {
     pub log_format: LogFormat,
 }
 
+/// Where the archive is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveTarget {
+    /// Postgres at this URL (`DATABASE_URL`).
+    Postgres(String),
+    /// A DynamoDB table, at a local endpoint or AWS's.
+    DynamoDb {
+        /// The table's name.
+        table: String,
+        /// A local DynamoDB-compatible server instead of AWS.
+        endpoint: Option<String>,
+    },
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -280,6 +310,7 @@ impl Settings {
             });
         }
         self.redis_target()?;
+        self.archive_target()?;
         if let Some(secret) = &self.jwt_secret
             && secret.len() < MIN_JWT_SECRET_BYTES
         {
@@ -360,6 +391,60 @@ impl Settings {
                 }
             }
         }
+    }
+
+    /// Which archive the node keeps: none, Postgres, or DynamoDB.
+    pub fn archive_target(&self) -> Result<Option<ArchiveTarget>, ConfigError> {
+        let table = match (&self.database_url, &self.archive_dynamodb_table) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Value {
+                    setting: "CHORUS_ARCHIVE_DYNAMODB_TABLE",
+                    problem: "set together with DATABASE_URL; set one: DATABASE_URL for an \
+                              archive in Postgres, CHORUS_ARCHIVE_DYNAMODB_TABLE for one in \
+                              DynamoDB"
+                        .to_owned(),
+                });
+            }
+            (Some(url), None) => return Ok(Some(ArchiveTarget::Postgres(url.clone()))),
+            (None, None) if self.archive_dynamodb_endpoint.is_some() => {
+                return Err(ConfigError::Value {
+                    setting: "CHORUS_ARCHIVE_DYNAMODB_ENDPOINT",
+                    problem: "set without CHORUS_ARCHIVE_DYNAMODB_TABLE, which names the table"
+                        .to_owned(),
+                });
+            }
+            (None, None) => return Ok(None),
+            (None, Some(table)) => table,
+        };
+        // DynamoDB's rule for table names.
+        let name_ok = (3..=255).contains(&table.len())
+            && table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !name_ok {
+            return Err(ConfigError::Value {
+                setting: "CHORUS_ARCHIVE_DYNAMODB_TABLE",
+                problem: format!(
+                    "expected 3 to 255 of a-z, A-Z, 0-9, '_', '-' and '.', got {table:?}"
+                ),
+            });
+        }
+        let endpoint = match &self.archive_dynamodb_endpoint {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.clone())
+            }
+            Some(url) => {
+                return Err(ConfigError::Value {
+                    setting: "CHORUS_ARCHIVE_DYNAMODB_ENDPOINT",
+                    problem: format!("expected http://host:port or https://…, got {url:?}"),
+                });
+            }
+            None => None,
+        };
+        Ok(Some(ArchiveTarget::DynamoDb {
+            table: table.clone(),
+            endpoint,
+        }))
     }
 
     /// This node's id: the setting, or hostname plus a short random suffix.

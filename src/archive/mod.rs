@@ -1,11 +1,12 @@
 //! The archive: where every accepted room message and DM is kept for good,
 //! behind the hot history of the backend. The [`Archive`] role stores and
-//! reads messages by log and id; `postgres` implements it. The
+//! reads messages by log and id; `postgres` and `dynamodb` implement it. The
 //! [`Archiver`](archiver::Archiver) moves what a backend holds for it (its
 //! [`Backlog`](crate::cluster::Backlog)) into the archive, in the
 //! background, so a send never waits for it.
 
 pub mod archiver;
+pub mod dynamodb;
 pub mod postgres;
 
 use async_trait::async_trait;

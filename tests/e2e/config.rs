@@ -167,6 +167,47 @@ fn redis_url_and_redis_cluster_urls_together_stop_start_up_with_one_line_naming_
 }
 
 #[test]
+fn dynamodb_table_and_database_url_together_stop_start_up_with_one_line_naming_both() {
+    let run = run(
+        &[],
+        &[
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("DATABASE_URL", "postgres://127.0.0.1:1/chorus"),
+            ("CHORUS_ARCHIVE_DYNAMODB_TABLE", "chorus-archive"),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(2), "{:?}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{:?}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("error: CHORUS_ARCHIVE_DYNAMODB_TABLE: ")
+            && run.stderr.contains("DATABASE_URL"),
+        "{:?}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_bad_dynamodb_table_or_endpoint_stops_start_up_with_one_line_naming_it() {
+    assert_refused(
+        &[("CHORUS_ARCHIVE_DYNAMODB_TABLE", "no spaces")],
+        "CHORUS_ARCHIVE_DYNAMODB_TABLE",
+    );
+    assert_refused(
+        &[("CHORUS_ARCHIVE_DYNAMODB_ENDPOINT", "http://127.0.0.1:1")],
+        "CHORUS_ARCHIVE_DYNAMODB_ENDPOINT",
+    );
+    assert_refused(
+        &[
+            ("CHORUS_ARCHIVE_DYNAMODB_TABLE", "chorus-archive"),
+            ("CHORUS_ARCHIVE_DYNAMODB_ENDPOINT", "127.0.0.1:1"),
+        ],
+        "CHORUS_ARCHIVE_DYNAMODB_ENDPOINT",
+    );
+}
+
+#[test]
 fn redis_cluster_urls_without_a_seed_or_with_a_foreign_scheme_stop_start_up() {
     assert_refused(&[("REDIS_CLUSTER_URLS", " , ")], "REDIS_CLUSTER_URLS");
     assert_refused(
@@ -310,6 +351,9 @@ fn help_exits_0_and_documents_every_setting_with_its_default() {
         ("CHORUS_MAX_BUFFERED_BYTES", "[default: 268435456]"),
         ("CHORUS_ALLOWED_ORIGINS", ""),
         ("CHORUS_METRICS_ADDR", ""),
+        ("DATABASE_URL", ""),
+        ("CHORUS_ARCHIVE_DYNAMODB_TABLE", "DATABASE_URL"),
+        ("CHORUS_ARCHIVE_DYNAMODB_ENDPOINT", ""),
     ];
 
     let run = run(&["--help"], &[]);

@@ -9,6 +9,7 @@
 mod support;
 
 mod archive;
+mod archive_dynamodb;
 mod auth;
 mod backend_contract;
 mod bench;

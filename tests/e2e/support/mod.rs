@@ -8,6 +8,7 @@
 
 pub mod chatters;
 pub mod cluster;
+pub mod dynamo;
 pub mod http;
 pub mod local_cluster;
 pub mod netns;
