@@ -174,8 +174,17 @@ impl Archiver {
         let reads = join_all(logs.iter().map(|log| self.backlog.unarchived(log, PER_LOG))).await;
         let mut batch = Vec::new();
         let mut reached = Vec::new();
+        let mut unread = None;
         for (log, read) in logs.iter().zip(reads) {
-            let messages = read?;
+            let messages = match read {
+                Ok(messages) => messages,
+                Err(error) => {
+                    // One log that cannot be read holds up no other.
+                    self.dirty().insert(log.clone());
+                    unread = Some(error);
+                    continue;
+                }
+            };
             let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
                 continue;
             };
@@ -210,7 +219,7 @@ impl Archiver {
             }
         }
         self.dirty().extend(again);
-        match failed {
+        match failed.or(unread) {
             Some(error) => Err(error.into()),
             None => Ok(()),
         }

@@ -295,6 +295,9 @@ impl DynamoArchive {
                 .expression_attribute_names("#log", "log")
                 .expression_attribute_values(":log", AttributeValue::S(log_name(log)))
                 .scan_index_forward(forward)
+                // A page read right after the archiver stored a message and
+                // Redis trimmed it must see it, or paging skips it.
+                .consistent_read(true)
                 .limit(i32::try_from(page).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start.take());
             query = match from {

@@ -15,11 +15,16 @@ use crate::domain::MessageId;
 /// Longest wait for a pooled connection: past it a call fails as
 /// unavailable instead of queueing behind a stalled database.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest any one statement may take.
+/// Longest a write or the migrations may take.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a read may take: a user waits for it.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections per node: the archiver writes one batch at a time and reads
 /// are short; a few leave room for both without crowding the database.
 const MAX_CONNECTIONS: u32 = 8;
+/// Reads in flight at once: the rest of the pool stays the archiver's, so
+/// a flood of history pages cannot hold up archiving.
+const MAX_READS: usize = 6;
 
 /// The archive in one Postgres database.
 pub struct PostgresArchive {
@@ -27,6 +32,7 @@ pub struct PostgresArchive {
     /// Set once the migrations ran: every call waits for them, so a read
     /// racing the start finds the table.
     migrated: tokio::sync::OnceCell<()>,
+    reads: tokio::sync::Semaphore,
 }
 
 fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> ArchiveError {
@@ -39,9 +45,17 @@ struct TimedOut(Duration);
 
 /// Runs `query`, bounded by [`STATEMENT_TIMEOUT`].
 async fn bounded<T>(query: impl Future<Output = Result<T, sqlx::Error>>) -> ArchiveResult<T> {
-    tokio::time::timeout(STATEMENT_TIMEOUT, query)
+    within(STATEMENT_TIMEOUT, query).await
+}
+
+/// Runs `query`, bounded by `limit`.
+async fn within<T>(
+    limit: Duration,
+    query: impl Future<Output = Result<T, sqlx::Error>>,
+) -> ArchiveResult<T> {
+    tokio::time::timeout(limit, query)
         .await
-        .map_err(|_| unavailable(TimedOut(STATEMENT_TIMEOUT)))?
+        .map_err(|_| unavailable(TimedOut(limit)))?
         .map_err(unavailable)
 }
 
@@ -65,6 +79,7 @@ impl PostgresArchive {
         Ok(Self {
             pool,
             migrated: tokio::sync::OnceCell::new(),
+            reads: tokio::sync::Semaphore::new(MAX_READS),
         })
     }
 
@@ -82,6 +97,17 @@ impl PostgresArchive {
             })
             .await?;
         Ok(&self.pool)
+    }
+
+    /// A read's turn and the pool, within [`READ_TIMEOUT`].
+    async fn reader(&self) -> ArchiveResult<(tokio::sync::SemaphorePermit<'_>, &PgPool)> {
+        let timed_out = || unavailable(TimedOut(READ_TIMEOUT));
+        tokio::time::timeout(READ_TIMEOUT, async {
+            let turn = self.reads.acquire().await.map_err(unavailable)?;
+            Ok((turn, self.ready().await?))
+        })
+        .await
+        .map_err(|_| timed_out())?
     }
 
     fn rows(rows: Vec<(i64, i64, Vec<u8>)>) -> ArchiveResult<Vec<Stored>> {
@@ -143,7 +169,9 @@ impl Archive for PostgresArchive {
         limit: usize,
     ) -> ArchiveResult<Vec<Stored>> {
         let before = before.unwrap_or(MessageId::MAX);
-        let mut rows: Vec<(i64, i64, Vec<u8>)> = bounded(
+        let (_turn, pool) = self.reader().await?;
+        let mut rows: Vec<(i64, i64, Vec<u8>)> = within(
+            READ_TIMEOUT,
             sqlx::query_as(
                 "SELECT id_ms, id_seq, frame FROM messages \
                  WHERE log = $1 AND (id_ms, id_seq) < ($2, $3) \
@@ -153,7 +181,7 @@ impl Archive for PostgresArchive {
             .bind(column(before.ms()))
             .bind(column(before.seq()))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(self.ready().await?),
+            .fetch_all(pool),
         )
         .await?;
         rows.reverse();
@@ -161,7 +189,9 @@ impl Archive for PostgresArchive {
     }
 
     async fn after(&self, log: &Log, after: MessageId, limit: usize) -> ArchiveResult<Vec<Stored>> {
-        let rows: Vec<(i64, i64, Vec<u8>)> = bounded(
+        let (_turn, pool) = self.reader().await?;
+        let rows: Vec<(i64, i64, Vec<u8>)> = within(
+            READ_TIMEOUT,
             sqlx::query_as(
                 "SELECT id_ms, id_seq, frame FROM messages \
                  WHERE log = $1 AND (id_ms, id_seq) > ($2, $3) \
@@ -171,7 +201,7 @@ impl Archive for PostgresArchive {
             .bind(column(after.ms()))
             .bind(column(after.seq()))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(self.ready().await?),
+            .fetch_all(pool),
         )
         .await?;
         Self::rows(rows)

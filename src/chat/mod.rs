@@ -62,9 +62,10 @@ pub struct Chat {
     archiver: Option<Arc<Archiver>>,
 }
 
-/// The most messages a join with `since` takes from the archive (the
-/// default hot history's size); a client further behind pages back.
-const ARCHIVE_CATCH_UP: usize = 1000;
+/// The most messages a join with `since` returns (the default hot
+/// history's size); a client further behind gets the newest, marked
+/// truncated, and pages back for the rest.
+const CATCH_UP: usize = 1000;
 
 /// An archive that cannot answer a read is, to the client, the backend
 /// being unavailable.
@@ -367,10 +368,7 @@ impl Chat {
         let log = Log::Room(room.clone());
         let (history, truncated) = match since {
             Some(since) => self.since(&log, since).await?,
-            None => (
-                self.history(&log, None, DEFAULT_HISTORY_LIMIT).await?,
-                false,
-            ),
+            None => self.last_messages(&log).await?,
         };
         let members = self.backend.presence.members(room).await?;
         Ok(Joined {
@@ -421,29 +419,53 @@ impl Chat {
         Ok(page)
     }
 
-    /// Every message of `log` after `since`, and whether some may be
-    /// missing. With an archive, the messages the hot history no longer
-    /// holds come from it, at most a history's worth: past that the newest
-    /// are returned, marked truncated, and older ones are a `history` page
-    /// away ([`ARCHIVE_CATCH_UP`]).
+    /// The last messages a join returns. An archive that cannot answer
+    /// leaves the hot part, marked truncated: a join does not fail for it.
+    async fn last_messages(&self, log: &Log) -> ClusterResult<(Vec<Stored>, bool)> {
+        match self.history(log, None, DEFAULT_HISTORY_LIMIT).await {
+            Ok(messages) => Ok((messages, false)),
+            Err(_) if self.archiver.is_some() => {
+                let hot = self
+                    .backend
+                    .history
+                    .before(log, None, DEFAULT_HISTORY_LIMIT)
+                    .await?;
+                Ok((hot, true))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Every message of `log` after `since` (at most [`CATCH_UP`], the
+    /// newest), and whether some may be missing. With an archive, the
+    /// messages between `since` and the hot history's oldest come from it.
     async fn since(&self, log: &Log, since: MessageId) -> ClusterResult<(Vec<Stored>, bool)> {
-        let hot = self.backend.history.since(log, since).await?;
+        let hot = self.backend.history.since(log, since, CATCH_UP).await?;
         let Some(archiver) = &self.archiver else {
             return Ok((hot.messages, hot.truncated));
         };
-        // Asked even when the hot history looks complete: one that expired
-        // and started again does not know what it lost.
+        // The hot history reaching back to `since` has every message after
+        // it; so does a reply already full.
+        let room = CATCH_UP.saturating_sub(hot.messages.len());
+        if hot.complete || room == 0 {
+            return Ok((hot.messages, hot.truncated));
+        }
         let boundary = hot.messages.first().map(|m| m.id);
-        let older = archiver
-            .archive()
-            .before(log, boundary, ARCHIVE_CATCH_UP)
-            .await;
-        match older {
-            Ok(older) => {
-                let truncated =
-                    older.len() == ARCHIVE_CATCH_UP && older.first().is_some_and(|m| m.id > since);
-                let mut messages: Vec<Stored> =
-                    older.into_iter().filter(|m| m.id > since).collect();
+        let before_hot = |m: &Stored| boundary.is_none_or(|b| m.id < b);
+        let gap = match archiver.archive().after(log, since, room + 1).await {
+            Ok(older) if older.iter().filter(|m| before_hot(m)).count() > room => {
+                // More than fit: the newest of them, the rest a page away.
+                archiver
+                    .archive()
+                    .before(log, boundary, room)
+                    .await
+                    .map(|newest| (newest, true))
+            }
+            Ok(older) => Ok((older.into_iter().filter(before_hot).collect(), false)),
+            Err(error) => Err(error),
+        };
+        match gap {
+            Ok((mut messages, truncated)) => {
                 messages.extend(hot.messages);
                 Ok((messages, truncated))
             }

@@ -112,11 +112,15 @@ pub struct Appended {
 /// The messages after a given id.
 #[derive(Debug, Clone, Default)]
 pub struct Since {
-    /// Every kept message after the id, oldest first.
+    /// The kept messages after the id, oldest first: the newest ones when
+    /// there were more than asked for.
     pub messages: Vec<Stored>,
-    /// True when messages after the id were already trimmed away, so the
-    /// caller may have missed some.
+    /// True when messages after the id are missing: trimmed away, or more
+    /// than asked for.
     pub truncated: bool,
+    /// True when the history still holds the id or an older message, so it
+    /// holds every message after the id (whatever an archive keeps).
+    pub complete: bool,
 }
 
 /// A user who left a room because the node holding its connections died
@@ -276,8 +280,9 @@ pub trait History: Send + Sync {
         idempotency: Option<Idempotency<'_>>,
     ) -> ClusterResult<Appended>;
 
-    /// Every kept message after `since`, oldest first.
-    async fn since(&self, log: &Log, since: MessageId) -> ClusterResult<Since>;
+    /// The kept messages after `since`, oldest first: the newest `limit`
+    /// when there are more.
+    async fn since(&self, log: &Log, since: MessageId, limit: usize) -> ClusterResult<Since>;
 
     /// Up to `limit` messages before `before` (or the newest when `None`),
     /// oldest first.

@@ -377,3 +377,81 @@ async fn a_node_killed_while_archiving_leaves_nothing_lost_or_twice() {
     assert_eq!((totals.3, totals.4), (0, 0), "lost, duplicated");
     drop(survivor);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_archive_down_a_join_still_succeeds_and_paging_past_the_hot_window_answers_unavailable()
+ {
+    let server = PgServer::start();
+    let db = PgDatabase::create_on(&server.url()).await;
+    let node = crate::support::TestNode::spawn_with(|s| {
+        s.history_limit = 3;
+        s.rate_limit = 0;
+        s.database_url = Some(db.url.clone());
+    })
+    .await;
+    let room = unique("room");
+    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    alice.join(&room).await;
+    let sent = alice.say_many(&room, 6).await;
+    db.wait_for(CATCH_UP, |rows| rows.len() >= 6).await;
+    tokio::task::block_in_place(|| server.stop());
+
+    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    let joined = bob.join(&room).await;
+    assert_eq!(ids(&joined["history"]), sent[3..], "the hot part");
+    assert_eq!(joined["truncated"], true, "{joined}");
+    let joined = bob
+        .request(json!({"type": "join", "room": room, "since": sent[0]}))
+        .await;
+    assert_eq!(ids(&joined["history"]), sent[3..]);
+    assert_eq!(joined["truncated"], true, "{joined}");
+    let page = bob
+        .request(json!({"type": "history", "room": room, "before": sent[3]}))
+        .await;
+    assert_eq!(page["code"], "unavailable", "{page}");
+    // Sends do not wait for the archive.
+    let later = alice.say(&room, "still here").await;
+    assert_eq!(later["type"], "message");
+
+    tokio::task::block_in_place(|| server.restart());
+    let page = bob
+        .request(json!({"type": "history", "room": room, "before": sent[3]}))
+        .await;
+    assert_eq!(ids(&page["messages"]), sent[..3], "{page}");
+    db.wait_for(CATCH_UP, |rows| rows.len() >= 7).await;
+    assert_eq!(db.rows().await.len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_far_behind_gets_the_newest_thousand_marked_truncated() {
+    let db = PgDatabase::create().await;
+    let node = crate::support::TestNode::spawn_with(|s| {
+        s.history_limit = 5;
+        s.rate_limit = 0;
+        s.database_url = Some(db.url.clone());
+    })
+    .await;
+    let room = unique("room");
+    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    alice.join(&room).await;
+    let sent = alice.say_many(&room, 1100).await;
+    db.wait_for(CATCH_UP, |rows| rows.len() >= 1100).await;
+
+    let mut bob = WsClient::connect(&node.ws_url("bob")).await;
+    let joined = bob
+        .request(json!({"type": "join", "room": room, "since": sent[0]}))
+        .await;
+    assert_eq!(ids(&joined["history"]), sent[100..], "the newest thousand");
+    assert_eq!(joined["truncated"], true);
+    // Within a thousand, from the archive and the hot window, nothing missing.
+    for since in [99, 100, 1090, 1094, 1095, 1099] {
+        let joined = bob
+            .request(json!({"type": "join", "room": room, "since": sent[since]}))
+            .await;
+        assert_eq!(ids(&joined["history"]), sent[since + 1..], "since #{since}");
+        assert!(
+            joined.get("truncated").is_none(),
+            "since #{since}: {joined}"
+        );
+    }
+}

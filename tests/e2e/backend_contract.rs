@@ -1062,11 +1062,14 @@ pub(crate) async fn history_since_returns_every_message_after_the_id(
     let sent = subject.append_many(&log, 5).await;
     let history = &subject.backend.history;
 
-    let after_second = history.since(&log, sent[1]).await.expect("since");
-    let after_last = history.since(&log, sent[4]).await.expect("since");
-    let from_start = history.since(&log, MessageId::MIN).await.expect("since");
+    let after_second = history.since(&log, sent[1], ROOMY).await.expect("since");
+    let after_last = history.since(&log, sent[4], ROOMY).await.expect("since");
+    let from_start = history
+        .since(&log, MessageId::MIN, ROOMY)
+        .await
+        .expect("since");
     let unknown = history
-        .since(&Log::Room(room(&unique("empty"))), sent[0])
+        .since(&Log::Room(room(&unique("empty"))), sent[0], ROOMY)
         .await
         .expect("since");
 
@@ -1099,10 +1102,22 @@ pub(crate) async fn history_since_is_truncated_only_when_messages_after_the_id_w
         (sent[3], false, &sent[4..]),
         (sent[5], false, &sent[6..]),
     ] {
-        let got = history.since(&log, since).await.expect("since");
+        let got = history.since(&log, since, ROOMY).await.expect("since");
         assert_eq!(ids(&got.messages), expected, "since {since}");
         assert_eq!(got.truncated, truncated, "since {since}");
+        // Complete: the history still holds the id or an older message.
+        assert_eq!(got.complete, since >= sent[3], "since {since}");
     }
+    // At most `limit`, the newest, and truncated when there were more.
+    let capped = history.since(&log, sent[2], 2).await.expect("since");
+    assert_eq!(ids(&capped.messages), sent[4..]);
+    assert!(capped.truncated && !capped.complete);
+    let capped = history.since(&log, sent[3], 2).await.expect("since");
+    assert_eq!(ids(&capped.messages), sent[4..]);
+    assert!(!capped.truncated && capped.complete);
+    let capped = history.since(&log, sent[3], 1).await.expect("since");
+    assert_eq!(ids(&capped.messages), sent[5..]);
+    assert!(capped.truncated && capped.complete);
 }
 
 pub(crate) async fn history_before_pages_backwards_oldest_first_with_a_limit(
@@ -1244,7 +1259,10 @@ pub(crate) async fn history_a_quiet_log_expires_after_its_ttl(
         }
     })
     .await;
-    let since = history.since(&log, MessageId::MIN).await.expect("since");
+    let since = history
+        .since(&log, MessageId::MIN, ROOMY)
+        .await
+        .expect("since");
     assert!(since.messages.is_empty());
 
     let later = subject.append(&log, 2, &[]).await;
@@ -1292,7 +1310,10 @@ pub(crate) async fn backlog_keeps_what_the_archive_lacks_and_trims_once_archived
         sent[2..],
         "the archived part over the cap is trimmed"
     );
-    let since = history.since(&log, MessageId::MIN).await.expect("since");
+    let since = history
+        .since(&log, MessageId::MIN, ROOMY)
+        .await
+        .expect("since");
     assert!(since.truncated, "trimming is reported as before");
 
     assert!(

@@ -226,15 +226,17 @@ impl History for MemoryHistory {
         })
     }
 
-    async fn since(&self, log: &Log, since: MessageId) -> ClusterResult<Since> {
+    async fn since(&self, log: &Log, since: MessageId, limit: usize) -> ClusterResult<Since> {
         let Some(state) = self.log(log) else {
             return Ok(Since::default());
         };
         let state = lock(&state);
-        let start = state.entries.partition_point(|s| s.id <= since);
+        let first = state.entries.partition_point(|s| s.id <= since);
+        let start = first.max(state.entries.len().saturating_sub(limit));
         Ok(Since {
             messages: state.entries.range(start..).cloned().collect(),
-            truncated: state.trimmed.is_some_and(|t| since < t),
+            truncated: start > first || state.trimmed.is_some_and(|t| since < t),
+            complete: state.entries.front().is_some_and(|s| s.id <= since),
         })
     }
 

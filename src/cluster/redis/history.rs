@@ -75,6 +75,33 @@ const MAX_DEFERRED: usize = 10_000;
 /// How long a deferred delivery keeps trying.
 const DEFER_FOR: Duration = Duration::from_secs(60);
 
+/// Messages over the cap that may wait for the archive in one history: a
+/// room at 10 messages a second fills it in close to three hours without
+/// the archive. Past it sends to that room are refused as unavailable, so
+/// an archive outage cannot run Redis out of memory one busy room at a time.
+const MAX_WAITING: usize = 100_000;
+
+/// Marks the sweep reads at once.
+const SWEEP_READS: usize = 100;
+
+/// The least a history lives while messages wait for the archive: the
+/// longest archive outage it is kept through without a new message.
+const WAITING_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A history's lifetime while messages wait, ms: at least
+/// [`WAITING_LIFETIME`], 0 (forever) if the history lives forever.
+fn waiting_lifetime(ttl_ms: u64) -> u64 {
+    if ttl_ms == 0 {
+        0
+    } else {
+        ttl_ms.max(u64::try_from(WAITING_LIFETIME.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{MAX_WAITING} messages of this history wait for the archive already")]
+struct BacklogFull;
+
 #[derive(Debug, thiserror::Error)]
 #[error("other deliveries of the DM pair kept moving the user's cursor")]
 struct CursorKeptMoving;
@@ -360,7 +387,13 @@ impl History for RedisHistory {
             .key(keys.history(log))
             .key(keys.trimmed(log))
             .key(record)
-            .key(keys.archived(log))
+            // Without an archive the mark never exists: a key that does
+            // stands in, as a missing one would stall a slot migration.
+            .key(if self.archiving {
+                keys.archived(log)
+            } else {
+                keys.trimmed(log)
+            })
             .arg(self.limit)
             .arg(draft.prefix.as_ref())
             .arg(draft.suffix.as_ref())
@@ -374,7 +407,12 @@ impl History for RedisHistory {
                 "0"
             })
             .arg(self.redis.store_deadline())
-            .arg(if self.archiving { "1" } else { "0" });
+            .arg(if self.archiving {
+                waiting_lifetime(self.ttl_ms).to_string()
+            } else {
+                String::new()
+            })
+            .arg(MAX_WAITING);
         // A room's channel shares the room's slot: published in the script.
         // A user's is in the user's slot: delivered after, through the inbox.
         for topic in topics.iter().filter(|t| matches!(t, Topic::Room(_))) {
@@ -383,6 +421,9 @@ impl History for RedisHistory {
         let reply: Value = self.redis.invoke("append", &invocation).await?;
         let reply: Vec<Vec<u8>> =
             redis::from_redis_value(not_late(reply)?).map_err(|_| malformed("append reply"))?;
+        if reply.first().is_some_and(|first| first == b"full") {
+            return Err(ClusterError::Unavailable(Box::new(BacklogFull)));
+        }
         let mut reply = reply.into_iter();
         let id = reply
             .next()
@@ -426,12 +467,13 @@ impl History for RedisHistory {
         Ok(appended)
     }
 
-    async fn since(&self, log: &Log, since: MessageId) -> ClusterResult<Since> {
+    async fn since(&self, log: &Log, since: MessageId, limit: usize) -> ClusterResult<Since> {
         // Redis refuses an exclusive range that starts after its last id.
         if since == MessageId::MAX {
             return Ok(Since {
                 messages: Vec::new(),
                 truncated: false,
+                complete: true,
             });
         }
         let keys = self.redis.keys();
@@ -439,12 +481,17 @@ impl History for RedisHistory {
         invocation
             .key(keys.history(log))
             .key(keys.trimmed(log))
-            .arg(since.to_string());
-        let (trimmed, found): (String, Value) = self.redis.invoke("since", &invocation).await?;
+            .arg(since.to_string())
+            .arg(limit);
+        let (trimmed, oldest, found, more): (String, String, Value, i64) =
+            self.redis.invoke("since", &invocation).await?;
         let trimmed = MessageId::parse(&trimmed).map_err(|_| malformed("trimmed id"))?;
+        let mut messages = entries(found)?;
+        messages.reverse();
         Ok(Since {
-            messages: entries(found)?,
-            truncated: since < trimmed,
+            messages,
+            truncated: more == 1 || since < trimmed,
+            complete: MessageId::parse(&oldest).is_ok_and(|oldest| oldest <= since),
         })
     }
 
@@ -480,15 +527,29 @@ impl History for RedisHistory {
 impl Backlog for RedisHistory {
     async fn waiting(&self) -> ClusterResult<Vec<Log>> {
         let keys = self.redis.keys();
-        let marks = self.redis.scan(&keys.archived_pattern()).await?;
-        let mut logs: Vec<Log> = marks
-            .iter()
-            .filter_map(|mark| keys.log_of_archived(mark))
-            .collect();
+        let mut marks = self.redis.scan(&keys.archived_pattern()).await?;
         // A key met on two primaries while its slot migrates is swept once.
-        logs.sort_unstable_by_key(crate::archive::log_name);
-        logs.dedup();
-        Ok(logs)
+        marks.sort_unstable();
+        marks.dedup();
+        let mut waiting = Vec::new();
+        // Every archived log has a mark; only those not "-" wait. Read in
+        // bounded groups, each mark in its own slot.
+        for group in marks.chunks(SWEEP_READS) {
+            let values = futures_util::future::join_all(group.iter().map(|mark| async move {
+                let mut get = redis::cmd("GET");
+                get.arg(mark);
+                self.redis.query::<Option<String>>(&get).await
+            }))
+            .await;
+            for (mark, value) in group.iter().zip(values) {
+                if value?.is_some_and(|v| v != "-")
+                    && let Some(log) = keys.log_of_archived(mark)
+                {
+                    waiting.push(log);
+                }
+            }
+        }
+        Ok(waiting)
     }
 
     async fn unarchived(&self, log: &Log, limit: usize) -> ClusterResult<Vec<Stored>> {

@@ -5,8 +5,10 @@
 -- KEYS[1]  the history stream
 -- KEYS[2]  the newest id trimmed from it (string), for `since` truncation
 -- KEYS[3]  the idempotency key's record (used when ARGV[5] is "1")
--- KEYS[4]  the archive mark (used when ARGV[10] is "1"): while messages wait
---          for the archive, the newest id it holds
+-- KEYS[4]  the archive mark (used with an archive; any existing key of the
+--          log without one): "-" when no message waits for the archive,
+--          else the newest id it holds. It exists from a log's first message
+--          on, so a slot migration never finds the script's keys half moved
 -- ARGV[1]  the cap
 -- ARGV[2]  the encoded message before its id
 -- ARGV[3]  the encoded message after its id
@@ -19,12 +21,15 @@
 --          stored ("0": no limit): past it the node has answered, or will
 --          answer, `unavailable`, so it must not be stored (a command held up
 --          by a silent network link arrives after the node gave up on it)
--- ARGV[10] "1" with an archive: a message it lacks is never trimmed, and
---          the history does not expire while one waits (archived.lua trims
---          and sets the lifetime as the archive catches up)
--- ARGV[11…] the channels to publish on (in the stream's slot on a cluster)
+-- ARGV[10] "" without an archive; with one, how long the history lives while
+--          messages wait for it, ms ("0": forever). A message the archive
+--          lacks is never trimmed (archived.lua trims as it catches up)
+-- ARGV[11] with an archive: how many messages over the cap may wait; past
+--          it the send is refused
+-- ARGV[12…] the channels to publish on (in the stream's slot on a cluster)
 -- Returns { id, previous id ("" for the first, or not asked) } for a new
--- message, { id, "", frame } for a replay, { "late" } past the deadline.
+-- message, { id, "", frame } for a replay, { "late" } past the deadline,
+-- { "full" } when too many messages wait for the archive.
 if too_late(tonumber(ARGV[9])) then
   return { 'late' }
 end
@@ -35,23 +40,24 @@ if ARGV[5] == '1' then
     return { string.sub(seen, 1, newline - 1), '', string.sub(seen, newline + 1) }
   end
 end
-local archiving = ARGV[10] == '1'
+local archiving = ARGV[10] ~= ''
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local previous = newest[1] and newest[1][1] or ''
+local cap = tonumber(ARGV[1])
 -- Some message waits for the archive already: trimming is the archiver's.
-local waiting = archiving and redis.call('EXISTS', KEYS[4]) == 1
+local mark = archiving and redis.call('GET', KEYS[4])
+local waiting = mark and mark ~= '-'
+if waiting and redis.call('XLEN', KEYS[1]) >= cap + tonumber(ARGV[11]) then
+  return { 'full' }
+end
 if archiving and not waiting then
   -- None waited, so the archive holds every message before this one.
   redis.call('SET', KEYS[4], newest[1] and previous or '0-0')
-elseif not archiving then
-  -- A mark left by nodes that archived: without them it would never go.
-  redis.call('DEL', KEYS[4])
 end
 local id
 if waiting then
   id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[2], 's', ARGV[3])
 else
-  local cap = tonumber(ARGV[1])
   local len = redis.call('XLEN', KEYS[1])
   if len >= cap then
     -- Redis does not record ids trimmed by MAXLEN, so note the newest one here.
@@ -73,8 +79,15 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
 end
 local ttl = tonumber(ARGV[4])
 if archiving then
-  redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
+  -- Waiting now: the lifetime is the longer one while the archive catches up.
+  local life = tonumber(ARGV[10])
+  for _, key in ipairs({ KEYS[1], KEYS[2], KEYS[4] }) do
+    if life > 0 then
+      redis.call('PEXPIRE', key, life)
+    else
+      redis.call('PERSIST', key)
+    end
+  end
 elseif ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
@@ -83,7 +96,7 @@ if ARGV[5] == '1' then
   redis.call('SET', KEYS[3], id .. '\n' .. frame, 'PX', ARGV[6])
 end
 local envelope = id .. '\n\n\n' .. frame
-for i = 11, #ARGV do
+for i = 12, #ARGV do
   redis.call(ARGV[7], ARGV[i], envelope)
 end
 return { id, previous }

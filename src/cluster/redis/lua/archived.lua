@@ -1,6 +1,7 @@
 -- Records that the archive holds a history's messages up to an id: the mark
 -- moves up to it, the history trims what is over its cap and archived, and
--- once no message waits the mark goes and the history's lifetime starts.
+-- once no message waits the mark says so ("-") and the history's ordinary
+-- lifetime starts.
 -- KEYS[1]  the history stream
 -- KEYS[2]  the newest id trimmed from it
 -- KEYS[3]  the archive mark (see backlog.lua)
@@ -15,7 +16,7 @@ local function later(a, b)
   return am > bm or (am == bm and as > bs)
 end
 local mark = redis.call('GET', KEYS[3])
-if not mark then
+if not mark or mark == '-' then
   return 1
 end
 if later(ARGV[1], mark) then
@@ -37,10 +38,13 @@ if newest[1] and later(newest[1][1], mark) then
   redis.call('SET', KEYS[3], mark)
   return 0
 end
-redis.call('DEL', KEYS[3])
+redis.call('SET', KEYS[3], '-')
 local ttl = tonumber(ARGV[3])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+for _, key in ipairs({ KEYS[1], KEYS[2], KEYS[3] }) do
+  if ttl > 0 then
+    redis.call('PEXPIRE', key, ttl)
+  else
+    redis.call('PERSIST', key)
+  end
 end
 return 1
