@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::support::cluster::{Deployment, on_both_backings};
 use crate::support::node::Endpoint;
 use crate::support::postgres::{PgDatabase, PgServer};
-use crate::support::{Backing, Cluster, WsClient, get_json, ids, unique};
+use crate::support::{Backing, Cluster, TestNode, WsClient, get_json, ids, unique};
 
 /// How long the archive may take to catch up in these tests.
 const CATCH_UP: Duration = Duration::from_secs(30);
@@ -378,13 +378,15 @@ async fn a_node_killed_while_archiving_leaves_nothing_lost_or_twice() {
     drop(survivor);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_archive_down_a_join_still_succeeds_and_paging_past_the_hot_window_answers_unavailable()
- {
-    let server = PgServer::start();
-    let db = PgDatabase::create_on(&server.url()).await;
-    let node = crate::support::TestNode::spawn_with(|s| {
-        s.history_limit = 3;
+/// An embedded node archiving to `db`, keeping `hot` messages, and `n`
+/// messages alice sent to a fresh room.
+async fn one_node_with_messages(
+    db: &PgDatabase,
+    hot: u64,
+    n: usize,
+) -> (TestNode, String, WsClient, Vec<String>) {
+    let node = TestNode::spawn_with(|s| {
+        s.history_limit = hot;
         s.rate_limit = 0;
         s.database_url = Some(db.url.clone());
     })
@@ -392,7 +394,16 @@ async fn with_the_archive_down_a_join_still_succeeds_and_paging_past_the_hot_win
     let room = unique("room");
     let mut alice = WsClient::connect(&node.ws_url("alice")).await;
     alice.join(&room).await;
-    let sent = alice.say_many(&room, 6).await;
+    let sent = alice.say_many(&room, n).await;
+    (node, room, alice, sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_archive_down_a_join_still_succeeds_and_paging_past_the_hot_window_answers_unavailable()
+ {
+    let server = PgServer::start();
+    let db = PgDatabase::create_on(&server.url()).await;
+    let (node, room, mut alice, sent) = one_node_with_messages(&db, 3, 6).await;
     db.wait_for(CATCH_UP, |rows| rows.len() >= 6).await;
     tokio::task::block_in_place(|| server.stop());
 
@@ -425,16 +436,7 @@ async fn with_the_archive_down_a_join_still_succeeds_and_paging_past_the_hot_win
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_far_behind_gets_the_newest_thousand_marked_truncated() {
     let db = PgDatabase::create().await;
-    let node = crate::support::TestNode::spawn_with(|s| {
-        s.history_limit = 5;
-        s.rate_limit = 0;
-        s.database_url = Some(db.url.clone());
-    })
-    .await;
-    let room = unique("room");
-    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
-    alice.join(&room).await;
-    let sent = alice.say_many(&room, 1100).await;
+    let (node, room, _alice, sent) = one_node_with_messages(&db, 5, 1100).await;
     db.wait_for(CATCH_UP, |rows| rows.len() >= 1100).await;
 
     let mut bob = WsClient::connect(&node.ws_url("bob")).await;

@@ -1247,18 +1247,7 @@ pub(crate) async fn history_a_quiet_log_expires_after_its_ttl(
         [first.id]
     );
 
-    crate::support::eventually("the quiet log expires", || {
-        let (history, log) = (history.clone(), log.clone());
-        async move {
-            history
-                .before(&log, None, 10)
-                .await
-                .expect("read")
-                .is_empty()
-                .then_some(())
-        }
-    })
-    .await;
+    until_expired(&history, &log).await;
     let since = history
         .since(&log, MessageId::MIN, ROOMY)
         .await
@@ -1371,7 +1360,17 @@ pub(crate) async fn backlog_a_log_waiting_for_the_archive_does_not_expire(
     );
 
     assert!(backlog.archived(&log, first.id).await.expect("archived"));
-    crate::support::eventually("the archived log expires", || {
+    until_expired(&history, &log).await;
+}
+
+pub(crate) async fn backlog_is_absent_without_an_archive(make: impl AsyncFn(Parts) -> Backend) {
+    let subject = Subject::build(&make, 3).await;
+    assert!(subject.backend.backlog.is_none());
+}
+
+/// Waits until `log` reads empty: it expired.
+async fn until_expired(history: &Arc<dyn chorus::cluster::History>, log: &Log) {
+    crate::support::eventually("the log expires", || {
         let (history, log) = (history.clone(), log.clone());
         async move {
             history
@@ -1383,9 +1382,4 @@ pub(crate) async fn backlog_a_log_waiting_for_the_archive_does_not_expire(
         }
     })
     .await;
-}
-
-pub(crate) async fn backlog_is_absent_without_an_archive(make: impl AsyncFn(Parts) -> Backend) {
-    let subject = Subject::build(&make, 3).await;
-    assert!(subject.backend.backlog.is_none());
 }

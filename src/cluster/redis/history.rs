@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("lua/deadline.lua"),
+        include_str!("lua/lifetime.lua"),
         include_str!("lua/append.lua")
     ))
 });
@@ -36,7 +37,12 @@ const INBOX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const DELIVERY_ATTEMPTS: usize = 8;
 static SINCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/since.lua")));
 static BACKLOG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/backlog.lua")));
-static ARCHIVED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/archived.lua")));
+static ARCHIVED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/lifetime.lua"),
+        include_str!("lua/archived.lua")
+    ))
+});
 
 /// The histories of a cluster.
 pub struct RedisHistory {

@@ -80,14 +80,7 @@ end
 local ttl = tonumber(ARGV[4])
 if archiving then
   -- Waiting now: the lifetime is the longer one while the archive catches up.
-  local life = tonumber(ARGV[10])
-  for _, key in ipairs({ KEYS[1], KEYS[2], KEYS[4] }) do
-    if life > 0 then
-      redis.call('PEXPIRE', key, life)
-    else
-      redis.call('PERSIST', key)
-    end
-  end
+  set_lifetime({ KEYS[1], KEYS[2], KEYS[4] }, tonumber(ARGV[10]))
 elseif ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)

@@ -39,12 +39,5 @@ if newest[1] and later(newest[1][1], mark) then
   return 0
 end
 redis.call('SET', KEYS[3], '-')
-local ttl = tonumber(ARGV[3])
-for _, key in ipairs({ KEYS[1], KEYS[2], KEYS[3] }) do
-  if ttl > 0 then
-    redis.call('PEXPIRE', key, ttl)
-  else
-    redis.call('PERSIST', key)
-  end
-end
+set_lifetime({ KEYS[1], KEYS[2], KEYS[3] }, tonumber(ARGV[3]))
 return 1
