@@ -253,9 +253,10 @@ if $archive; then
   sampler=$!
   bench rooms --clients "$clients" --rate 1 --duration "$duration" --label "rooms-${clients}x1mps-archive"
   kill "$sampler"; wait "$sampler" 2>/dev/null || true
-  sort -g "$work/lag" | awk '{ v[NR] = $1 } END {
+  sort -g "$work/lag" | awk -v clients="$clients" '{ v[NR] = $1 } END {
+    p99 = int(NR * 0.99); if (p99 < 1) p99 = 1
     printf "archive lag under rooms %sx1 msg/s: samples %d, median %.3f s, p99 %.3f s, max %.3f s\n",
-      "'"$clients"'", NR, v[int((NR + 1) / 2)], v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1], v[NR] }'
+      clients, NR, v[int((NR + 1) / 2)], v[p99], v[NR] }'
   # The drain rate: a backlog built while Postgres is down, then timed.
   start_nodes 2 DATABASE_URL="$(database)"
   scripts/postgres.sh stop "$pg_dir"
