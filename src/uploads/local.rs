@@ -1,0 +1,196 @@
+//! Uploads in a local folder: `DIR/ab/ID` (`ab`: the id's first two
+//! characters, so no folder grows huge), written as `ID.part`, synced, then
+//! renamed, so a file under its final name is always whole. The user's file
+//! name is never part of a path.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::PutTarget;
+use crate::domain::{MAGIC_BYTES, MediaType, UploadId};
+
+/// Local PUTs one node writes at once; more answer 503 `overloaded`, since
+/// each holds a file handle and a socket for up to the PUT window.
+const MAX_PUTS_IN_FLIGHT: usize = 32;
+
+/// Why a local PUT did not store the file.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another PUT of the same upload is running.
+    #[error("a PUT of this upload is already running")]
+    InFlight,
+    /// [`MAX_PUTS_IN_FLIGHT`] PUTs are running.
+    #[error("too many uploads are running on this node; try again shortly")]
+    Overloaded,
+    /// More bytes than announced.
+    #[error("the body is longer than the announced size")]
+    TooLong,
+    /// Fewer bytes than announced.
+    #[error("the body is shorter than the announced size ({got} of {size} bytes)")]
+    Short {
+        /// Bytes received.
+        got: u64,
+        /// Bytes announced.
+        size: u64,
+    },
+    /// No bytes for too long, or past the PUT window.
+    #[error("the body did not arrive in time")]
+    Stalled,
+    /// The client broke the body off.
+    #[error("the body broke off")]
+    Broken,
+    /// The disk failed.
+    #[error("cannot write the upload: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An upload folder.
+pub struct LocalUploads {
+    dir: PathBuf,
+    /// Uploads with a PUT running: a second PUT of one answers 409 at once
+    /// instead of racing the first for the same `.part` file.
+    in_flight: Mutex<HashSet<UploadId>>,
+    puts: Arc<Semaphore>,
+}
+
+/// Removes its id from the in-flight set however the PUT ends.
+struct Claim<'a> {
+    uploads: &'a LocalUploads,
+    id: UploadId,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.uploads.in_flight().remove(&self.id);
+    }
+}
+
+impl LocalUploads {
+    /// Uploads under `dir`, created when the first file arrives.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            in_flight: Mutex::default(),
+            puts: Arc::new(Semaphore::new(MAX_PUTS_IN_FLIGHT)),
+        }
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<UploadId>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where upload `id`'s finished file is.
+    pub fn path(&self, id: &UploadId) -> PathBuf {
+        self.dir
+            .join(id.as_str().get(..2).unwrap_or("00"))
+            .join(id.as_str())
+    }
+
+    /// The node's own PUT route, with the upload's one-time secret.
+    pub fn target(&self, id: &UploadId, media_type: &MediaType, secret: &str) -> PutTarget {
+        PutTarget {
+            url: format!("/api/uploads/{id}/content?k={secret}"),
+            headers: vec![("content-type".to_owned(), media_type.as_str().to_owned())],
+            expires_at: SystemTime::now() + super::PUT_WINDOW,
+        }
+    }
+
+    /// Streams `body` into upload `id`'s file: exactly `size` bytes, each
+    /// chunk within `idle` of the last, the whole before `deadline`.
+    /// Returns whether the file may show inline. On any failure the partial
+    /// file is removed.
+    pub async fn write<E>(
+        &self,
+        id: &UploadId,
+        media_type: &MediaType,
+        size: u64,
+        body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+        idle: Duration,
+        deadline: Instant,
+    ) -> Result<bool, WriteError> {
+        let permit = self
+            .puts
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| WriteError::Overloaded)?;
+        if !self.in_flight().insert(id.clone()) {
+            return Err(WriteError::InFlight);
+        }
+        let _claim = Claim {
+            uploads: self,
+            id: id.clone(),
+            _permit: permit,
+        };
+        let path = self.path(id);
+        let part = path.with_extension("part");
+        let written = write_part(&part, size, body, idle, deadline).await;
+        let head = match written {
+            Ok(head) => head,
+            Err(error) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(error);
+            }
+        };
+        if let Err(error) = tokio::fs::rename(&part, &path).await {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(error.into());
+        }
+        Ok(media_type.inline(&head))
+    }
+
+    /// Removes upload `id`'s file, if any.
+    pub async fn delete(&self, id: &UploadId) {
+        let _ = tokio::fs::remove_file(self.path(id)).await;
+    }
+}
+
+/// Writes the body to `part` and syncs it; returns its first bytes.
+async fn write_part<E>(
+    part: &Path,
+    size: u64,
+    mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+    idle: Duration,
+    deadline: Instant,
+) -> Result<Vec<u8>, WriteError> {
+    if let Some(folder) = part.parent() {
+        tokio::fs::create_dir_all(folder).await?;
+    }
+    let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(part).await?);
+    let mut got: u64 = 0;
+    let mut head = Vec::with_capacity(MAGIC_BYTES);
+    loop {
+        // A chunk must come within `idle`, and never after the deadline: a
+        // slow client may take the whole window, a stalled one may not.
+        let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
+        let chunk = match tokio::time::timeout(wait, body.next()).await {
+            Err(_) => return Err(WriteError::Stalled),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(WriteError::Broken),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        got += chunk.len() as u64;
+        if got > size {
+            return Err(WriteError::TooLong);
+        }
+        let want = MAGIC_BYTES.saturating_sub(head.len()).min(chunk.len());
+        head.extend_from_slice(&chunk[..want]);
+        file.write_all(&chunk).await?;
+    }
+    if got < size {
+        return Err(WriteError::Short { got, size });
+    }
+    file.flush().await?;
+    file.get_ref().sync_all().await?;
+    Ok(head)
+}
