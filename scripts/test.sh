@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
 # (redis-server for the cluster tests, redis-cli to form the Redis Clusters
-# the tests run on, iproute2 for the partition test, nginx
+# the tests run on, moto_server for the upload tests, iproute2 for the partition test, nginx
 # and prometheus for the deployment tests; tests/browser/run.sh installs
 # chromium and its npm packages), checks the deployment artifacts with the
 # real tools, then runs every test of the workspace and the browser tests.
@@ -17,6 +17,11 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # `ip` builds the network namespaces of the partition test (tests/e2e/partition.rs).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
+# The S3-compatible server the upload tests run against (tests/e2e/support/moto.rs).
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing: moto[server]"
+  python3 -m pip install --quiet 'moto[server]'
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   sudo_cmd=""

@@ -942,13 +942,22 @@ mod tests {
     #[test]
     fn a_message_is_encoded_around_its_id() {
         let content = Content::parse("<b>\"hi\"</b>").unwrap();
+        let id = UploadId::random();
+        let name = FileName::parse("<img src=x onerror=\"alert(1)\">.png").unwrap();
+        let attachment = Attachment::new(&id, &name, &MediaType::parse("image/png").unwrap(), 9);
         let draft = message(
             &room("r"),
             &UserName::parse("al").unwrap(),
             &content,
+            &[attachment],
             Some("x1"),
         );
         let frame: Value = serde_json::from_slice(&draft.complete(MessageId::new(7, 2))).unwrap();
+        assert_eq!(
+            frame["attachments"],
+            json!([{"id": id.as_str(), "name": name.as_str(), "type": "image/png", "size": 9,
+                    "url": format!("/api/uploads/{id}")}])
+        );
         assert_eq!(frame["type"], "message");
         assert_eq!(frame["id"], "7-2");
         assert_eq!(frame["room"], "r");

@@ -33,3 +33,4 @@ mod rooms;
 mod seed_routes;
 mod shutdown;
 mod trust;
+mod uploads;
