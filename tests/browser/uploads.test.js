@@ -1,0 +1,79 @@
+// Attachments in the web client on an embedded node with a local upload
+// folder: a picture chosen with the file input (the paper clip's input)
+// uploads with a progress chip and shows inline for another user; a PDF
+// shows as a "name · size" link; a hostile file name stays text.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startNode } from './lib/cluster.js';
+import { launchBrowser, openClient, waitConnected } from './lib/browser.js';
+
+// A 4×4 red PNG (the same bytes as tests/e2e/uploads.rs).
+const PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAIAAAAmkwkpAAAAEElEQVR4nGP4z8AARwzEcQCukw/x0F8jngAAAABJRU5ErkJggg==',
+  'base64',
+);
+
+describe('attachments in the web client', () => {
+  let node;
+  let browser;
+  let dir;
+  const pages = [];
+  const open = async (...args) => {
+    const page = await openClient(browser, ...args);
+    pages.push(page);
+    return page;
+  };
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-browser-uploads-'));
+    node = await startNode({ id: 'node-uploads', env: { CHORUS_UPLOAD_DIR: dir } });
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    for (const p of pages) assert.deepEqual(p.errors, [], 'no uncaught errors in the page');
+    if (browser) await browser.close();
+    if (node) await node.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a picture attached with the file input shows inline for another user', async () => {
+    const alice = await open(node, { name: 'alice', room: 'pics' });
+    const bob = await open(node, { name: 'bob', room: 'pics' });
+    await waitConnected(alice);
+    await waitConnected(bob);
+    await alice.locator('#member-list [data-user="bob"]').waitFor();
+
+    const hostile = '<img src=x onerror=alert(1)>.png';
+    await alice.setInputFiles('#file-input', [
+      { name: hostile, mimeType: 'image/png', buffer: PNG },
+      { name: 'notes.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4 tiny') },
+    ]);
+    // Both chips finish (the progress bar is gone once a chip is done).
+    await alice.waitForFunction(
+      () => [...document.querySelectorAll('#composer-files .chip')].map((c) => c.dataset.state).join() === 'done,done',
+    );
+    assert.equal(await alice.locator('#composer-files .chip-name').first().textContent(), hostile);
+    await alice.locator('#composer-input').click();
+    await alice.locator('#composer-input').press('Enter');
+
+    for (const page of [bob, alice]) {
+      const img = page.locator('#messages .msg img.attachment-image');
+      await img.waitFor();
+      await page.waitForFunction(() => {
+        const i = document.querySelector('#messages .msg img.attachment-image');
+        return i && i.complete && i.naturalWidth === 4;
+      });
+      assert.equal(await img.getAttribute('alt'), hostile, 'the name is an attribute, not markup');
+      assert.equal(await img.getAttribute('loading'), 'lazy');
+      const link = page.locator('#messages .msg a.attachment-file');
+      assert.equal(await link.textContent(), 'notes.pdf · 13 B');
+      assert.equal(await link.getAttribute('download'), 'notes.pdf');
+    }
+    assert.equal(await bob.locator('#messages img[src="x"]').count(), 0, 'no element came from the name');
+    assert.equal(await alice.locator('#composer-files .chip').count(), 0, 'sending cleared the chips');
+  });
+});
