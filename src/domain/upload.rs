@@ -249,10 +249,10 @@ mod tests {
 
     #[test]
     fn content_disposition_escapes_what_a_header_cannot_carry() {
-        let name = FileName::parse("a \"b\" \\c é;.png").unwrap();
+        let name = FileName::parse("a \"b\" c é;.png").unwrap();
         assert_eq!(
             name.content_disposition(true),
-            "inline; filename=\"a _b_ _c _;.png\"; filename*=UTF-8''a%20%22b%22%20%5Cc%20%C3%A9%3B.png"
+            "inline; filename=\"a _b_ c _;.png\"; filename*=UTF-8''a%20%22b%22%20c%20%C3%A9%3B.png"
         );
         let plain = FileName::parse("report.pdf").unwrap();
         assert_eq!(

@@ -634,7 +634,7 @@ async fn the_binary_serves_the_whole_web_client_from_any_working_directory() {
     let modules = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/static/js"))
         .expect("static/js")
         .count();
-    assert_eq!(modules, 5, "static/js/ changed: list its files here");
+    assert_eq!(modules, 6, "static/js/ changed: list its files here");
 
     for (path, file, expected_type) in files {
         let expected =
