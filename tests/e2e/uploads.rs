@@ -540,3 +540,69 @@ async fn uploads_on_redis_records_live_with_a_ttl_and_need_a_bucket() {
         assert!(ttl > 0, "{key} has no lifetime");
     }
 }
+
+#[tokio::test]
+async fn uploads_post_is_rate_limited_and_pending_uploads_are_capped() {
+    let node = local_node(|_| {}).await;
+    let body = json!({"user": "alice", "name": "a.png", "type": "image/png", "size": 10});
+    for _ in 0..chorus::chat::MAX_PENDING_UPLOADS {
+        assert_eq!(announce(&node, body.clone(), None).await.status, StatusCode::CREATED);
+    }
+    let capped = announce(&node, body.clone(), None).await;
+    assert_eq!(capped.status, StatusCode::TOO_MANY_REQUESTS, "{}", capped.body);
+    assert_eq!(capped.body["error"]["code"], "rate_limited");
+    assert!(capped.retry_after().is_some());
+    // Per user: someone else may still upload.
+    let other = json!({"user": "bob", "name": "a.png", "type": "image/png", "size": 10});
+    assert_eq!(announce(&node, other, None).await.status, StatusCode::CREATED);
+
+    // The POST rate limit covers the upload route like every POST.
+    let slow = local_node(|s| {
+        s.rate_limit = 1;
+        s.rate_burst = 2;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(announce(&slow, body.clone(), None).await.status);
+    }
+    assert_eq!(
+        statuses,
+        [StatusCode::CREATED, StatusCode::CREATED, StatusCode::TOO_MANY_REQUESTS]
+    );
+}
+
+#[tokio::test]
+async fn uploads_local_put_that_stalls_is_answered_408_and_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = local_node(|s| s.handshake_timeout_secs = 1).await;
+    let created = announce(
+        &node,
+        json!({"user": "alice", "name": "cat.png", "type": "image/png", "size": PNG.len()}),
+        None,
+    )
+    .await
+    .body;
+    let path = created["upload_url"].as_str().unwrap();
+    let mut socket = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
+        node.addr,
+        PNG.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&PNG[..10]).await.unwrap();
+    // Then nothing: the node must answer and close on its own.
+    let mut answer = Vec::new();
+    tokio::time::timeout(TIMEOUT, socket.read_to_end(&mut answer))
+        .await
+        .expect("the node closes a stalled upload")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Nothing half-written is attachable.
+    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    let room = unique("r");
+    alice.join(&room).await;
+    refused_send(&mut alice, &room, json!([created["id"]])).await;
+}
