@@ -61,6 +61,12 @@ pub const HANDSHAKE_TIMEOUTS: &str = "chorus_handshake_timeouts_total";
 /// Bytes of fan-out frames waiting in this node's outbound queues (gauge,
 /// read at scrape time).
 pub const OUTBOUND_BUFFERED_BYTES: &str = "chorus_outbound_buffered_bytes";
+/// Uploads by what happened to them: `created` (announced), `finished`
+/// (bytes stored as announced), `rejected` (bytes not as announced)
+/// (counter).
+pub const UPLOADS: &str = "chorus_uploads_total";
+/// Bytes of finished uploads (counter).
+pub const UPLOAD_BYTES: &str = "chorus_upload_bytes_total";
 /// Times the Redis subscriber connection was re-established (counter).
 pub const PUBSUB_RECONNECTS: &str = "chorus_pubsub_reconnects_total";
 /// Room messages and DMs read back from their streams by a gap fill after a
@@ -121,6 +127,7 @@ pub fn register_at_zero() {
         GAP_FILL_MESSAGES,
         DM_DELIVERIES_DEFERRED,
         PRESENCE_REAPED,
+        UPLOAD_BYTES,
     ] {
         metrics::counter!(counter).increment(0);
     }
@@ -128,6 +135,7 @@ pub fn register_at_zero() {
         (MESSAGES_ACCEPTED, "kind", &["message", "dm"][..]),
         (IDEMPOTENT_REPLAYS, "kind", &["message", "dm"][..]),
         (PRESENCE_EVENTS, "event", &["join", "leave"][..]),
+        (UPLOADS, "event", &["created", "finished", "rejected"][..]),
         (
             RATE_LIMITED,
             "kind",

@@ -12,6 +12,7 @@ use super::Chat;
 use crate::cluster::{ClusterError, Log, UploadRecord, UploadState};
 use crate::domain::{FileName, MediaType, UploadError, UploadId, UserName};
 use crate::protocol::Attachment;
+use crate::telemetry;
 use crate::uploads::{Checked, Fetched, PUT_WINDOW, PutTarget, StoreError, Uploads, WriteError};
 
 /// A pending record outlives its PUT window a little, so a PUT that
@@ -127,6 +128,11 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
+fn count_finished(size: u64) {
+    metrics::counter!(telemetry::UPLOADS, "event" => "finished").increment(1);
+    metrics::counter!(telemetry::UPLOAD_BYTES).increment(size);
+}
+
 impl Chat {
     /// Turns uploads on, stored in `store`, up to `max_bytes` each.
     pub fn with_uploads(mut self, store: Uploads, max_bytes: u64) -> Self {
@@ -185,6 +191,7 @@ impl Chat {
         let target = store
             .target(&id, &record.media_type, size, record.secret.as_deref())
             .await?;
+        metrics::counter!(telemetry::UPLOADS, "event" => "created").increment(1);
         Ok(Offer { id, target })
     }
 
@@ -269,6 +276,7 @@ impl Chat {
             settled?;
             return Err(UploadFailure::NotFound);
         }
+        count_finished(record.size);
         Ok(())
     }
 
@@ -323,15 +331,20 @@ impl Chat {
                     Checked::Missing => return Err(refused("not uploaded yet")),
                     Checked::Mismatch => {
                         store.delete(id).await;
-                        records
+                        if records
                             .settle(&record, UploadState::Rejected, UNUSED_TTL)
-                            .await?;
+                            .await?
+                        {
+                            metrics::counter!(telemetry::UPLOADS, "event" => "rejected")
+                                .increment(1);
+                        }
                         return Err(refused(MISMATCH));
                     }
                     Checked::Matches { inline } => {
-                        records
-                            .settle(&record, UploadState::Finished { inline }, UNUSED_TTL)
-                            .await?;
+                        let finished = UploadState::Finished { inline };
+                        if records.settle(&record, finished, UNUSED_TTL).await? {
+                            count_finished(record.size);
+                        }
                     }
                 }
             }

@@ -1268,16 +1268,27 @@ pub(crate) async fn uploads_a_record_settles_once_and_only_its_uploader_attaches
     let mallory = UserName::parse(&unique("mallory")).expect("user");
     let record = pending_upload(&alice);
     records.create(&record, AN_HOUR, 20).await.expect("create");
-    assert_eq!(records.get(&record.id).await.expect("get"), Some(record.clone()));
+    assert_eq!(
+        records.get(&record.id).await.expect("get"),
+        Some(record.clone())
+    );
     let room = Log::Room(RoomName::parse(&unique("room")).expect("room"));
     assert_eq!(
-        records.attach(&record.id, &alice, &room, AN_HOUR).await.expect("attach"),
+        records
+            .attach(&record.id, &alice, &room, AN_HOUR)
+            .await
+            .expect("attach"),
         None,
         "a pending upload cannot be attached"
     );
 
     let finished = UploadState::Finished { inline: true };
-    assert!(records.settle(&record, finished, AN_HOUR).await.expect("settle"));
+    assert!(
+        records
+            .settle(&record, finished, AN_HOUR)
+            .await
+            .expect("settle")
+    );
     assert!(
         !records
             .settle(&record, UploadState::Rejected, AN_HOUR)
@@ -1286,7 +1297,10 @@ pub(crate) async fn uploads_a_record_settles_once_and_only_its_uploader_attaches
         "settled once"
     );
     assert_eq!(
-        records.attach(&record.id, &mallory, &room, AN_HOUR).await.expect("attach"),
+        records
+            .attach(&record.id, &mallory, &room, AN_HOUR)
+            .await
+            .expect("attach"),
         None,
         "only its uploader attaches it"
     );
@@ -1320,7 +1334,10 @@ pub(crate) async fn uploads_pending_records_stop_at_the_cap_and_expire_with_thei
     let short = Duration::from_millis(600);
     let first = pending_upload(&bob);
     records.create(&first, short, 2).await.expect("create");
-    records.create(&pending_upload(&bob), short, 2).await.expect("create");
+    records
+        .create(&pending_upload(&bob), short, 2)
+        .await
+        .expect("create");
     assert!(matches!(
         records.create(&pending_upload(&bob), short, 2).await,
         Err(ClusterError::Full)

@@ -293,7 +293,10 @@ fn an_upload_folder_in_cluster_mode_or_beside_a_bucket_stops_start_up() {
         &[("CHORUS_UPLOAD_DIR", "/tmp/x"), ("CHORUS_S3_BUCKET", "b")],
         "CHORUS_UPLOAD_DIR",
     );
-    assert_refused(&[("CHORUS_UPLOAD_MAX_BYTES", "0")], "CHORUS_UPLOAD_MAX_BYTES");
+    assert_refused(
+        &[("CHORUS_UPLOAD_MAX_BYTES", "0")],
+        "CHORUS_UPLOAD_MAX_BYTES",
+    );
 }
 
 #[test]

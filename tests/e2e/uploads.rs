@@ -546,15 +546,26 @@ async fn uploads_post_is_rate_limited_and_pending_uploads_are_capped() {
     let node = local_node(|_| {}).await;
     let body = json!({"user": "alice", "name": "a.png", "type": "image/png", "size": 10});
     for _ in 0..chorus::chat::MAX_PENDING_UPLOADS {
-        assert_eq!(announce(&node, body.clone(), None).await.status, StatusCode::CREATED);
+        assert_eq!(
+            announce(&node, body.clone(), None).await.status,
+            StatusCode::CREATED
+        );
     }
     let capped = announce(&node, body.clone(), None).await;
-    assert_eq!(capped.status, StatusCode::TOO_MANY_REQUESTS, "{}", capped.body);
+    assert_eq!(
+        capped.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        capped.body
+    );
     assert_eq!(capped.body["error"]["code"], "rate_limited");
     assert!(capped.retry_after().is_some());
     // Per user: someone else may still upload.
     let other = json!({"user": "bob", "name": "a.png", "type": "image/png", "size": 10});
-    assert_eq!(announce(&node, other, None).await.status, StatusCode::CREATED);
+    assert_eq!(
+        announce(&node, other, None).await.status,
+        StatusCode::CREATED
+    );
 
     // The POST rate limit covers the upload route like every POST.
     let slow = local_node(|s| {
@@ -568,7 +579,11 @@ async fn uploads_post_is_rate_limited_and_pending_uploads_are_capped() {
     }
     assert_eq!(
         statuses,
-        [StatusCode::CREATED, StatusCode::CREATED, StatusCode::TOO_MANY_REQUESTS]
+        [
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
     );
 }
 
