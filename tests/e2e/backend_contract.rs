@@ -1310,7 +1310,7 @@ pub(crate) async fn uploads_a_record_settles_once_and_only_its_uploader_attaches
         .expect("attach")
         .expect("the uploader's finished upload");
     assert_eq!(attached.state, finished);
-    assert_eq!(attached.logs, [room.clone()]);
+    assert_eq!(attached.logs, std::slice::from_ref(&room));
     let pair = Log::direct(alice.clone(), mallory.clone());
     let twice = records
         .attach(&record.id, &alice, &pair, AN_HOUR)
