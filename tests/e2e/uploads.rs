@@ -621,3 +621,15 @@ async fn uploads_local_put_that_stalls_is_answered_408_and_closed() {
     alice.join(&room).await;
     refused_send(&mut alice, &room, json!([created["id"]])).await;
 }
+
+#[tokio::test]
+async fn uploads_local_put_streams_bodies_far_over_the_64_kib_request_limit() {
+    let node = local_node(|_| {}).await;
+    // 3 MiB: the read-whole-body layer of every other route would refuse it.
+    let bytes: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let id = upload(&node, "alice", "big.pdf", "application/pdf", &bytes).await;
+    let response = get(&node.url(&format!("/api/uploads/{id}")), None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(header(response.headers(), "content-disposition").starts_with("attachment;"));
+    assert_eq!(response.bytes().await.unwrap().len(), bytes.len());
+}
