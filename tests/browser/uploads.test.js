@@ -8,13 +8,36 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startNode } from './lib/cluster.js';
-import { launchBrowser, openClient, waitConnected } from './lib/browser.js';
+import { launchBrowser, openClient, waitConnected, signToken } from './lib/browser.js';
 
 // A 4×4 red PNG (the same bytes as tests/e2e/uploads.rs).
 const PNG = Buffer.from(
   'iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAIAAAAmkwkpAAAAEElEQVR4nGP4z8AARwzEcQCukw/x0F8jngAAAABJRU5ErkJggg==',
   'base64',
 );
+
+/** Sends `files` from `page` with the file input and waits until they are delivered. */
+async function attachAndSend(page, files) {
+  await page.setInputFiles('#file-input', files);
+  await page.waitForFunction(
+    (n) => {
+      const chips = [...document.querySelectorAll('#composer-files .chip')];
+      return chips.length === n && chips.every((c) => c.dataset.state === 'done');
+    },
+    files.length,
+  );
+  await page.locator('#composer-input').click();
+  await page.locator('#composer-input').press('Enter');
+}
+
+/** Waits until the page shows the 4×4 picture, decoded. */
+async function waitPicture(page) {
+  await page.waitForFunction(() => {
+    const i = document.querySelector('#messages .msg img.attachment-image');
+    return i && i.complete && i.naturalWidth === 4;
+  });
+  return page.locator('#messages .msg img.attachment-image');
+}
 
 describe('attachments in the web client', () => {
   let node;
@@ -48,25 +71,13 @@ describe('attachments in the web client', () => {
     await alice.locator('#member-list [data-user="bob"]').waitFor();
 
     const hostile = '<img src=x onerror=alert(1)>.png';
-    await alice.setInputFiles('#file-input', [
+    await attachAndSend(alice, [
       { name: hostile, mimeType: 'image/png', buffer: PNG },
       { name: 'notes.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4 tiny') },
     ]);
-    // Both chips finish (the progress bar is gone once a chip is done).
-    await alice.waitForFunction(
-      () => [...document.querySelectorAll('#composer-files .chip')].map((c) => c.dataset.state).join() === 'done,done',
-    );
-    assert.equal(await alice.locator('#composer-files .chip-name').first().textContent(), hostile);
-    await alice.locator('#composer-input').click();
-    await alice.locator('#composer-input').press('Enter');
 
     for (const page of [bob, alice]) {
-      const img = page.locator('#messages .msg img.attachment-image');
-      await img.waitFor();
-      await page.waitForFunction(() => {
-        const i = document.querySelector('#messages .msg img.attachment-image');
-        return i && i.complete && i.naturalWidth === 4;
-      });
+      const img = await waitPicture(page);
       assert.equal(await img.getAttribute('alt'), hostile, 'the name is an attribute, not markup');
       assert.equal(await img.getAttribute('loading'), 'lazy');
       const link = page.locator('#messages .msg a.attachment-file');
@@ -75,5 +86,27 @@ describe('attachments in the web client', () => {
     }
     assert.equal(await bob.locator('#messages img[src="x"]').count(), 0, 'no element came from the name');
     assert.equal(await alice.locator('#composer-files .chip').count(), 0, 'sending cleared the chips');
+  });
+
+  test('with tokens the picture is fetched with the token and shown from a blob: URL', async () => {
+    const secret = 'browser-uploads-secret-of-at-least-32-bytes';
+    const authDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-browser-uploads-auth-'));
+    const authNode = await startNode({
+      id: 'node-uploads-auth',
+      env: { CHORUS_UPLOAD_DIR: authDir, CHORUS_JWT_SECRET: secret },
+    });
+    try {
+      const grace = await open(authNode, { token: signToken('grace', secret), room: 'pics' });
+      const heidi = await open(authNode, { token: signToken('heidi', secret), room: 'pics' });
+      await waitConnected(grace);
+      await waitConnected(heidi);
+      await grace.locator('#member-list [data-user="heidi"]').waitFor();
+      await attachAndSend(grace, [{ name: 'red.png', mimeType: 'image/png', buffer: PNG }]);
+      const img = await waitPicture(heidi);
+      assert.match(await img.getAttribute('src'), /^blob:/, 'an <img> cannot send the token');
+    } finally {
+      await authNode.stop();
+      fs.rmSync(authDir, { recursive: true, force: true });
+    }
   });
 });
