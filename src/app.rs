@@ -98,7 +98,7 @@ impl App {
         match settings.upload_storage()? {
             Some(UploadStorage::Local(dir)) => {
                 chat = chat.with_uploads(
-                    Uploads::Local(LocalUploads::new(dir)),
+                    Uploads::Local(LocalUploads::new(dir, crate::chat::RETENTION)),
                     settings.upload_max_bytes,
                 );
             }

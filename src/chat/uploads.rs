@@ -277,7 +277,22 @@ impl Chat {
             return Err(UploadFailure::NotFound);
         }
         count_finished(record.size);
+        // A file nobody attaches goes when its record does.
+        if let Err(error) = local.keep(&id, UNUSED_TTL).await {
+            tracing::warn!(%error, "could not set an upload's lifetime");
+        }
         Ok(())
+    }
+
+    /// Deletes uploaded bytes past their lifetime (the local folder, at most
+    /// every few minutes); for the upkeep.
+    pub async fn sweep_uploads(&self) {
+        if let Some(store) = self.uploads.as_deref() {
+            let removed = store.sweep().await;
+            if removed > 0 {
+                tracing::info!(removed, "expired uploads deleted");
+            }
+        }
     }
 
     /// The frames' `attachments` for `ids`, each recorded as sent to `log`:
@@ -353,6 +368,7 @@ impl Chat {
             .attach(id, sender, log, RETENTION)
             .await?
             .ok_or_else(|| refused("not a finished upload of yours"))?;
+        store.keep(id, RETENTION).await;
         Ok(Attachment::new(
             &attached.id,
             &attached.name,

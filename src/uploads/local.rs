@@ -2,11 +2,16 @@
 //! characters, so no folder grows huge), written as `ID.part`, synced, then
 //! renamed, so a file under its final name is always whole. The user's file
 //! name is never part of a path.
+//!
+//! A file's lifetime is kept in its modification time, so it survives a
+//! restart that forgets the records: a file is deleted once its mtime is
+//! older than the retention, and [`LocalUploads::keep`] moves the mtime so
+//! that this happens when the file's record would expire.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant as StdInstant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -59,7 +64,18 @@ pub struct LocalUploads {
     /// instead of racing the first for the same `.part` file.
     in_flight: Mutex<HashSet<UploadId>>,
     puts: Arc<Semaphore>,
+    /// How long a file lives after its mtime.
+    retention: Duration,
+    /// When the folder was last swept; `None` before the first sweep.
+    swept: Mutex<Option<StdInstant>>,
 }
+
+/// How often the folder is walked for expired files: the walk reads every
+/// file's metadata, and nothing is late by more than this.
+const SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
+/// A `.part` file this old belongs to a PUT that is over (the PUT window
+/// plus a margin): a crash left it.
+const STALE_PART: Duration = Duration::from_secs(20 * 60);
 
 /// Removes its id from the in-flight set however the PUT ends.
 struct Claim<'a> {
@@ -75,13 +91,73 @@ impl Drop for Claim<'_> {
 }
 
 impl LocalUploads {
-    /// Uploads under `dir`, created when the first file arrives.
-    pub fn new(dir: PathBuf) -> Self {
+    /// Uploads under `dir`, created when the first file arrives; a file
+    /// lives `retention` after its mtime.
+    pub fn new(dir: PathBuf, retention: Duration) -> Self {
         Self {
             dir,
             in_flight: Mutex::default(),
             puts: Arc::new(Semaphore::new(MAX_PUTS_IN_FLIGHT)),
+            retention,
+            swept: Mutex::default(),
         }
+    }
+
+    /// Makes upload `id`'s file live `ttl` from now (at most the retention).
+    pub async fn keep(&self, id: &UploadId, ttl: Duration) -> std::io::Result<()> {
+        let path = self.path(id);
+        let mtime = SystemTime::now() + ttl.min(self.retention) - self.retention;
+        tokio::task::spawn_blocking(move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .set_modified(mtime)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Deletes expired files and stale `.part` files, at most once per
+    /// [`SWEEP_EVERY`] (the first call sweeps at once: start-up cleans what
+    /// a crash left). Returns how many files went.
+    pub async fn sweep(&self) -> usize {
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(PoisonError::into_inner);
+            if swept.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+                return 0;
+            }
+            *swept = Some(StdInstant::now());
+        }
+        let now = SystemTime::now();
+        let mut removed = 0;
+        let Ok(mut folders) = tokio::fs::read_dir(&self.dir).await else {
+            return 0;
+        };
+        while let Ok(Some(folder)) = folders.next_entry().await {
+            let Ok(mut files) = tokio::fs::read_dir(folder.path()).await else {
+                continue;
+            };
+            while let Ok(Some(file)) = files.next_entry().await {
+                let path = file.path();
+                let Ok(age) = file
+                    .metadata()
+                    .await
+                    .and_then(|m| m.modified())
+                    .map(|m| now.duration_since(m).unwrap_or_default())
+                else {
+                    continue;
+                };
+                let limit = if path.extension().is_some_and(|e| e == "part") {
+                    STALE_PART
+                } else {
+                    self.retention
+                };
+                if age > limit && tokio::fs::remove_file(&path).await.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<UploadId>> {
@@ -193,4 +269,49 @@ async fn write_part<E>(
     file.flush().await?;
     file.get_ref().sync_all().await?;
     Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn file_with_age(path: &Path, age: Duration) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let file = std::fs::File::create(path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_sweep_deletes_files_past_their_lifetime_and_stale_parts_once_per_interval() {
+        let dir = std::env::temp_dir().join(format!("chorus-sweep-{}", UploadId::random()));
+        let uploads = LocalUploads::new(dir.clone(), HOUR);
+        let [old, fresh, kept, unused] = [(); 4].map(|()| UploadId::random());
+        file_with_age(&uploads.path(&old), 2 * HOUR);
+        file_with_age(&uploads.path(&fresh), Duration::ZERO);
+        file_with_age(&uploads.path(&kept), 2 * HOUR);
+        file_with_age(&uploads.path(&unused), Duration::ZERO);
+        let stale_part = uploads.path(&UploadId::random()).with_extension("part");
+        file_with_age(&stale_part, Duration::from_secs(30 * 60));
+        let live_part = uploads.path(&UploadId::random()).with_extension("part");
+        file_with_age(&live_part, Duration::from_secs(60));
+        // Attached again: lives the retention from now.
+        uploads.keep(&kept, HOUR).await.unwrap();
+        // Never attached: lives a little, then goes before the retention.
+        uploads.keep(&unused, Duration::from_secs(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+
+        assert_eq!(uploads.sweep().await, 3);
+        assert!(!uploads.path(&old).exists());
+        assert!(uploads.path(&fresh).exists());
+        assert!(uploads.path(&kept).exists());
+        assert!(!uploads.path(&unused).exists());
+        assert!(!stale_part.exists());
+        assert!(live_part.exists());
+
+        file_with_age(&uploads.path(&old), 2 * HOUR);
+        assert_eq!(uploads.sweep().await, 0, "at most one sweep per interval");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -108,6 +108,24 @@ impl Uploads {
         }
     }
 
+    /// Makes upload `id`'s bytes live `ttl` from now. S3 objects are bounded
+    /// by the bucket's lifecycle rule instead, so there it does nothing.
+    pub async fn keep(&self, id: &UploadId, ttl: Duration) {
+        if let Self::Local(local) = self
+            && let Err(error) = local.keep(id, ttl).await
+        {
+            tracing::warn!(%error, "could not set an upload's lifetime");
+        }
+    }
+
+    /// Deletes expired bytes, where chorus keeps them (the local folder).
+    pub async fn sweep(&self) -> usize {
+        match self {
+            Self::Local(local) => local.sweep().await,
+            Self::S3(_) => 0,
+        }
+    }
+
     /// How to answer a GET of finished upload `id`, with these headers.
     pub async fn fetch(
         &self,
