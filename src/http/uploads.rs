@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::header::{
     CACHE_CONTROL, CONNECTION, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
     X_CONTENT_TYPE_OPTIONS,
@@ -101,12 +102,18 @@ fn harden(headers: &mut HeaderMap) {
     );
 }
 
+/// The id in the path; one that does not even decode is as unknown as any.
+fn upload_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id).map_err(|_| ApiError::NotFound)
+}
+
 async fn fetch(
     State(state): State<Arc<AppState>>,
     identity: Option<Extension<Identity>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let id = upload_id(path)?;
     let viewer = identity.as_ref().map(|Extension(i)| &i.user);
     let download = state.chat.download(&id, viewer).await?;
     // Both come from validated records (a name without controls, a type
@@ -147,19 +154,27 @@ async fn fetch(
     Ok(response)
 }
 
-#[derive(Deserialize)]
-struct Secret {
-    #[serde(default)]
-    k: String,
+/// The `k` of a query string. Secrets are hex, so nothing needs decoding,
+/// and a query that is not one simply has no secret.
+fn secret(query: Option<&str>) -> &str {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("k="))
+        .unwrap_or_default()
 }
 
 async fn receive(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    Query(secret): Query<Secret>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let id = match upload_id(path) {
+        Ok(id) => id,
+        Err(error) => return error.into_response(),
+    };
     let text = |name| {
         headers
             .get(name)
@@ -167,7 +182,7 @@ async fn receive(
     };
     let put = Put {
         id: &id,
-        secret: &secret.k,
+        secret: secret(query.as_deref()),
         content_type: text(CONTENT_TYPE),
         content_length: text(CONTENT_LENGTH).and_then(|v| v.parse().ok()),
         body: body.into_data_stream(),
@@ -184,5 +199,19 @@ async fn receive(
                 .insert(CONNECTION, HeaderValue::from_static("close"));
             response
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_the_k_of_the_query_and_nothing_else() {
+        assert_eq!(secret(Some("k=abc")), "abc");
+        assert_eq!(secret(Some("x=1&k=abc")), "abc");
+        assert_eq!(secret(Some("kk=abc")), "");
+        assert_eq!(secret(Some("%ZZ")), "");
+        assert_eq!(secret(None), "");
     }
 }
