@@ -281,6 +281,14 @@ impl Chat {
         if let Err(error) = local.keep(&id, UNUSED_TTL).await {
             tracing::warn!(%error, "could not set an upload's lifetime");
         }
+        let finished = UploadRecord {
+            state: UploadState::Finished { inline },
+            secret: None,
+            ..record
+        };
+        if let Err(error) = local.remember(&finished).await {
+            tracing::warn!(%error, "could not keep an upload's record on disk");
+        }
         Ok(())
     }
 
@@ -329,8 +337,8 @@ impl Chat {
         let refused = |cause: &str| SendError::Attachment(format!("attachment {id}: {cause}"));
         const MISMATCH: &str = "the uploaded file does not match the announced size or type";
         let records = &self.backend.uploads;
-        let record = records
-            .get(id)
+        let record = self
+            .record(store, id)
             .await?
             .filter(|r| r.uploader == *sender)
             .ok_or_else(|| refused("unknown, or not an upload of yours"))?;
@@ -369,6 +377,7 @@ impl Chat {
             .await?
             .ok_or_else(|| refused("not a finished upload of yours"))?;
         store.keep(id, RETENTION).await;
+        store.remember(&attached).await;
         Ok(Attachment::new(
             &attached.id,
             &attached.name,
@@ -388,9 +397,7 @@ impl Chat {
         let store = self.store()?;
         let id = UploadId::parse(id).map_err(|_| UploadFailure::NotFound)?;
         let record = self
-            .backend
-            .uploads
-            .get(&id)
+            .record(store, &id)
             .await?
             .ok_or(UploadFailure::NotFound)?;
         let UploadState::Finished { inline } = record.state else {
@@ -409,6 +416,23 @@ impl Chat {
             disposition,
             fetched,
         })
+    }
+
+    /// Upload `id`'s record; one the backend forgot (a restart of the
+    /// embedded mode) is put back from the copy `store` kept, if any.
+    async fn record(
+        &self,
+        store: &Uploads,
+        id: &UploadId,
+    ) -> Result<Option<UploadRecord>, ClusterError> {
+        if let Some(record) = self.backend.uploads.get(id).await? {
+            return Ok(Some(record));
+        }
+        let Some((record, left)) = store.recall(id).await else {
+            return Ok(None);
+        };
+        self.backend.uploads.restore(&record, left).await?;
+        Ok(Some(record))
     }
 
     /// The uploader, either user of a DM pair it was sent to, and whoever

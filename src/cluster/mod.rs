@@ -365,6 +365,10 @@ pub trait UploadRecords: Send + Sync {
     /// The record, if it is there.
     async fn get(&self, id: &UploadId) -> ClusterResult<Option<UploadRecord>>;
 
+    /// Puts back a record kept elsewhere (the local folder's copy, after a
+    /// restart), as it is, living `ttl`.
+    async fn restore(&self, record: &UploadRecord, ttl: Duration) -> ClusterResult<()>;
+
     /// Moves the pending `record` to `to`, living `ttl` from now. False
     /// when it was no longer pending (or is gone): someone else settled it.
     async fn settle(

@@ -6,7 +6,9 @@
 //! A file's lifetime is kept in its modification time, so it survives a
 //! restart that forgets the records: a file is deleted once its mtime is
 //! older than the retention, and [`LocalUploads::keep`] moves the mtime so
-//! that this happens when the file's record would expire.
+//! that this happens when the file's record would expire. Beside a finished
+//! file, `ID.json` keeps its record (rewritten at each attach), so after a
+//! restart history's links still open.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,8 +21,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use super::PutTarget;
-use crate::domain::{MAGIC_BYTES, MediaType, UploadId};
+use crate::cluster::{Log, UploadRecord, UploadState};
+use crate::domain::{FileName, MAGIC_BYTES, MediaType, UploadId, UserName};
 
 /// Local PUTs one node writes at once; more answer 503 `overloaded`, since
 /// each holds a file handle and a socket for up to the PUT window.
@@ -73,9 +78,21 @@ pub struct LocalUploads {
 /// How often the folder is walked for expired files: the walk reads every
 /// file's metadata, and nothing is late by more than this.
 const SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
-/// A `.part` file this old belongs to a PUT that is over (the PUT window
-/// plus a margin): a crash left it.
+/// A `.part` (or a record's `.tmp`) file this old belongs to a write that is
+/// over (the PUT window plus a margin): a crash left it.
 const STALE_PART: Duration = Duration::from_secs(20 * 60);
+
+/// A finished upload's record as its `ID.json` keeps it.
+#[derive(Serialize, Deserialize)]
+struct Sidecar {
+    uploader: String,
+    name: String,
+    #[serde(rename = "type")]
+    media_type: String,
+    size: u64,
+    inline: bool,
+    logs: Vec<String>,
+}
 
 /// Removes its id from the in-flight set however the PUT ends.
 struct Claim<'a> {
@@ -103,18 +120,71 @@ impl LocalUploads {
         }
     }
 
-    /// Makes upload `id`'s file live `ttl` from now (at most the retention).
+    fn sidecar(&self, id: &UploadId) -> PathBuf {
+        self.path(id).with_extension("json")
+    }
+
+    /// Makes upload `id`'s file (and its record beside it) live `ttl` from
+    /// now, at most the retention.
     pub async fn keep(&self, id: &UploadId, ttl: Duration) -> std::io::Result<()> {
-        let path = self.path(id);
         let mtime = SystemTime::now() + ttl.min(self.retention) - self.retention;
-        tokio::task::spawn_blocking(move || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)?
-                .set_modified(mtime)
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        set_mtime(self.path(id), mtime).await?;
+        // No record beside it yet (it is written after) is fine.
+        let _ = set_mtime(self.sidecar(id), mtime).await;
+        Ok(())
+    }
+
+    /// Keeps a finished upload's record beside its file, expiring with it:
+    /// written whole to a temporary name, then renamed.
+    pub async fn remember(&self, record: &UploadRecord) -> std::io::Result<()> {
+        let UploadState::Finished { inline } = record.state else {
+            return Ok(());
+        };
+        let sidecar = Sidecar {
+            uploader: record.uploader.to_string(),
+            name: record.name.as_str().to_owned(),
+            media_type: record.media_type.as_str().to_owned(),
+            size: record.size,
+            inline,
+            logs: record.logs.iter().map(Log::tag).collect(),
+        };
+        let json = serde_json::to_vec(&sidecar).map_err(std::io::Error::other)?;
+        let path = self.sidecar(&record.id);
+        let temporary = path.with_extension("tmp");
+        tokio::fs::write(&temporary, json).await?;
+        let mtime = tokio::fs::metadata(self.path(&record.id))
+            .await?
+            .modified()?;
+        set_mtime(temporary.clone(), mtime).await?;
+        tokio::fs::rename(&temporary, &path).await
+    }
+
+    /// Upload `id`'s record as kept beside its file, and how long the file
+    /// has left; `None` without one, or when it expired.
+    pub async fn recall(&self, id: &UploadId) -> Option<(UploadRecord, Duration)> {
+        let modified = tokio::fs::metadata(self.path(id))
+            .await
+            .ok()?
+            .modified()
+            .ok()?;
+        let left = (modified + self.retention)
+            .duration_since(SystemTime::now())
+            .ok()?;
+        let json = tokio::fs::read(self.sidecar(id)).await.ok()?;
+        let kept: Sidecar = serde_json::from_slice(&json).ok()?;
+        let record = UploadRecord {
+            id: id.clone(),
+            uploader: UserName::parse(&kept.uploader).ok()?,
+            name: FileName::parse(&kept.name).ok()?,
+            media_type: MediaType::parse(&kept.media_type).ok()?,
+            size: kept.size,
+            state: UploadState::Finished {
+                inline: kept.inline,
+            },
+            secret: None,
+            logs: kept.logs.iter().filter_map(|t| Log::from_tag(t)).collect(),
+        };
+        Some((record, left))
     }
 
     /// Deletes expired files and stale `.part` files, at most once per
@@ -147,7 +217,7 @@ impl LocalUploads {
                 else {
                     continue;
                 };
-                let limit = if path.extension().is_some_and(|e| e == "part") {
+                let limit = if path.extension().is_some_and(|e| e == "part" || e == "tmp") {
                     STALE_PART
                 } else {
                     self.retention
@@ -229,6 +299,18 @@ impl LocalUploads {
     pub async fn delete(&self, id: &UploadId) {
         let _ = tokio::fs::remove_file(self.path(id)).await;
     }
+}
+
+/// Sets a file's modification time, off the runtime's threads.
+async fn set_mtime(path: PathBuf, mtime: SystemTime) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_modified(mtime)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Writes the body to `part` and syncs it; returns its first bytes.

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 pub use local::{LocalUploads, WriteError};
 pub use s3::{S3Overrides, S3Uploads};
 
+use crate::cluster::UploadRecord;
 use crate::domain::{MediaType, UploadId};
 
 /// How long a client has to PUT the bytes after `POST /api/uploads`.
@@ -115,6 +116,24 @@ impl Uploads {
             && let Err(error) = local.keep(id, ttl).await
         {
             tracing::warn!(%error, "could not set an upload's lifetime");
+        }
+    }
+
+    /// Keeps a finished upload's record beside its bytes, where records
+    /// would otherwise not outlive the process (the local folder).
+    pub async fn remember(&self, record: &UploadRecord) {
+        if let Self::Local(local) = self
+            && let Err(error) = local.remember(record).await
+        {
+            tracing::warn!(%error, "could not keep an upload's record on disk");
+        }
+    }
+
+    /// A record [`Uploads::remember`] kept, and how long it has left.
+    pub async fn recall(&self, id: &UploadId) -> Option<(UploadRecord, Duration)> {
+        match self {
+            Self::Local(local) => local.recall(id).await,
+            Self::S3(_) => None,
         }
     }
 

@@ -74,6 +74,7 @@ macro_rules! contract_suite {
             history_a_quiet_log_expires_after_its_ttl,
             uploads_a_record_settles_once_and_only_its_uploader_attaches_it,
             uploads_pending_records_stop_at_the_cap_and_expire_with_their_ttl,
+            uploads_a_restored_record_reads_back_as_it_was,
         );
     };
     (@tests $make:path; $($check:ident),* $(,)?) => {
@@ -1357,4 +1358,21 @@ pub(crate) async fn uploads_pending_records_stop_at_the_cap_and_expire_with_thei
         .create(&pending_upload(&bob), short, 2)
         .await
         .expect("expired records no longer count");
+}
+
+pub(crate) async fn uploads_a_restored_record_reads_back_as_it_was(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let records = subject.backend.uploads.clone();
+    let alice = UserName::parse(&unique("alice")).expect("user");
+    let room = Log::Room(RoomName::parse(&unique("room")).expect("room"));
+    let record = UploadRecord {
+        state: UploadState::Finished { inline: false },
+        secret: None,
+        logs: vec![room],
+        ..pending_upload(&alice)
+    };
+    records.restore(&record, AN_HOUR).await.expect("restore");
+    assert_eq!(records.get(&record.id).await.expect("get"), Some(record));
 }

@@ -633,3 +633,56 @@ async fn uploads_local_put_streams_bodies_far_over_the_64_kib_request_limit() {
     assert!(header(response.headers(), "content-disposition").starts_with("attachment;"));
     assert_eq!(response.bytes().await.unwrap().len(), bytes.len());
 }
+
+#[tokio::test]
+async fn uploads_local_records_outlive_a_restart_of_the_embedded_node() {
+    let dir = scratch_dir();
+    let settings = |s: &mut chorus::config::Settings| {
+        s.upload_dir = Some(dir.clone());
+        s.jwt_secret = Some(SECRET.to_owned());
+    };
+    let node = TestNode::spawn_with(settings).await;
+    let created = announce(
+        &node,
+        json!({"name": "cat.png", "type": "image/png", "size": PNG.len()}),
+        Some(&token("alice")),
+    )
+    .await;
+    assert_eq!(
+        put_bytes(&node, &created.body, PNG).await,
+        StatusCode::NO_CONTENT
+    );
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let mut alice =
+        WsClient::connect(&node.ws_url_query(&format!("token={}", token("alice")))).await;
+    let dm = alice
+        .request(json!({"type": "dm", "to": "bob", "attachments": [id]}))
+        .await;
+    assert_eq!(dm["type"], "dm", "{dm}");
+    alice.close().await;
+    node.stop().await;
+
+    // A new process on the same folder: memory records are gone, the file's
+    // record beside it is not.
+    let node = TestNode::spawn_with(settings).await;
+    let url = node.url(&format!("/api/uploads/{id}"));
+    let response = get(&url, Some(&token("bob"))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(header(response.headers(), "content-disposition").starts_with("inline;"));
+    assert_eq!(response.bytes().await.unwrap().as_ref(), PNG);
+    assert_eq!(
+        get(&url, Some(&token("carol"))).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    // And it can be sent again by its uploader.
+    let mut alice =
+        WsClient::connect(&node.ws_url_query(&format!("token={}", token("alice")))).await;
+    let again = alice
+        .request(json!({"type": "dm", "to": "carol", "attachments": [id]}))
+        .await;
+    assert_eq!(again["type"], "dm", "{again}");
+    assert_eq!(
+        get(&url, Some(&token("carol"))).await.status(),
+        StatusCode::OK
+    );
+}

@@ -82,6 +82,11 @@ impl UploadRecords for MemoryUploadRecords {
         Ok(self.lock().records.get(id).map(|(r, _)| r.clone()))
     }
 
+    async fn restore(&self, record: &UploadRecord, ttl: Duration) -> ClusterResult<()> {
+        self.lock().put(record.clone(), ttl, Instant::now());
+        Ok(())
+    }
+
     async fn settle(
         &self,
         record: &UploadRecord,

@@ -32,6 +32,28 @@ impl RedisUploadRecords {
     pub(crate) fn new(redis: Redis) -> Self {
         Self { redis }
     }
+
+    /// Writes the record's hash as it is, with its lifetime.
+    async fn put(&self, record: &UploadRecord, ttl: Duration) -> ClusterResult<()> {
+        let keys = self.redis.keys();
+        let (state, inline) = state_fields(record.state);
+        let size = record.size.to_string();
+        let mut create = CREATE.prepare_invoke();
+        create.key(keys.upload(&record.id)).arg(millis(ttl));
+        for (field, value) in [
+            ("uploader", record.uploader.as_str()),
+            ("name", record.name.as_str()),
+            ("type", record.media_type.as_str()),
+            ("size", size.as_str()),
+            ("state", state),
+            ("inline", inline),
+            ("secret", record.secret.as_deref().unwrap_or_default()),
+        ] {
+            create.arg(field).arg(value);
+        }
+        let _: i64 = self.redis.invoke("upload_create", &create).await?;
+        Ok(())
+    }
 }
 
 fn millis(ttl: Duration) -> u64 {
@@ -100,23 +122,7 @@ impl UploadRecords for RedisUploadRecords {
         if counted == 0 {
             return Err(ClusterError::Full);
         }
-        let (state, inline) = state_fields(record.state);
-        let size = record.size.to_string();
-        let mut create = CREATE.prepare_invoke();
-        create.key(keys.upload(&record.id)).arg(millis(ttl));
-        for (field, value) in [
-            ("uploader", record.uploader.as_str()),
-            ("name", record.name.as_str()),
-            ("type", record.media_type.as_str()),
-            ("size", size.as_str()),
-            ("state", state),
-            ("inline", inline),
-            ("secret", record.secret.as_deref().unwrap_or_default()),
-        ] {
-            create.arg(field).arg(value);
-        }
-        let _: i64 = self.redis.invoke("upload_create", &create).await?;
-        Ok(())
+        self.put(record, ttl).await
     }
 
     async fn get(&self, id: &UploadId) -> ClusterResult<Option<UploadRecord>> {
@@ -133,6 +139,15 @@ impl UploadRecords for RedisUploadRecords {
             .query(redis::cmd("SMEMBERS").arg(keys.upload_logs(id)))
             .await?;
         Ok(parse_record(id, fields, &logs))
+    }
+
+    async fn restore(&self, record: &UploadRecord, ttl: Duration) -> ClusterResult<()> {
+        self.put(record, ttl).await?;
+        // The logs through the attach script, which sets their lifetime.
+        for log in &record.logs {
+            self.attach(&record.id, &record.uploader, log, ttl).await?;
+        }
+        Ok(())
     }
 
     async fn settle(
