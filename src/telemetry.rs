@@ -62,7 +62,8 @@ pub const HANDSHAKE_TIMEOUTS: &str = "chorus_handshake_timeouts_total";
 /// read at scrape time).
 pub const OUTBOUND_BUFFERED_BYTES: &str = "chorus_outbound_buffered_bytes";
 /// Uploads by what happened to them: `created` (announced), `finished`
-/// (bytes stored as announced), `rejected` (bytes not as announced)
+/// (bytes stored as announced), `rejected` (bytes not as announced),
+/// `swept` (files deleted from the local folder past their lifetime)
 /// (counter).
 pub const UPLOADS: &str = "chorus_uploads_total";
 /// Bytes of finished uploads (counter).
@@ -135,7 +136,11 @@ pub fn register_at_zero() {
         (MESSAGES_ACCEPTED, "kind", &["message", "dm"][..]),
         (IDEMPOTENT_REPLAYS, "kind", &["message", "dm"][..]),
         (PRESENCE_EVENTS, "event", &["join", "leave"][..]),
-        (UPLOADS, "event", &["created", "finished", "rejected"][..]),
+        (
+            UPLOADS,
+            "event",
+            &["created", "finished", "rejected", "swept"][..],
+        ),
         (
             RATE_LIMITED,
             "kind",

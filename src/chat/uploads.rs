@@ -232,12 +232,7 @@ impl Chat {
                     "Content-Length is required".to_owned(),
                 ));
             }
-            Some(n) if n > record.size => {
-                return Err(UploadFailure::TooLarge {
-                    size: n,
-                    max: record.size,
-                });
-            }
+            Some(n) if n > record.size => return Err(UploadFailure::Write(WriteError::TooLong)),
             Some(n) if n < record.size => {
                 return Err(UploadFailure::BadPut(format!(
                     "Content-Length must be the announced size, {}",
@@ -259,10 +254,6 @@ impl Chat {
             .await
             .map_err(|e| match e {
                 WriteError::InFlight => UploadFailure::Conflict,
-                WriteError::TooLong => UploadFailure::TooLarge {
-                    size: record.size + 1,
-                    max: record.size,
-                },
                 other => UploadFailure::Write(other),
             })?;
         let settled = self
@@ -299,6 +290,8 @@ impl Chat {
             let removed = store.sweep().await;
             if removed > 0 {
                 tracing::info!(removed, "expired uploads deleted");
+                metrics::counter!(telemetry::UPLOADS, "event" => "swept")
+                    .increment(u64::try_from(removed).unwrap_or(u64::MAX));
             }
         }
     }
