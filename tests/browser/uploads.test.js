@@ -88,6 +88,36 @@ describe('attachments in the web client', () => {
     assert.equal(await alice.locator('#composer-files .chip').count(), 0, 'sending cleared the chips');
   });
 
+  test('pasting a file into the message box and dropping one on the messages attach them', async () => {
+    const carol = await open(node, { name: 'carol', room: 'paste' });
+    const dave = await open(node, { name: 'dave', room: 'paste' });
+    await waitConnected(carol);
+    await waitConnected(dave);
+    await carol.locator('#member-list [data-user="dave"]').waitFor();
+    await carol.evaluate((bytes) => {
+      const transfer = (name) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], name, { type: 'image/png' }));
+        return dt;
+      };
+      document
+        .querySelector('#composer-input')
+        .dispatchEvent(new ClipboardEvent('paste', { clipboardData: transfer('pasted.png'), bubbles: true, cancelable: true }));
+      const pane = document.querySelector('#messages');
+      pane.dispatchEvent(new DragEvent('dragover', { dataTransfer: transfer('dropped.png'), bubbles: true, cancelable: true }));
+      pane.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer('dropped.png'), bubbles: true, cancelable: true }));
+    }, [...PNG]);
+    await carol.waitForFunction(() => {
+      const chips = [...document.querySelectorAll('#composer-files .chip')];
+      return chips.length === 2 && chips.every((c) => c.dataset.state === 'done');
+    });
+    assert.deepEqual(await carol.locator('#composer-files .chip-name').allTextContents(), ['pasted.png', 'dropped.png']);
+    await carol.locator('#composer-input').press('Enter');
+    await dave.waitForFunction(
+      () => [...document.querySelectorAll('#messages .msg img.attachment-image')].filter((i) => i.complete && i.naturalWidth === 4).length === 2,
+    );
+  });
+
   test('with tokens the picture is fetched with the token and shown from a blob: URL', async () => {
     const secret = 'browser-uploads-secret-of-at-least-32-bytes';
     const authDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-browser-uploads-auth-'));
