@@ -195,11 +195,16 @@ async fn uploads_local_flow_sends_fetches_and_keeps_history() {
 #[tokio::test]
 async fn uploads_local_disposition_is_attachment_when_bytes_are_not_the_type() {
     let node = local_node(|_| {}).await;
-    let id = upload(&node, "alice", "x.png", "image/png", b"<html><script>").await;
+    let name = "\"évil\"; <b>.png";
+    let id = upload(&node, "alice", name, "image/png", b"<html><script>").await;
     // Unattached, the uploader (anyone, without auth) can already fetch it.
     let response = get(&node.url(&format!("/api/uploads/{id}")), None).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(header(response.headers(), "content-disposition").starts_with("attachment;"));
+    assert_eq!(
+        header(response.headers(), "content-disposition"),
+        "attachment; filename=\"__vil_; <b>.png\"; filename*=UTF-8''%22%C3%A9vil%22%3B%20%3Cb%3E.png",
+        "an image that is not one is downloaded, its name escaped"
+    );
 }
 
 #[tokio::test]
@@ -534,6 +539,21 @@ async fn uploads_on_redis_records_live_with_a_ttl_and_need_a_bucket() {
         .await
         .unwrap();
     assert_eq!(logs, vec![format!("r:{room}")]);
+    // Another node of the cluster serves it from the shared records.
+    let other = TestNode::spawn_with(|s| {
+        s.redis_url = Some(redis.url());
+        s.redis_prefix = prefix.clone();
+        use_s3(s, &moto, &bucket);
+    })
+    .await;
+    let redirect = get(&other.url(&format!("/api/uploads/{id}")), None).await;
+    assert_eq!(redirect.status(), StatusCode::FOUND);
+    let location = header(redirect.headers(), "location").to_owned();
+    assert_eq!(
+        get(&location, None).await.bytes().await.unwrap().as_ref(),
+        PNG
+    );
+
     let keys: Vec<String> = conn.keys(format!("{prefix}*up*")).await.unwrap();
     for key in keys {
         let ttl: i64 = conn.ttl(&key).await.unwrap();
