@@ -20,7 +20,9 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_
 # The S3-compatible server the upload tests run against (tests/e2e/support/moto.rs).
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "installing: moto[server]"
-  python3 -m pip install --quiet 'moto[server]'
+  # A Debian system Python refuses pip installs unless told (PEP 668).
+  python3 -m pip install --quiet 'moto[server]' ||
+    python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
