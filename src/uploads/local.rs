@@ -150,7 +150,9 @@ impl LocalUploads {
         };
         let json = serde_json::to_vec(&sidecar).map_err(std::io::Error::other)?;
         let path = self.sidecar(&record.id);
-        let temporary = path.with_extension("tmp");
+        // A name of its own, so two attaches of one upload at once never
+        // write into the same file.
+        let temporary = path.with_extension(format!("{}.tmp", UploadId::random()));
         tokio::fs::write(&temporary, json).await?;
         let mtime = tokio::fs::metadata(self.path(&record.id))
             .await?
