@@ -79,12 +79,13 @@ fn encode(c: &mut Criterion) {
                 black_box(&room),
                 black_box(&user),
                 black_box(&content),
+                &[],
                 Some("c1"),
             );
             draft.complete(black_box(id))
         });
     });
-    let draft = protocol::message(&room, &user, &content, Some("c1"));
+    let draft = protocol::message(&room, &user, &content, &[], Some("c1"));
     group.bench_function("complete", |b| {
         b.iter(|| black_box(&draft).complete(black_box(id)));
     });
@@ -98,7 +99,7 @@ fn fanout(c: &mut Criterion) {
     let publication = Publication {
         id: Some(id),
         except: None,
-        payload: protocol::message(&room(), &user(), &content, Some("c1")).complete(id),
+        payload: protocol::message(&room(), &user(), &content, &[], Some("c1")).complete(id),
     };
     let topic = Topic::Room(room());
     for n in [1_usize, 100, 1_000, 10_000] {

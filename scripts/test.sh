@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
 # (redis-server for the cluster tests, redis-cli to form the Redis Clusters
-# the tests run on, iproute2 for the partition test, nginx, prometheus and
-# postgresql for the deployment tests; tests/browser/run.sh installs
+# the tests run on, moto_server for the upload and DynamoDB tests, iproute2
+# for the partition test, nginx, prometheus and postgresql for the
+# deployment and archive tests; tests/browser/run.sh installs
 # chromium and its npm packages), checks the deployment artifacts with the
 # real tools, then runs every test of the workspace and the browser tests.
 set -euo pipefail
@@ -23,6 +24,8 @@ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/n
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 # `ip` builds the network namespaces of the partition test (tests/e2e/partition.rs).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
+# pip, for moto below.
+command -v moto_server >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   sudo_cmd=""
@@ -31,11 +34,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# moto's server stands in for DynamoDB in the DynamoDB archive's tests
-# (tests/e2e/archive_dynamodb.rs).
+# moto's server stands in for S3 (the upload tests, tests/e2e/support/moto.rs)
+# and DynamoDB (tests/e2e/archive_dynamodb.rs).
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "installing: moto[server] (pip)"
-  python3 -m pip install --quiet 'moto[server]>=5,<6'
+  # A Debian system Python refuses pip installs unless told (PEP 668).
+  python3 -m pip install --quiet 'moto[server]>=5,<6' ||
+    python3 -m pip install --quiet --break-system-packages 'moto[server]>=5,<6'
 fi
 
 export PATH="$PATH:/usr/sbin"

@@ -12,11 +12,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::AuthError;
+use crate::chat::{SendError, UploadFailure};
 use crate::cluster::ClusterError;
 use crate::domain::{ContentError, MessageIdError, NameError};
 use crate::error_code::ErrorCode;
 use crate::protocol::MAX_BODY_BYTES;
 use crate::telemetry;
+use crate::uploads::WriteError;
 
 /// An HTTP error answer.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,40 @@ pub enum ApiError {
     /// The backend did not answer.
     #[error("the backend is unavailable; try again")]
     Unavailable,
+    /// An upload call refused for a cause of its own (never a backend or
+    /// storage fault: those are [`ApiError::Unavailable`]).
+    #[error(transparent)]
+    Upload(UploadFailure),
+}
+
+/// How long a user at the pending-upload cap is told to wait: uploads
+/// finish in seconds, and each one that does frees a place.
+const PENDING_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+impl From<UploadFailure> for ApiError {
+    fn from(e: UploadFailure) -> Self {
+        match e {
+            UploadFailure::Cluster(cause) => cause.into(),
+            UploadFailure::Store(cause) => {
+                tracing::warn!(error = %cause, "upload storage unavailable");
+                Self::Unavailable
+            }
+            UploadFailure::Write(WriteError::Io(cause)) => {
+                tracing::warn!(error = %cause, "cannot write an upload");
+                Self::Unavailable
+            }
+            other => Self::Upload(other),
+        }
+    }
+}
+
+impl From<SendError> for ApiError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Cluster(cause) => cause.into(),
+            SendError::Attachment(cause) => Self::BadRequest(cause),
+        }
+    }
 }
 
 impl From<ClusterError> for ApiError {
@@ -122,6 +158,27 @@ impl ApiError {
             Self::Draining => ErrorCode::Draining,
             Self::RateLimited(_) => ErrorCode::RateLimited,
             Self::Unavailable => ErrorCode::Unavailable,
+            Self::Upload(e) => match e {
+                UploadFailure::NotFound => ErrorCode::NotFound,
+                UploadFailure::TooLarge { .. } | UploadFailure::Write(WriteError::TooLong) => {
+                    ErrorCode::TooLarge
+                }
+                UploadFailure::TooManyPending => ErrorCode::RateLimited,
+                UploadFailure::Conflict | UploadFailure::Write(WriteError::InFlight) => {
+                    ErrorCode::Conflict
+                }
+                UploadFailure::Write(WriteError::Overloaded) => ErrorCode::Overloaded,
+                UploadFailure::Write(WriteError::Stalled) => ErrorCode::RequestTimeout,
+                UploadFailure::Cluster(_)
+                | UploadFailure::Store(_)
+                | UploadFailure::Write(WriteError::Io(_)) => ErrorCode::Unavailable,
+                UploadFailure::Invalid(_)
+                | UploadFailure::BadSize
+                | UploadFailure::BadPut(_)
+                | UploadFailure::Write(WriteError::Short { .. } | WriteError::Broken) => {
+                    ErrorCode::BadRequest
+                }
+            },
         }
     }
 
@@ -175,7 +232,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = self.answer();
         let mut response = (status, Json(body)).into_response();
-        if let Self::RateLimited(wait) = self {
+        let wait = match self {
+            Self::RateLimited(wait) => Some(wait),
+            Self::Upload(UploadFailure::TooManyPending) => Some(PENDING_RETRY_AFTER),
+            Self::Upload(UploadFailure::Write(WriteError::Overloaded)) => {
+                Some(Duration::from_secs(1))
+            }
+            _ => None,
+        };
+        if let Some(wait) = wait {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));

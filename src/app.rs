@@ -18,11 +18,12 @@ use crate::auth::Auth;
 use crate::chat::Chat;
 use crate::cluster::Backend;
 use crate::cluster::redis::{RedisSettings, RedisTarget};
-use crate::config::{ArchiveTarget, Settings};
+use crate::config::{ArchiveTarget, Settings, UploadStorage};
 use crate::hub::Hub;
 use crate::rate::PostLimiter;
 use crate::shutdown::Shutdown;
 use crate::state::{AppState, Limits};
+use crate::uploads::{LocalUploads, S3Uploads, Uploads};
 use crate::{routes, server, telemetry, upkeep};
 
 /// How long the drain waits for sessions to close; leaves room in the
@@ -103,11 +104,27 @@ impl App {
             ),
             None => None,
         };
+        let mut chat = Chat::new(node.clone(), backend, hub, archiver);
+        match settings.upload_storage()? {
+            Some(UploadStorage::Local(dir)) => {
+                chat = chat.with_uploads(
+                    Uploads::Local(LocalUploads::new(dir, crate::chat::RETENTION)),
+                    settings.upload_max_bytes,
+                );
+            }
+            Some(UploadStorage::S3(bucket)) => {
+                let s3 = S3Uploads::connect(&bucket, &settings.s3)
+                    .await
+                    .context("CHORUS_S3_BUCKET")?;
+                chat = chat.with_uploads(Uploads::S3(s3), settings.upload_max_bytes);
+            }
+            None => tracing::info!("uploads are off: cluster mode needs CHORUS_S3_BUCKET for them"),
+        }
         let max_connections = usize::try_from(settings.max_connections).unwrap_or(usize::MAX);
         metrics::gauge!(telemetry::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "node" => node.to_string())
             .set(1.0);
         let state = Arc::new(AppState {
-            chat: Chat::new(node, backend, hub, archiver),
+            chat,
             auth: settings.jwt_secret.as_deref().map(Auth::new),
             limits: Limits {
                 rate_limit: settings.rate_limit,

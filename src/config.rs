@@ -26,6 +26,21 @@ pub const DEFAULT_HISTORY_TTL_SECS: u64 = 7 * 24 * 3600;
 /// one token.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
+/// Largest upload by default, from the contract: 25 MiB.
+pub const DEFAULT_UPLOAD_MAX_BYTES: u64 = 25 * 1024 * 1024;
+
+/// The embedded mode's upload folder when CHORUS_UPLOAD_DIR is unset.
+pub const DEFAULT_UPLOAD_DIR: &str = "./data/uploads";
+
+/// Where a node keeps uploaded files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadStorage {
+    /// A folder on this node (embedded mode only).
+    Local(PathBuf),
+    /// An S3 bucket.
+    S3(String),
+}
+
 /// Everything an operator can set. `chorus --help` lists each with its
 /// variable and default.
 #[derive(Debug, Clone, Parser)]
@@ -206,6 +221,27 @@ pub struct Settings {
     #[arg(long, env = "CHORUS_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
 
+    /// Folder for uploaded files [default: ./data/uploads in embedded mode].
+    /// One node only: cluster mode needs CHORUS_S3_BUCKET instead.
+    #[arg(long, env = "CHORUS_UPLOAD_DIR")]
+    pub upload_dir: Option<PathBuf>,
+
+    /// S3 bucket for uploaded files; the standard AWS_* variables
+    /// (AWS_ENDPOINT_URL included) configure the client. Unset in cluster
+    /// mode: uploads are off and their routes answer 404.
+    #[arg(long, env = "CHORUS_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// Largest upload, in bytes.
+    #[arg(long, env = "CHORUS_UPLOAD_MAX_BYTES", default_value_t = DEFAULT_UPLOAD_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_max_bytes: u64,
+
+    /// The S3 client's endpoint, region and credentials given in code
+    /// instead of AWS_* variables: for embedders and tests, which run
+    /// several nodes in one process. Not a flag.
+    #[arg(skip)]
+    pub s3: crate::uploads::S3Overrides,
+
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -346,6 +382,7 @@ impl Settings {
         }
         self.proxy_header()?;
         self.origins()?;
+        self.upload_storage()?;
         tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| ConfigError::Value {
             setting: "RUST_LOG",
             problem: e.to_string(),
@@ -445,6 +482,33 @@ impl Settings {
             table: table.clone(),
             endpoint,
         }))
+    }
+
+    /// Where uploads go: the bucket if set; else a folder in embedded mode
+    /// (the setting or the default); else nowhere (uploads off).
+    pub fn upload_storage(&self) -> Result<Option<UploadStorage>, ConfigError> {
+        let cluster = self.redis_url.is_some() || self.redis_cluster_urls.is_some();
+        match (&self.upload_dir, &self.s3_bucket) {
+            (Some(_), Some(_)) => Err(ConfigError::Value {
+                setting: "CHORUS_UPLOAD_DIR",
+                problem: "set together with CHORUS_S3_BUCKET; set one".to_owned(),
+            }),
+            (_, Some(bucket)) if bucket.trim().is_empty() => Err(ConfigError::Value {
+                setting: "CHORUS_S3_BUCKET",
+                problem: "is empty".to_owned(),
+            }),
+            (_, Some(bucket)) => Ok(Some(UploadStorage::S3(bucket.trim().to_owned()))),
+            (Some(_), None) if cluster => Err(ConfigError::Value {
+                setting: "CHORUS_UPLOAD_DIR",
+                problem: "a local upload folder serves one node only; set CHORUS_S3_BUCKET"
+                    .to_owned(),
+            }),
+            (Some(dir), None) => Ok(Some(UploadStorage::Local(dir.clone()))),
+            (None, None) if cluster => Ok(None),
+            (None, None) => Ok(Some(UploadStorage::Local(PathBuf::from(
+                DEFAULT_UPLOAD_DIR,
+            )))),
+        }
     }
 
     /// This node's id: the setting, or hostname plus a short random suffix.

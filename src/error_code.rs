@@ -40,6 +40,9 @@ pub enum ErrorCode {
     RequestTimeout,
     /// The room exists already.
     RoomExists,
+    /// The request conflicts with the state of its target (an upload
+    /// uploaded already, or being uploaded).
+    Conflict,
     /// The directory holds as many created rooms as allowed.
     TooManyRooms,
     /// The client address holds as many connections as allowed.
@@ -69,6 +72,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => ("method_not_allowed", Some(StatusCode::METHOD_NOT_ALLOWED)),
             Self::RequestTimeout => ("request_timeout", Some(StatusCode::REQUEST_TIMEOUT)),
             Self::RoomExists => ("room_exists", Some(StatusCode::CONFLICT)),
+            Self::Conflict => ("conflict", Some(StatusCode::CONFLICT)),
             // 409 like `room_exists`: the request conflicts with the state
             // of the directory, and repeating it will not help until rooms
             // are gone (unlike 429/503, which say "later").

@@ -33,4 +33,5 @@ pub mod shutdown;
 pub mod state;
 pub mod telemetry;
 pub mod upkeep;
+pub mod uploads;
 mod ws;

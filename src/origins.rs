@@ -83,7 +83,7 @@ impl AllowedOrigins {
         Some(
             CorsLayer::new()
                 .allow_origin(allow)
-                .allow_methods([Method::GET, Method::POST])
+                .allow_methods([Method::GET, Method::POST, Method::PUT])
                 .allow_headers([AUTHORIZATION, CONTENT_TYPE])
                 .max_age(PREFLIGHT_MAX_AGE),
         )

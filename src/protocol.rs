@@ -8,7 +8,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Draft, Stored};
-use crate::domain::{Content, IdempotencyKey, MessageId, NameError, NodeId, RoomName, UserName};
+use crate::domain::{
+    Content, FileName, IdempotencyKey, MAX_ATTACHMENTS, MediaType, MessageId, NameError, NodeId,
+    RoomName, UploadId, UserName,
+};
 use crate::error_code::ErrorCode;
 
 /// Largest WebSocket frame or message accepted, from the contract; larger
@@ -84,6 +87,8 @@ pub enum Command {
         content: Content,
         /// Makes a retry of this send harmless.
         key: Option<IdempotencyKey>,
+        /// Uploads sent with it (distinct, at most [`MAX_ATTACHMENTS`]).
+        attachments: Vec<UploadId>,
     },
     /// Send a direct message.
     Dm {
@@ -93,6 +98,8 @@ pub enum Command {
         content: Content,
         /// Makes a retry of this send harmless.
         key: Option<IdempotencyKey>,
+        /// Uploads sent with it (distinct, at most [`MAX_ATTACHMENTS`]).
+        attachments: Vec<UploadId>,
     },
     /// Tell the room this user is typing.
     Typing {
@@ -157,6 +164,8 @@ struct RawFrame<'a> {
     with: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     idempotency_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    attachments: Option<Vec<Cow<'a, str>>>,
 }
 
 /// Only the `ref`, to echo it on a frame that failed to decode as a whole.
@@ -239,9 +248,44 @@ fn user(field: Option<Cow<'_, str>>, name: &str) -> Result<UserName, FieldError>
     UserName::parse(&required(field, name)?).map_err(name_error)
 }
 
-fn content(field: Option<Cow<'_, str>>) -> Result<Content, FieldError> {
-    Content::parse(required(field, "content")?.into_owned())
+/// A message's text: required, unless it has attachments (then it may be
+/// missing or empty).
+fn content(field: Option<Cow<'_, str>>, attachments: &[UploadId]) -> Result<Content, FieldError> {
+    let text = match field {
+        None if attachments.is_empty() => required(field, "content")?,
+        field => field.unwrap_or_default(),
+    };
+    Content::parse_with(text.into_owned(), !attachments.is_empty())
         .map_err(|e| ((&e).into(), e.to_string()))
+}
+
+/// An optional `attachments` list, for REST bodies as well: at most
+/// [`MAX_ATTACHMENTS`] distinct upload ids.
+pub fn attachment_ids<S: AsRef<str>>(field: Option<Vec<S>>) -> Result<Vec<UploadId>, FieldError> {
+    let raw = field.unwrap_or_default();
+    if raw.len() > MAX_ATTACHMENTS {
+        return Err((
+            ErrorCode::BadRequest,
+            format!("at most {MAX_ATTACHMENTS} attachments, got {}", raw.len()),
+        ));
+    }
+    let mut ids: Vec<UploadId> = Vec::with_capacity(raw.len());
+    for s in &raw {
+        let id = UploadId::parse(s.as_ref()).map_err(|e| {
+            (
+                ErrorCode::BadRequest,
+                format!("attachment \"{}\": {e}", s.as_ref().escape_default()),
+            )
+        })?;
+        if ids.contains(&id) {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("attachment {id} is listed twice"),
+            ));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 fn message_id(field: Option<Cow<'_, str>>, name: &str) -> Result<Option<MessageId>, FieldError> {
@@ -276,16 +320,26 @@ impl RawFrame<'_> {
                 from: room(self.from, "from")?,
                 to: room(self.to, "to")?,
             },
-            "message" => Command::Message {
-                room: room(self.room, "room")?,
-                content: content(self.content)?,
-                key: idempotency_key(self.idempotency_key)?,
-            },
-            "dm" => Command::Dm {
-                to: user(self.to, "to")?,
-                content: content(self.content)?,
-                key: idempotency_key(self.idempotency_key)?,
-            },
+            "message" => {
+                let room = room(self.room, "room")?;
+                let attachments = attachment_ids(self.attachments)?;
+                Command::Message {
+                    room,
+                    content: content(self.content, &attachments)?,
+                    key: idempotency_key(self.idempotency_key)?,
+                    attachments,
+                }
+            }
+            "dm" => {
+                let to = user(self.to, "to")?;
+                let attachments = attachment_ids(self.attachments)?;
+                Command::Dm {
+                    to,
+                    content: content(self.content, &attachments)?,
+                    key: idempotency_key(self.idempotency_key)?,
+                    attachments,
+                }
+            }
             "typing" => Command::Typing {
                 room: room(self.room, "room")?,
             },
@@ -314,6 +368,31 @@ impl RawFrame<'_> {
                 ));
             }
         })
+    }
+}
+
+/// An upload as a `message` or `dm` frame carries it. `url` is the
+/// node's stable path for it, valid as long as the upload lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    id: String,
+    name: String,
+    #[serde(rename = "type")]
+    media_type: String,
+    size: u64,
+    url: String,
+}
+
+impl Attachment {
+    /// The attachment for upload `id`.
+    pub fn new(id: &UploadId, name: &FileName, media_type: &MediaType, size: u64) -> Self {
+        Self {
+            id: id.to_string(),
+            name: name.as_str().to_owned(),
+            media_type: media_type.as_str().to_owned(),
+            size,
+            url: format!("/api/uploads/{id}"),
+        }
     }
 }
 
@@ -554,6 +633,7 @@ pub fn message(
     room: &RoomName,
     user: &UserName,
     content: &Content,
+    attachments: &[Attachment],
     reference: Option<&str>,
 ) -> Draft {
     #[derive(Serialize)]
@@ -561,6 +641,8 @@ pub fn message(
         room: &'a RoomName,
         user: &'a UserName,
         content: &'a str,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        attachments: &'a [Attachment],
         ts: String,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
@@ -571,6 +653,7 @@ pub fn message(
             room,
             user,
             content: content.as_str(),
+            attachments,
             ts: timestamp(),
             reference,
         }),
@@ -591,12 +674,20 @@ pub fn replay(stored: &Stored, reference: Option<&str>) -> String {
 }
 
 /// A `dm`, encoded once for both users' connections and the pair's history.
-pub fn dm(from: &UserName, to: &UserName, content: &Content, reference: Option<&str>) -> Draft {
+pub fn dm(
+    from: &UserName,
+    to: &UserName,
+    content: &Content,
+    attachments: &[Attachment],
+    reference: Option<&str>,
+) -> Draft {
     #[derive(Serialize)]
     struct Body<'a> {
         from: &'a UserName,
         to: &'a UserName,
         content: &'a str,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        attachments: &'a [Attachment],
         ts: String,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
@@ -607,6 +698,7 @@ pub fn dm(from: &UserName, to: &UserName, content: &Content, reference: Option<&
             from,
             to,
             content: content.as_str(),
+            attachments,
             ts: timestamp(),
             reference,
         }),
@@ -632,6 +724,49 @@ mod tests {
 
     fn room(s: &str) -> RoomName {
         RoomName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn attachments_are_at_most_ten_distinct_ids_and_excuse_empty_content() {
+        let id = "0123456789abcdef0123456789abcdef";
+        check(
+            &format!(r#"{{"type":"message","room":"r","attachments":["{id}"]}}"#),
+            Ok(Command::Message {
+                room: room("r"),
+                content: Content::parse_with("", true).unwrap(),
+                key: None,
+                attachments: vec![UploadId::parse(id).unwrap()],
+            }),
+        );
+        check(
+            &format!(r#"{{"type":"dm","to":"bob","content":"","attachments":["{id}"]}}"#),
+            Ok(Command::Dm {
+                to: UserName::parse("bob").unwrap(),
+                content: Content::parse_with("", true).unwrap(),
+                key: None,
+                attachments: vec![UploadId::parse(id).unwrap()],
+            }),
+        );
+        let bad = |list: &str| {
+            format!(
+                r#"{{"type":"message","room":"r","content":"x","attachments":{list},"ref":"a"}}"#
+            )
+        };
+        check(
+            &bad(&format!(r#"["{id}","{id}"]"#)),
+            Err((ErrorCode::BadRequest, Some("a"))),
+        );
+        check(&bad(r#"["nope"]"#), Err((ErrorCode::BadRequest, Some("a"))));
+        check(&bad(r#"[1]"#), Err((ErrorCode::BadRequest, Some("a"))));
+        let eleven: Vec<String> = (0..11).map(|i| format!("\"{i:032x}\"")).collect();
+        check(
+            &bad(&format!("[{}]", eleven.join(","))),
+            Err((ErrorCode::BadRequest, Some("a"))),
+        );
+        check(
+            r#"{"type":"message","room":"r","attachments":[]}"#,
+            Err((ErrorCode::BadRequest, None)),
+        );
     }
 
     #[test]
@@ -667,6 +802,7 @@ mod tests {
                 room: room("r"),
                 content: Content::parse("hé").unwrap(),
                 key: None,
+                attachments: Vec::new(),
             }),
         );
         check(
@@ -675,6 +811,7 @@ mod tests {
                 to: UserName::parse("bob").unwrap(),
                 content: Content::parse("hi").unwrap(),
                 key: Some(IdempotencyKey::parse("k1").unwrap()),
+                attachments: Vec::new(),
             }),
         );
         check(
@@ -805,13 +942,22 @@ mod tests {
     #[test]
     fn a_message_is_encoded_around_its_id() {
         let content = Content::parse("<b>\"hi\"</b>").unwrap();
+        let id = UploadId::random();
+        let name = FileName::parse("<img src=x onerror=\"alert(1)\">.png").unwrap();
+        let attachment = Attachment::new(&id, &name, &MediaType::parse("image/png").unwrap(), 9);
         let draft = message(
             &room("r"),
             &UserName::parse("al").unwrap(),
             &content,
+            &[attachment],
             Some("x1"),
         );
         let frame: Value = serde_json::from_slice(&draft.complete(MessageId::new(7, 2))).unwrap();
+        assert_eq!(
+            frame["attachments"],
+            json!([{"id": id.as_str(), "name": name.as_str(), "type": "image/png", "size": 9,
+                    "url": format!("/api/uploads/{id}")}])
+        );
         assert_eq!(frame["type"], "message");
         assert_eq!(frame["id"], "7-2");
         assert_eq!(frame["room"], "r");

@@ -46,13 +46,15 @@ pub(crate) fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found),
     };
-    router =
-        router
-            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-            .layer(middleware::from_fn_with_state(
-                state.clone(),
-                read_body_in_time,
-            ));
+    router = router
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            read_body_in_time,
+        ))
+        // After the body layers, so they do not wrap it: an upload's body
+        // is streamed to disk under deadlines of its own.
+        .merge(http::upload_content_router(&state));
     // Outermost, so that preflights get their CORS answer before routing
     // (which knows no OPTIONS) and the origin check.
     if let Some(cors) = state.origins.cors() {

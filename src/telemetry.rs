@@ -61,6 +61,13 @@ pub const HANDSHAKE_TIMEOUTS: &str = "chorus_handshake_timeouts_total";
 /// Bytes of fan-out frames waiting in this node's outbound queues (gauge,
 /// read at scrape time).
 pub const OUTBOUND_BUFFERED_BYTES: &str = "chorus_outbound_buffered_bytes";
+/// Uploads by what happened to them: `created` (announced), `finished`
+/// (bytes stored as announced), `rejected` (bytes not as announced),
+/// `swept` (files deleted from the local folder past their lifetime)
+/// (counter).
+pub const UPLOADS: &str = "chorus_uploads_total";
+/// Bytes of finished uploads (counter).
+pub const UPLOAD_BYTES: &str = "chorus_upload_bytes_total";
 /// Times the Redis subscriber connection was re-established (counter).
 pub const PUBSUB_RECONNECTS: &str = "chorus_pubsub_reconnects_total";
 /// Room messages and DMs read back from their streams by a gap fill after a
@@ -131,6 +138,7 @@ pub fn register_at_zero() {
         PRESENCE_REAPED,
         ARCHIVE_STORED,
         ARCHIVE_ERRORS,
+        UPLOAD_BYTES,
     ] {
         metrics::counter!(counter).increment(0);
     }
@@ -138,6 +146,11 @@ pub fn register_at_zero() {
         (MESSAGES_ACCEPTED, "kind", &["message", "dm"][..]),
         (IDEMPOTENT_REPLAYS, "kind", &["message", "dm"][..]),
         (PRESENCE_EVENTS, "event", &["join", "leave"][..]),
+        (
+            UPLOADS,
+            "event",
+            &["created", "finished", "rejected", "swept"][..],
+        ),
         (
             RATE_LIMITED,
             "kind",

@@ -1,7 +1,8 @@
 //! The node's background upkeep: the timer of [`Chat::beat`], which keeps
 //! this node listed as alive (and rewrites its presence from its own sockets
 //! when the backend lost or missed some), reaps nodes that died without
-//! cleanup, and announces what that changed.
+//! cleanup, and announces what that changed; and the sweep of expired
+//! uploaded files.
 
 use std::time::Duration;
 
@@ -24,7 +25,10 @@ pub async fn run(chat: Chat, every: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = tick.tick() => chat.beat().await,
+            _ = tick.tick() => {
+                chat.beat().await;
+                chat.sweep_uploads().await;
+            }
         }
     }
 }

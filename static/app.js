@@ -12,6 +12,7 @@ import { Connection } from './js/connection.js';
 import { Conversation, normalize, roomKey, dmKey } from './js/store.js';
 import { $, el, avatar, setAvatar, formatTime, formatDay, fullDate, utf8Length } from './js/dom.js';
 import { linkify } from './js/links.js';
+import { UploadQueue, attachmentNodes } from './js/uploads.js';
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -24,6 +25,8 @@ const GROUP_GAP_MS = 5 * 60 * 1000;
 
 const params = new URLSearchParams(location.search);
 const api = new Api();
+/** Files being uploaded for the next message (bound in bindComposer). */
+let uploads = null;
 
 const S = {
   mode: 'name', // 'name' | 'token'
@@ -242,13 +245,14 @@ function sendPending(conv, msg) {
     conv.kind === 'room'
       ? { type: 'message', room: conv.name, content: msg.content, idempotency_key: key, ref: msg.ref }
       : { type: 'dm', to: conv.name, content: msg.content, idempotency_key: key, ref: msg.ref };
+  if (msg.uploads && msg.uploads.length) frame.attachments = msg.uploads;
   msg.state = 'pending';
   msg.error = '';
   const ready = conv.kind === 'dm' || conv.joined;
   msg.connSeq = ready && conn.send(frame) ? conn.seq : null; // null: queued until (re)connected
 }
 
-function sendMessage(text) {
+function sendMessage(text, attachments = []) {
   const conv = activeConv();
   if (!conv || !S.me) return false;
   if (utf8Length(text) > MAX_CONTENT_BYTES) {
@@ -262,6 +266,7 @@ function sendMessage(text) {
     firstSent: Date.now(),
     user: S.me,
     content: text,
+    uploads: attachments,
     ts: new Date().toISOString(),
     state: 'pending',
     connSeq: null,
@@ -344,6 +349,8 @@ function handleFrame(f) {
 
 function onWelcome(f) {
   S.me = f.user;
+  // The uploader an anonymous upload names (with a token the server ignores it).
+  api.user = f.user;
   S.node = f.node;
   S.requests.clear();
   if (!S.restored) {
@@ -579,6 +586,7 @@ function renderConn() {
   const canSend = !!activeConv();
   $('#composer-input').disabled = !canSend;
   $('#send-btn').disabled = !canSend;
+  $('#attach-btn').disabled = !canSend;
 }
 
 // ---------------------------------------------------------------- directory & people
@@ -840,6 +848,8 @@ function messageNode(conv, m) {
     title: fullDate(m.ts),
   });
   node.append(el('div', { class: 'text' }, ...messageText(m.content)));
+  const files = attachmentNodes(m.attachments, S.mode === 'token' ? S.token : null);
+  if (files) node.append(files);
   if (m.state === 'pending') {
     node.append(el('div', { class: 'msg-status', role: 'status' }, conn.isOpen ? 'Sending…' : 'Waiting for connection…'));
   } else if (m.state === 'failed') {
@@ -1097,15 +1107,49 @@ function bindComposer() {
     count.textContent = n > MAX_CONTENT_BYTES - 600 ? ` · ${n}/${MAX_CONTENT_BYTES} bytes` : '';
     count.classList.toggle('over', n > MAX_CONTENT_BYTES);
   };
+  uploads = new UploadQueue(api, $('#composer-files'), () => {});
   form.addEventListener('submit', (e) => {
     e.preventDefault();
     const text = input.value;
-    if (!text.trim()) return;
-    if (sendMessage(text)) {
+    if (uploads.busy) {
+      toast('Wait for the files to finish uploading, then send.');
+      return;
+    }
+    const ids = uploads.ids;
+    if (!text.trim() && ids.length === 0) return;
+    if (sendMessage(text.trim() ? text : '', ids)) {
       input.value = '';
+      uploads.clear();
       grow();
       updateCount();
     }
+  });
+  // Three ways to attach, one queue: the paper clip, paste, drag and drop.
+  const picker = $('#file-input');
+  $('#attach-btn').addEventListener('click', () => picker.click());
+  picker.addEventListener('change', () => {
+    uploads.add(picker.files);
+    picker.value = '';
+  });
+  input.addEventListener('paste', (e) => {
+    const files = e.clipboardData && e.clipboardData.files;
+    if (files && files.length) {
+      e.preventDefault();
+      uploads.add(files);
+    }
+  });
+  const pane = $('#messages');
+  pane.addEventListener('dragover', (e) => {
+    if (!activeConv() || !e.dataTransfer || !Array.from(e.dataTransfer.types).includes('Files')) return;
+    e.preventDefault();
+    pane.classList.add('drop-target');
+  });
+  pane.addEventListener('dragleave', () => pane.classList.remove('drop-target'));
+  pane.addEventListener('drop', (e) => {
+    pane.classList.remove('drop-target');
+    if (!activeConv() || !e.dataTransfer || !e.dataTransfer.files.length) return;
+    e.preventDefault();
+    uploads.add(e.dataTransfer.files);
   });
   input.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {

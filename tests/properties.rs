@@ -355,6 +355,7 @@ fn valid_command() -> impl Strategy<Value = (Fields, Command)> {
                 room: room(&r),
                 content: content(&text),
                 key: None,
+                attachments: Vec::new(),
             };
             (fields, command)
         }),
@@ -368,6 +369,7 @@ fn valid_command() -> impl Strategy<Value = (Fields, Command)> {
                 to: user(&to),
                 content: content(&text),
                 key: None,
+                attachments: Vec::new(),
             };
             (fields, command)
         }),

@@ -7,6 +7,9 @@
 
 mod liveness;
 mod output;
+mod uploads;
+
+pub use uploads::{Download, MAX_PENDING_UPLOADS, Offer, Put, RETENTION, SendError, UploadFailure};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,10 +24,11 @@ use crate::cluster::{
     Appended, Backend, ClusterError, ClusterResult, Draft, Idempotency, Log, Publication,
     RoomSummary, Stored, Topic,
 };
-use crate::domain::{Content, IdempotencyKey, MessageId, NodeId, RoomName, UserName};
+use crate::domain::{Content, IdempotencyKey, MessageId, NodeId, RoomName, UploadId, UserName};
 use crate::hub::{Hub, Recipient};
 use crate::protocol::{self, DEFAULT_HISTORY_LIMIT, PresenceEvent};
 use crate::telemetry;
+use crate::uploads::Uploads;
 
 /// What a join returns to the joining connection.
 #[derive(Debug)]
@@ -60,6 +64,10 @@ pub struct Chat {
     unannounced: Arc<Mutex<VecDeque<Announcement>>>,
     /// With an archive: what moves messages into it, and reads it.
     archiver: Option<Arc<Archiver>>,
+    /// Where uploads are stored; `None`: uploads are off.
+    uploads: Option<Arc<Uploads>>,
+    /// The largest upload.
+    upload_max_bytes: u64,
 }
 
 /// The most messages a join with `since` returns (the default hot
@@ -102,6 +110,8 @@ impl Chat {
             send_latency: metrics::histogram!(telemetry::SEND_LATENCY),
             unannounced: Arc::default(),
             archiver,
+            uploads: None,
+            upload_max_bytes: 0,
         }
     }
 
@@ -115,21 +125,25 @@ impl Chat {
         &self.node
     }
 
-    /// Stores and delivers a room message, unless `key` names a send of
-    /// `user` to `room` already stored (then that one is returned, replayed).
+    /// Stores and delivers a room message with `attachments` (each
+    /// `user`'s finished upload), unless `key` names a send of `user` to
+    /// `room` already stored (then that one is returned, replayed).
     pub async fn send_message(
         &self,
         room: &RoomName,
         user: &UserName,
         content: &Content,
+        attachments: &[UploadId],
         reference: Option<&str>,
         key: Option<&IdempotencyKey>,
-    ) -> ClusterResult<Appended> {
-        let draft = protocol::message(room, user, content, reference);
+    ) -> Result<Appended, SendError> {
         let log = Log::Room(room.clone());
+        let attachments = self.attachments(attachments, user, &log).await?;
+        let draft = protocol::message(room, user, content, &attachments, reference);
         let topics = [Topic::Room(room.clone())];
-        self.append(&log, draft, &topics, user, key, "message")
-            .await
+        Ok(self
+            .append(&log, draft, &topics, user, key, "message")
+            .await?)
     }
 
     /// Stores and publishes, timing it and counting it as accepted.
@@ -162,22 +176,25 @@ impl Chat {
     }
 
     /// Stores a DM in the pair's history and delivers it to every connection
-    /// of both users; with `key`, at most once per key (see `send_message`).
+    /// of both users, `attachments` as for `send_message`; with `key`, at
+    /// most once per key (see `send_message`).
     pub async fn send_dm(
         &self,
         from: &UserName,
         to: &UserName,
         content: &Content,
+        attachments: &[UploadId],
         reference: Option<&str>,
         key: Option<&IdempotencyKey>,
-    ) -> ClusterResult<Appended> {
-        let draft = protocol::dm(from, to, content, reference);
+    ) -> Result<Appended, SendError> {
         let log = Log::direct(from.clone(), to.clone());
+        let attachments = self.attachments(attachments, from, &log).await?;
+        let draft = protocol::dm(from, to, content, &attachments, reference);
         let mut topics = vec![Topic::User(to.clone())];
         if from != to {
             topics.push(Topic::User(from.clone()));
         }
-        self.append(&log, draft, &topics, from, key, "dm").await
+        Ok(self.append(&log, draft, &topics, from, key, "dm").await?)
     }
 
     /// Tells the other members of `room` that `user` is typing.

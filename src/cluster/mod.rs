@@ -9,11 +9,14 @@ pub mod memory;
 pub mod redis;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::domain::{IdempotencyKey, MessageId, NodeId, RoomName, UserName};
+use crate::domain::{
+    FileName, IdempotencyKey, MediaType, MessageId, NodeId, RoomName, UploadId, UserName,
+};
 
 /// Where a publication goes: every connection in a room, or every connection
 /// of one user.
@@ -42,6 +45,27 @@ impl Log {
         } else {
             Self::Direct(b, a)
         }
+    }
+
+    /// `r:ROOM` or `d:A:B`: how an upload record names the logs it was
+    /// sent to (names never hold `:`).
+    pub fn tag(&self) -> String {
+        match self {
+            Self::Room(room) => format!("r:{room}"),
+            Self::Direct(a, b) => format!("d:{a}:{b}"),
+        }
+    }
+
+    /// The log a [`Log::tag`] names; `None` for anything else.
+    pub fn from_tag(tag: &str) -> Option<Self> {
+        if let Some(room) = tag.strip_prefix("r:") {
+            return RoomName::parse(room).ok().map(Self::Room);
+        }
+        let (a, b) = tag.strip_prefix("d:")?.split_once(':')?;
+        Some(Self::direct(
+            UserName::parse(a).ok()?,
+            UserName::parse(b).ok()?,
+        ))
     }
 }
 
@@ -313,6 +337,83 @@ pub trait Backlog: Send + Sync {
     async fn archived(&self, log: &Log, upto: MessageId) -> ClusterResult<bool>;
 }
 
+/// Where an upload stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadState {
+    /// Announced; its bytes have not been checked yet.
+    Pending,
+    /// Its bytes are stored and match the announced size and type.
+    Finished {
+        /// Whether it may be served `inline` (a raster image whose first
+        /// bytes match its type).
+        inline: bool,
+    },
+    /// Its bytes did not match what was announced; it can never be attached.
+    Rejected,
+}
+
+/// What chorus keeps about one upload (the bytes live elsewhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    /// The upload.
+    pub id: UploadId,
+    /// Who announced it; the only user who may attach it.
+    pub uploader: UserName,
+    /// The file's name as given.
+    pub name: FileName,
+    /// The announced type.
+    pub media_type: MediaType,
+    /// The announced size in bytes.
+    pub size: u64,
+    /// Pending, finished or rejected.
+    pub state: UploadState,
+    /// The local PUT's one-time secret; `None` when the bytes go to S3.
+    pub secret: Option<String>,
+    /// The logs it was sent to, which decide who may fetch it.
+    pub logs: Vec<Log>,
+}
+
+/// Upload records, cluster-wide. Every record has a lifetime: a write
+/// sets it, so nothing an upload leaves behind lives for ever.
+#[async_trait]
+pub trait UploadRecords: Send + Sync {
+    /// Stores a new pending `record` living `ttl`, unless its uploader has
+    /// `max_pending` pending records already ([`ClusterError::Full`]).
+    async fn create(
+        &self,
+        record: &UploadRecord,
+        ttl: Duration,
+        max_pending: usize,
+    ) -> ClusterResult<()>;
+
+    /// The record, if it is there.
+    async fn get(&self, id: &UploadId) -> ClusterResult<Option<UploadRecord>>;
+
+    /// Puts back a record kept elsewhere (the local folder's copy, after a
+    /// restart), as it is, living `ttl`.
+    async fn restore(&self, record: &UploadRecord, ttl: Duration) -> ClusterResult<()>;
+
+    /// Moves the pending `record` to `to`, living `ttl` from now. False
+    /// when it was no longer pending (or is gone): someone else settled it.
+    async fn settle(
+        &self,
+        record: &UploadRecord,
+        to: UploadState,
+        ttl: Duration,
+    ) -> ClusterResult<bool>;
+
+    /// Adds `log` to the logs of upload `id` if `uploader` made it and it is
+    /// finished, and makes it live `ttl` from now; the record as it is
+    /// then, or `None` when it is not `uploader`'s finished upload.
+    async fn attach(
+        &self,
+        id: &UploadId,
+        uploader: &UserName,
+        log: &Log,
+        ttl: Duration,
+    ) -> ClusterResult<Option<UploadRecord>>;
+}
+
 /// The roles of one backend, chosen once at start-up.
 #[derive(Clone)]
 pub struct Backend {
@@ -326,4 +427,6 @@ pub struct Backend {
     pub history: Arc<dyn History>,
     /// What the histories keep for the archive; `None` without one.
     pub backlog: Option<Arc<dyn Backlog>>,
+    /// What is known about uploads.
+    pub uploads: Arc<dyn UploadRecords>,
 }

@@ -29,6 +29,19 @@ impl Content {
         }
     }
 
+    /// As [`Content::parse`], but empty text is accepted when the message
+    /// has attachments: then they are its point.
+    pub fn parse_with(
+        text: impl Into<String>,
+        has_attachments: bool,
+    ) -> Result<Self, ContentError> {
+        let text = text.into();
+        if has_attachments && text.is_empty() {
+            return Ok(Self(text));
+        }
+        Self::parse(text)
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -52,5 +65,8 @@ mod tests {
             Err(ContentError::TooLarge(4098))
         ));
         assert_eq!(Content::parse(""), Err(ContentError::Empty));
+        assert!(Content::parse_with("", true).is_ok());
+        assert_eq!(Content::parse_with("", false), Err(ContentError::Empty));
+        assert!(Content::parse_with("x".repeat(MAX_CONTENT_BYTES + 1), true).is_err());
     }
 }

@@ -17,7 +17,7 @@ use super::{AppJson, json::raw_json};
 use crate::api_error::ApiError;
 use crate::auth::Identity;
 use crate::cluster::Appended;
-use crate::domain::{Content, IdempotencyKey, RoomName, UserName};
+use crate::domain::{Content, IdempotencyKey, RoomName, UploadId, UserName};
 use crate::protocol;
 use crate::rate::RateKey;
 use crate::state::AppState;
@@ -31,9 +31,11 @@ pub(super) struct Post {
     /// From the token, or claimed in the body in anonymous mode.
     pub(super) sender: UserName,
     /// Parsed at the send, after the target and the sender, so that errors
-    /// come in the order of the room route's.
-    pub(super) content: String,
+    /// come in the order of the room route's. May be missing or empty when
+    /// there are attachments.
+    pub(super) content: Option<String>,
     pub(super) key: Option<IdempotencyKey>,
+    pub(super) attachments: Vec<UploadId>,
 }
 
 impl Post {
@@ -43,10 +45,17 @@ impl Post {
         state: &AppState,
         room: &RoomName,
     ) -> Result<Response, ApiError> {
-        let content = Content::parse(self.content)?;
+        let content = self.content()?;
         let appended = state
             .chat
-            .send_message(room, &self.sender, &content, None, self.key.as_ref())
+            .send_message(
+                room,
+                &self.sender,
+                &content,
+                &self.attachments,
+                None,
+                self.key.as_ref(),
+            )
             .await?;
         Ok(sent(&appended))
     }
@@ -60,17 +69,34 @@ impl Post {
         to: &UserName,
         rate_key: RateKey,
     ) -> Result<Response, ApiError> {
-        let content = Content::parse(self.content)?;
+        let content = self.content()?;
         if let Err(wait) = state.dms.try_take(rate_key, Instant::now()) {
             metrics::counter!(crate::telemetry::RATE_LIMITED, "kind" => "dm").increment(1);
             return Err(ApiError::RateLimited(wait));
         }
         let appended = state
             .chat
-            .send_dm(&self.sender, to, &content, None, self.key.as_ref())
+            .send_dm(
+                &self.sender,
+                to,
+                &content,
+                &self.attachments,
+                None,
+                self.key.as_ref(),
+            )
             .await?;
         Ok(sent(&appended))
     }
+
+    fn content(&self) -> Result<Content, ApiError> {
+        let text = self.content.clone().unwrap_or_default();
+        Ok(Content::parse_with(text, !self.attachments.is_empty())?)
+    }
+}
+
+/// A body's `attachments`: at most ten distinct upload ids.
+pub(super) fn attachments(list: Option<Vec<String>>) -> Result<Vec<UploadId>, ApiError> {
+    protocol::attachment_ids(list).map_err(|(_, message)| ApiError::BadRequest(message))
 }
 
 /// The sender: with auth on, whoever the token names, never the body;
@@ -133,8 +159,9 @@ struct NewPost {
     user: Option<String>,
     username: Option<String>,
     sender: Option<String>,
-    content: String,
+    content: Option<String>,
     idempotency_key: Option<String>,
+    attachments: Option<Vec<String>>,
 }
 
 enum Target {
@@ -168,6 +195,7 @@ async fn post_message(
         sender: sender(identity, [body.user, body.username, body.sender])?,
         content: body.content,
         key: idempotency_key(body.idempotency_key.as_deref(), &headers)?,
+        attachments: attachments(body.attachments)?,
     };
     match target {
         Target::Room(room) => post.send_to_room(&state, &room).await,

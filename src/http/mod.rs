@@ -8,6 +8,7 @@ mod limit;
 mod messages;
 mod rooms;
 mod stats;
+mod uploads;
 mod users;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub(crate) fn router(state: &Arc<AppState>, with_metrics: bool) -> Router<Arc<Ap
         .merge(messages::router())
         .merge(users::router())
         .merge(stats::router())
+        .merge(uploads::router())
         // Innermost: route layers run last-added first, and the limit
         // needs the identity the token check finds.
         .route_layer(middleware::from_fn_with_state(
@@ -44,6 +46,14 @@ pub(crate) fn router(state: &Arc<AppState>, with_metrics: bool) -> Router<Arc<Ap
     } else {
         router
     }
+}
+
+/// The local folder's upload PUT: streamed, so `routes` mounts it outside
+/// the read-whole-body limit; no token (its one-time secret replaces it),
+/// but the origin check all the same.
+pub(crate) fn upload_content_router(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    uploads::content_router()
+        .route_layer(middleware::from_fn_with_state(state.clone(), check_origin))
 }
 
 /// `/metrics` alone, for CHORUS_METRICS_ADDR.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppJson;
 use super::json::raw_json;
-use super::messages::{Post, idempotency_key, sender};
+use super::messages::{Post, attachments, idempotency_key, sender};
 use crate::api_error::ApiError;
 use crate::auth::Identity;
 use crate::cluster::{ClusterError, Log};
@@ -134,8 +134,9 @@ async fn messages(
 #[derive(Deserialize)]
 struct NewMessage {
     user: Option<String>,
-    content: String,
+    content: Option<String>,
     idempotency_key: Option<String>,
+    attachments: Option<Vec<String>>,
 }
 
 async fn post_message(
@@ -150,6 +151,7 @@ async fn post_message(
         sender: sender(identity, [body.user])?,
         content: body.content,
         key: idempotency_key(body.idempotency_key.as_deref(), &headers)?,
+        attachments: attachments(body.attachments)?,
     };
     post.send_to_room(&state, &room).await
 }

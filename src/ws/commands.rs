@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::session::{End, Session};
+use crate::chat::SendError;
 use crate::cluster::{Appended, ClusterError, Log};
 use crate::domain::{MessageId, RoomName};
 use crate::error_code::ErrorCode;
@@ -34,6 +35,9 @@ pub(super) enum CommandError {
     /// The backend did not take it.
     #[error("the backend is unavailable; it was not sent")]
     Unavailable(#[from] ClusterError),
+    /// An attachment that is not the sender's finished upload.
+    #[error("{0}")]
+    Attachment(String),
     /// A switch could not join its target, so it did not leave its source.
     #[error("could not join {to}, so still in {from}: {cause}")]
     SwitchRefused {
@@ -50,7 +54,7 @@ impl CommandError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::NotMember(_) => ErrorCode::NotMember,
-            Self::TooManyRooms(_) => ErrorCode::BadRequest,
+            Self::TooManyRooms(_) | Self::Attachment(_) => ErrorCode::BadRequest,
             Self::RateLimited(_)
             | Self::JoinRateLimited(_)
             | Self::DmRateLimited(_)
@@ -66,6 +70,15 @@ impl CommandError {
             Self::Unavailable(cause) => Some(cause),
             Self::SwitchRefused { cause, .. } => cause.unavailable(),
             _ => None,
+        }
+    }
+}
+
+impl From<SendError> for CommandError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Cluster(cause) => Self::Unavailable(cause),
+            SendError::Attachment(cause) => Self::Attachment(cause),
         }
     }
 }
@@ -107,23 +120,47 @@ impl Session {
                 self.take_join()?;
                 self.switch(from, to, reference).await?
             }
-            Command::Message { room, content, key } => {
+            Command::Message {
+                room,
+                content,
+                key,
+                attachments,
+            } => {
                 self.member(&room)?;
                 self.take_token()?;
                 let appended = self
                     .state
                     .chat
-                    .send_message(&room, &self.user, &content, reference, key.as_ref())
+                    .send_message(
+                        &room,
+                        &self.user,
+                        &content,
+                        &attachments,
+                        reference,
+                        key.as_ref(),
+                    )
                     .await?;
                 replay(&appended, reference)
             }
-            Command::Dm { to, content, key } => {
+            Command::Dm {
+                to,
+                content,
+                key,
+                attachments,
+            } => {
                 self.take_dm()?;
                 self.take_token()?;
                 let appended = self
                     .state
                     .chat
-                    .send_dm(&self.user, &to, &content, reference, key.as_ref())
+                    .send_dm(
+                        &self.user,
+                        &to,
+                        &content,
+                        &attachments,
+                        reference,
+                        key.as_ref(),
+                    )
                     .await?;
                 replay(&appended, reference)
             }

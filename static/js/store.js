@@ -100,6 +100,7 @@ export function normalize(frame) {
     id: frame.id,
     user: frame.type === 'dm' || frame.from !== undefined ? frame.from : frame.user,
     content: frame.content,
+    attachments: Array.isArray(frame.attachments) ? frame.attachments : [],
     ts: frame.ts,
     ref: frame.ref || null,
     state: 'sent',

@@ -2,21 +2,15 @@
 // finds out from GET /api/rooms (401) and asks for a token instead of a name.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import { startNode } from './lib/cluster.js';
-import { launchBrowser, openClient, waitConnected, send, waitMessage, messageTexts } from './lib/browser.js';
+import { launchBrowser, openClient, waitConnected, send, waitMessage, messageTexts, signToken } from './lib/browser.js';
 
 // At least 32 bytes, as the node requires.
 const SECRET = 'browser-test-secret-of-at-least-32-bytes';
 let node;
 let browser;
 
-const b64url = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
-function token(sub, secret = SECRET) {
-  const body = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url({ sub, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
-  const sig = crypto.createHmac('sha256', secret).update(body).digest('base64url');
-  return `${body}.${sig}`;
-}
+const token = (sub, secret = SECRET) => signToken(sub, secret);
 
 before(async () => {
   node = await startNode({ id: 'auth-node', env: { CHORUS_JWT_SECRET: SECRET } });

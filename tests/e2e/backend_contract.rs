@@ -16,9 +16,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus::cluster::{
     Backend, ClusterError, Deliver, Departure, Draft, Idempotency, Log, Publication, RoomSummary,
-    Stored, Topic,
+    Stored, Topic, UploadRecord, UploadState,
 };
-use chorus::domain::{IdempotencyKey, MessageId, NodeId, RoomName, UserName};
+use chorus::domain::{
+    FileName, IdempotencyKey, MediaType, MessageId, NodeId, RoomName, UploadId, UserName,
+};
 use tokio::sync::mpsc;
 
 use crate::support::{TIMEOUT, unique};
@@ -75,6 +77,9 @@ macro_rules! contract_suite {
             backlog_keeps_what_the_archive_lacks_and_trims_once_archived,
             backlog_a_log_waiting_for_the_archive_does_not_expire,
             backlog_is_absent_without_an_archive,
+            uploads_a_record_settles_once_and_only_its_uploader_attaches_it,
+            uploads_pending_records_stop_at_the_cap_and_expire_with_their_ttl,
+            uploads_a_restored_record_reads_back_as_it_was,
         );
     };
     (@tests $make:path; $($check:ident),* $(,)?) => {
@@ -1382,4 +1387,139 @@ async fn until_expired(history: &Arc<dyn chorus::cluster::History>, log: &Log) {
         }
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// Upload records.
+
+fn pending_upload(uploader: &UserName) -> UploadRecord {
+    UploadRecord {
+        id: UploadId::random(),
+        uploader: uploader.clone(),
+        name: FileName::parse("cat.png").expect("name"),
+        media_type: MediaType::parse("image/png").expect("type"),
+        size: 73,
+        state: UploadState::Pending,
+        secret: Some("s3cr3t".to_owned()),
+        logs: Vec::new(),
+    }
+}
+
+const AN_HOUR: Duration = Duration::from_secs(3600);
+
+pub(crate) async fn uploads_a_record_settles_once_and_only_its_uploader_attaches_it(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let records = subject.backend.uploads.clone();
+    let alice = UserName::parse(&unique("alice")).expect("user");
+    let mallory = UserName::parse(&unique("mallory")).expect("user");
+    let record = pending_upload(&alice);
+    records.create(&record, AN_HOUR, 20).await.expect("create");
+    assert_eq!(
+        records.get(&record.id).await.expect("get"),
+        Some(record.clone())
+    );
+    let room = Log::Room(RoomName::parse(&unique("room")).expect("room"));
+    assert_eq!(
+        records
+            .attach(&record.id, &alice, &room, AN_HOUR)
+            .await
+            .expect("attach"),
+        None,
+        "a pending upload cannot be attached"
+    );
+
+    let finished = UploadState::Finished { inline: true };
+    assert!(
+        records
+            .settle(&record, finished, AN_HOUR)
+            .await
+            .expect("settle")
+    );
+    assert!(
+        !records
+            .settle(&record, UploadState::Rejected, AN_HOUR)
+            .await
+            .expect("settle"),
+        "settled once"
+    );
+    assert_eq!(
+        records
+            .attach(&record.id, &mallory, &room, AN_HOUR)
+            .await
+            .expect("attach"),
+        None,
+        "only its uploader attaches it"
+    );
+    let attached = records
+        .attach(&record.id, &alice, &room, AN_HOUR)
+        .await
+        .expect("attach")
+        .expect("the uploader's finished upload");
+    assert_eq!(attached.state, finished);
+    assert_eq!(attached.logs, std::slice::from_ref(&room));
+    let pair = Log::direct(alice.clone(), mallory.clone());
+    let twice = records
+        .attach(&record.id, &alice, &pair, AN_HOUR)
+        .await
+        .expect("attach")
+        .expect("attached");
+    let mut logs = twice.logs.clone();
+    logs.sort_by_key(Log::tag);
+    let mut expected = vec![room, pair];
+    expected.sort_by_key(Log::tag);
+    assert_eq!(logs, expected);
+    assert_eq!(records.get(&UploadId::random()).await.expect("get"), None);
+}
+
+pub(crate) async fn uploads_pending_records_stop_at_the_cap_and_expire_with_their_ttl(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let records = subject.backend.uploads.clone();
+    let bob = UserName::parse(&unique("bob")).expect("user");
+    let short = Duration::from_millis(600);
+    let first = pending_upload(&bob);
+    records.create(&first, short, 2).await.expect("create");
+    records
+        .create(&pending_upload(&bob), short, 2)
+        .await
+        .expect("create");
+    assert!(matches!(
+        records.create(&pending_upload(&bob), short, 2).await,
+        Err(ClusterError::Full)
+    ));
+    let carol = UserName::parse(&unique("carol")).expect("user");
+    records
+        .create(&pending_upload(&carol), short, 2)
+        .await
+        .expect("the cap is per user");
+
+    crate::support::eventually("the pending records expire", || {
+        let (records, id) = (records.clone(), first.id.clone());
+        async move { records.get(&id).await.expect("get").is_none().then_some(()) }
+    })
+    .await;
+    records
+        .create(&pending_upload(&bob), short, 2)
+        .await
+        .expect("expired records no longer count");
+}
+
+pub(crate) async fn uploads_a_restored_record_reads_back_as_it_was(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let records = subject.backend.uploads.clone();
+    let alice = UserName::parse(&unique("alice")).expect("user");
+    let room = Log::Room(RoomName::parse(&unique("room")).expect("room"));
+    let record = UploadRecord {
+        state: UploadState::Finished { inline: false },
+        secret: None,
+        logs: vec![room],
+        ..pending_upload(&alice)
+    };
+    records.restore(&record, AN_HOUR).await.expect("restore");
+    assert_eq!(records.get(&record.id).await.expect("get"), Some(record));
 }

@@ -322,6 +322,25 @@ fn a_bad_flag_value_stops_start_up_with_one_line_naming_the_flag() {
 }
 
 #[test]
+fn an_upload_folder_in_cluster_mode_or_beside_a_bucket_stops_start_up() {
+    assert_refused(
+        &[
+            ("REDIS_URL", "redis://127.0.0.1:1/0"),
+            ("CHORUS_UPLOAD_DIR", "/tmp/x"),
+        ],
+        "CHORUS_UPLOAD_DIR",
+    );
+    assert_refused(
+        &[("CHORUS_UPLOAD_DIR", "/tmp/x"), ("CHORUS_S3_BUCKET", "b")],
+        "CHORUS_UPLOAD_DIR",
+    );
+    assert_refused(
+        &[("CHORUS_UPLOAD_MAX_BYTES", "0")],
+        "CHORUS_UPLOAD_MAX_BYTES",
+    );
+}
+
+#[test]
 fn help_exits_0_and_documents_every_setting_with_its_default() {
     // What each setting's block must show: the contract's default, any
     // default for the project's own settings, nothing for unset-by-default.
@@ -354,6 +373,9 @@ fn help_exits_0_and_documents_every_setting_with_its_default() {
         ("DATABASE_URL", ""),
         ("CHORUS_ARCHIVE_DYNAMODB_TABLE", "DATABASE_URL"),
         ("CHORUS_ARCHIVE_DYNAMODB_ENDPOINT", ""),
+        ("CHORUS_UPLOAD_DIR", "./data/uploads"),
+        ("CHORUS_S3_BUCKET", ""),
+        ("CHORUS_UPLOAD_MAX_BYTES", "[default: 26214400]"),
     ];
 
     let run = run(&["--help"], &[]);

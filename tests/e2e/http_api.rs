@@ -628,12 +628,13 @@ async fn the_binary_serves_the_whole_web_client_from_any_working_directory() {
         ("/js/dom.js", "js/dom.js", "text/javascript"),
         ("/js/links.js", "js/links.js", "text/javascript"),
         ("/js/store.js", "js/store.js", "text/javascript"),
+        ("/js/uploads.js", "js/uploads.js", "text/javascript"),
     ];
     // Every module the page loads is among them, so the list stays whole.
     let modules = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/static/js"))
         .expect("static/js")
         .count();
-    assert_eq!(modules, 5, "static/js/ changed: list its files here");
+    assert_eq!(modules, 6, "static/js/ changed: list its files here");
 
     for (path, file, expected_type) in files {
         let expected =

@@ -35,3 +35,4 @@ mod rooms;
 mod seed_routes;
 mod shutdown;
 mod trust;
+mod uploads;

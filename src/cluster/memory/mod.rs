@@ -6,6 +6,7 @@ mod bus;
 mod history;
 mod liveness;
 mod presence;
+mod uploads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ pub use bus::MemoryBus;
 pub use history::MemoryHistory;
 pub use liveness::MemoryLiveness;
 pub use presence::MemoryPresence;
+pub use uploads::MemoryUploadRecords;
 
 use super::{Backend, Deliver};
 use crate::domain::NodeId;
@@ -44,6 +46,7 @@ impl Backend {
             liveness: Arc::new(MemoryLiveness::new(node, presence.clone())),
             presence,
             bus,
+            uploads: Arc::new(MemoryUploadRecords::default()),
         }
     }
 }

@@ -22,6 +22,9 @@
 //! | `{p}{P}:reaping` | zset | dead nodes of P being reaped → lease deadline |
 //! | `{p}{P}:rooms-of:{node}` | zset | rooms where the node (of partition P) may have entries → seq |
 //! | `{p}{created}:rooms` | set | rooms made by `POST /api/rooms` |
+//! | `{p}{up:ID}` | hash | upload ID's record (uploader, name, type, size, state, inline, secret) |
+//! | `{p}{up:ID}:logs` | set | the logs (`r:R`, `d:a:b`) upload ID was sent to |
+//! | `{p}{u:U}:up` | zset | user U's pending uploads → deadline (ms), for the pending cap |
 //! | channel `{p}{r:R}` | pub/sub | a room's publications (sharded on a cluster) |
 //! | channel `{p}{u:U}` | pub/sub | a user's DMs |
 //!
@@ -33,7 +36,7 @@
 use std::sync::LazyLock;
 
 use crate::cluster::{Log, Topic};
-use crate::domain::{NodeId, RoomName, UserName};
+use crate::domain::{NodeId, RoomName, UploadId, UserName};
 
 /// How many partitions the cluster-wide tallies are split into.
 pub(crate) const PARTITIONS: usize = 16;
@@ -236,6 +239,25 @@ impl Keys {
             "{}:rooms-of:{node}",
             self.partition_stem(partition_of(node.as_str()))
         )
+    }
+
+    fn upload_stem(&self, id: &UploadId) -> String {
+        format!("{}{{up:{id}}}", self.prefix)
+    }
+
+    /// Upload `id`'s record.
+    pub(crate) fn upload(&self, id: &UploadId) -> String {
+        self.upload_stem(id)
+    }
+
+    /// The logs upload `id` was sent to, in the record's slot.
+    pub(crate) fn upload_logs(&self, id: &UploadId) -> String {
+        format!("{}:logs", self.upload_stem(id))
+    }
+
+    /// `user`'s pending uploads.
+    pub(crate) fn pending_uploads(&self, user: &UserName) -> String {
+        format!("{}:up", self.user_stem(user))
     }
 
     /// Rooms made by `POST /api/rooms`: few and cold, so one slot.

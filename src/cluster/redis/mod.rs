@@ -35,6 +35,7 @@ mod ledger;
 mod liveness;
 mod presence;
 mod shards;
+mod uploads;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -56,6 +57,7 @@ pub use history::RedisHistory;
 pub use liveness::RedisLiveness;
 pub use presence::RedisPresence;
 pub use shards::{ShardEvent, ShardEvents, ShardedSubscriber};
+pub use uploads::RedisUploadRecords;
 
 use self::keys::Keys;
 use self::ledger::Ledger;
@@ -569,6 +571,7 @@ impl Backend {
                 settings.presence_ttl,
                 ledger,
             )),
+            uploads: Arc::new(RedisUploadRecords::new(redis.clone())),
         })
     }
 }

@@ -1,4 +1,5 @@
 // Debian's chromium driven by playwright-core; one fresh profile per launch.
+import crypto from 'node:crypto';
 import { chromium } from 'playwright-core';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
@@ -76,4 +77,12 @@ export async function send(page, text) {
   await input.click();
   await input.fill(text);
   await input.press('Enter');
+}
+
+/** An HS256 JWT for `sub`, good for an hour, signed with `secret`. */
+export function signToken(sub, secret) {
+  const b64url = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const body = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url({ sub, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
+  const sig = crypto.createHmac('sha256', secret).update(body).digest('base64url');
+  return `${body}.${sig}`;
 }

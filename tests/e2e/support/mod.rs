@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod dynamo;
 pub mod http;
 pub mod local_cluster;
+pub mod moto;
 pub mod netns;
 pub mod nginx;
 pub mod node;
@@ -27,6 +28,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 pub use cluster::{Backing, Cluster};
+pub use moto::MotoServer;
 pub use nginx::Nginx;
 pub use node::{ProcessNode, TestNode};
 pub use prometheus::Prometheus;
