@@ -260,7 +260,9 @@ if $archive; then
   # The drain rate: a backlog built while Postgres is down, then timed.
   start_nodes 2 DATABASE_URL="$(database)"
   scripts/postgres.sh stop "$pg_dir"
-  bench rooms --clients "$clients" --rate 1 --duration "$duration" --label "rooms-${clients}x1mps-archive-down"
+  # Five times the load for twice as long, so the drain spans many batches.
+  bench rooms --clients "$((clients * 5))" --rate 1 --duration "$((duration * 2))" \
+    --label "rooms-$((clients * 5))x1mps-archive-down"
   accepted=$(node_metric 'chorus_messages_accepted_total{kind="message"}')
   before=$(node_metric chorus_archive_stored_total)
   scripts/postgres.sh start "$pg_dir" >/dev/null
@@ -274,7 +276,7 @@ if $archive; then
     if [ -z "$started" ] && [ "$stored" -gt "$before" ]; then started=$now first=$stored; fi
     [ "$stored" -lt "$accepted" ] || break
     [ $(($(date +%s) - restarted)) -lt 300 ] || { echo "the backlog did not drain in 5 minutes" >&2; break; }
-    sleep 0.1
+    sleep 0.05
   done
   awk -v a="$accepted" -v b="$before" -v f="$first" -v s="$stored" -v t0="$started" -v t1="$now" 'BEGIN {
     printf "archive drain: a backlog of %d messages built while Postgres was down drained at %.0f messages/s (%d in %.2f s after the first batch)\n",
