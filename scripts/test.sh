@@ -85,10 +85,10 @@ if [ -z "${CHORUS_TEST_REDIS_CLUSTER_URLS:-}" ]; then
   export CHORUS_TEST_REDIS_CLUSTER_URLS CHORUS_TEST_REDIS_CLUSTER_DIR=$cluster_dir
 fi
 
-# One moto server for the whole run, as with the Redis Cluster: every test
-# of the DynamoDB archive uses it (MotoServer::shared_or_start in
-# tests/e2e/support/dynamo.rs) with a table of its own, instead of starting
-# a Python server of its own (about 2 s each). An exported
+# One moto server for the whole run, as with the Redis Cluster: every S3
+# upload test and DynamoDB archive test uses it (MotoServer::shared_or_start
+# in tests/e2e/support/moto.rs) with a bucket or table of its own, instead
+# of starting a Python server of its own (about 2 s each). An exported
 # CHORUS_TEST_MOTO_URL is used as is.
 if [ -z "${CHORUS_TEST_MOTO_URL:-}" ]; then
   moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::{StreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
 use super::{Archive, ArchiveError, Entry};
@@ -28,11 +28,14 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// round trip to Redis and Postgres each (which cost sends 4x their median
 /// latency in the rooms benchmark). It bounds the archive's lag when it
 /// keeps up.
-const DRAIN_EVERY: Duration = Duration::from_millis(500);
+const DRAIN_EVERY: Duration = Duration::from_secs(1);
 /// Messages read from one log per drain step.
 const PER_LOG: usize = 500;
-/// Logs read at once in one drain step.
+/// Logs read in one drain step.
 const LOGS_AT_ONCE: usize = 64;
+/// Backend calls in flight at once: a drain's calls queued all together at
+/// Redis would hold up the sends behind them.
+const CALLS_AT_ONCE: usize = 4;
 /// Rows per archive write: large enough to amortize the round trip, small
 /// enough that one write stays well inside its timeout.
 const BATCH_ROWS: usize = 2000;
@@ -179,7 +182,11 @@ impl Archiver {
     /// One batch from `logs`; a log with more waiting goes back to the
     /// dirty set.
     async fn step(&self, logs: &[Log], oldest_ms: &mut Option<u64>) -> Result<(), DrainError> {
-        let reads = join_all(logs.iter().map(|log| self.backlog.unarchived(log, PER_LOG))).await;
+        let reads: Vec<_> =
+            stream::iter(logs.iter().map(|log| self.backlog.unarchived(log, PER_LOG)))
+                .buffered(CALLS_AT_ONCE)
+                .collect()
+                .await;
         let mut batch = Vec::new();
         let mut reached = Vec::new();
         let mut unread = None;
@@ -207,11 +214,13 @@ impl Archiver {
             self.archive.store(rows).await?;
         }
         metrics::counter!(telemetry::ARCHIVE_STORED).increment(batch.len() as u64);
-        let marks = join_all(
+        let marks: Vec<_> = stream::iter(
             reached
                 .iter()
                 .map(|(log, upto, _)| self.backlog.archived(log, *upto)),
         )
+        .buffered(CALLS_AT_ONCE)
+        .collect()
         .await;
         let mut again = Vec::new();
         let mut failed = None;

@@ -11,7 +11,7 @@ use chorus::cluster::{Log, Stored};
 use chorus::domain::{MessageId, RoomName, UserName};
 use serde_json::json;
 
-use crate::support::dynamo::{MotoServer, unique_table};
+use crate::support::moto::{MotoServer, unique_table};
 use crate::support::node::Endpoint;
 use crate::support::{TestNode, WsClient, eventually_within, ids, unique};
 

@@ -39,9 +39,9 @@ async fn local_node(adjust: impl FnOnce(&mut chorus::config::Settings)) -> TestN
     .await
 }
 
-/// A moto server with a fresh bucket, and settings that reach it.
+/// A moto server (the run's) with a fresh bucket, and settings that reach it.
 async fn s3() -> (MotoServer, String) {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared_or_start();
     let bucket = unique("bucket");
     moto.create_bucket(&bucket).await;
     (moto, bucket)
@@ -237,7 +237,7 @@ async fn uploads_s3_flow_redirects_to_a_working_presigned_url() {
         "private, no-store"
     );
     let location = header(redirect.headers(), "location").to_owned();
-    assert!(location.starts_with(&moto.endpoint()), "{location}");
+    assert!(location.starts_with(moto.url()), "{location}");
     let file = get(&location, None).await;
     assert_eq!(file.status(), StatusCode::OK);
     // S3 serves the headers the URL names (moto ignores the disposition,

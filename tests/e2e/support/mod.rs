@@ -8,7 +8,6 @@
 
 pub mod chatters;
 pub mod cluster;
-pub mod dynamo;
 pub mod http;
 pub mod local_cluster;
 pub mod moto;

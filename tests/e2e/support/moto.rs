@@ -1,5 +1,8 @@
-//! A real S3-compatible server (`moto_server`) on a free port, owned by the
-//! test and killed on drop, with a bucket per test.
+//! A real moto server (`moto_server`, which speaks S3's and DynamoDB's APIs)
+//! on a free loopback port, owned by the test and killed on drop; or the one
+//! `scripts/test.sh` started for the whole run (`CHORUS_TEST_MOTO_URL`).
+//! Tests keep apart by bucket ([`MotoServer::create_bucket`] with a unique
+//! name) and table ([`unique_table`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
@@ -7,16 +10,35 @@ use std::time::{Duration, Instant};
 
 use chorus::uploads::S3Overrides;
 
-use super::TIMEOUT;
 use super::tools::{free_port, probe_status};
+use super::{TIMEOUT, unique};
 
+/// How long a moto server may take to answer after it starts (a Python
+/// process that imports every mocked service: about 2 s on an idle
+/// machine, more when the tests load it).
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// The moto server of a test: its own, or the run's shared one.
 pub struct MotoServer {
-    port: u16,
+    url: String,
     child: Option<Child>,
 }
 
 impl MotoServer {
-    /// Starts `moto_server` on a free port and waits until it answers.
+    /// The run's shared server when `CHORUS_TEST_MOTO_URL` names one,
+    /// otherwise a server of this test's own.
+    pub fn shared_or_start() -> Self {
+        match std::env::var("CHORUS_TEST_MOTO_URL") {
+            Ok(url) if !url.trim().is_empty() => Self {
+                url: url.trim().trim_end_matches('/').to_owned(),
+                child: None,
+            },
+            _ => Self::start(),
+        }
+    }
+
+    /// Starts `moto_server` on a free port and waits until it answers
+    /// HTTP; a port taken in between is retried on another.
     pub fn start() -> Self {
         for _ in 0..5 {
             let port = free_port();
@@ -26,24 +48,27 @@ impl MotoServer {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect(
-                    "moto_server runs (./scripts/test.sh installs it: pip install 'moto[server]')",
-                );
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "moto_server does not run ({error}): ./scripts/test.sh installs it \
+                         (pip install 'moto[server]')"
+                    )
+                });
             let mut server = Self {
-                port,
+                url: format!("http://127.0.0.1:{port}"),
                 child: Some(child),
             };
-            if server.wait_ready() {
+            if server.wait_answering(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
                 return server;
             }
+            server.kill();
         }
         panic!("moto_server did not start");
     }
 
-    /// True once it answers; false if it exited (port taken) or timed out.
-    fn wait_ready(&mut self) -> bool {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let deadline = Instant::now() + TIMEOUT;
+    /// True once the server answers; false if it exited or never answered.
+    fn wait_answering(&mut self, addr: SocketAddr) -> bool {
+        let deadline = Instant::now() + STARTUP;
         while Instant::now() < deadline {
             if probe_status(addr, "/").is_some() {
                 return true;
@@ -56,19 +81,18 @@ impl MotoServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.kill();
         false
     }
 
-    /// `http://127.0.0.1:<port>`.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    /// `http://127.0.0.1:PORT`: the endpoint for an S3 or DynamoDB client.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
-    /// The client settings a node needs to reach this server.
+    /// The client settings a node needs to reach this server's S3.
     pub fn overrides(&self) -> S3Overrides {
         S3Overrides {
-            endpoint: Some(self.endpoint()),
+            endpoint: Some(self.url.clone()),
             region: Some("us-east-1".to_owned()),
             credentials: Some(("testing".to_owned(), "testing".to_owned())),
         }
@@ -78,7 +102,7 @@ impl MotoServer {
     /// deploy docs configure a real one for the chat's origins.
     pub async fn create_bucket(&self, name: &str) {
         let client = reqwest::Client::new();
-        let url = format!("{}/{name}", self.endpoint());
+        let url = format!("{}/{name}", self.url);
         let created = tokio::time::timeout(TIMEOUT, client.put(&url).send())
             .await
             .expect("moto answers in time")
@@ -111,4 +135,9 @@ impl Drop for MotoServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A DynamoDB table name no other test uses.
+pub fn unique_table() -> String {
+    unique("chorus-archive")
 }
