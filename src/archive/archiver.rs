@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::{StreamExt, stream};
+use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use super::{Archive, ArchiveError, Entry};
@@ -182,11 +182,13 @@ impl Archiver {
     /// One batch from `logs`; a log with more waiting goes back to the
     /// dirty set.
     async fn step(&self, logs: &[Log], oldest_ms: &mut Option<u64>) -> Result<(), DrainError> {
-        let reads: Vec<_> =
-            stream::iter(logs.iter().map(|log| self.backlog.unarchived(log, PER_LOG)))
-                .buffered(CALLS_AT_ONCE)
-                .collect()
-                .await;
+        let mut reads = Vec::with_capacity(logs.len());
+        for group in logs.chunks(CALLS_AT_ONCE) {
+            let group = group
+                .iter()
+                .map(|log| self.backlog.unarchived(log, PER_LOG));
+            reads.extend(join_all(group).await);
+        }
         let mut batch = Vec::new();
         let mut reached = Vec::new();
         let mut unread = None;
@@ -214,14 +216,13 @@ impl Archiver {
             self.archive.store(rows).await?;
         }
         metrics::counter!(telemetry::ARCHIVE_STORED).increment(batch.len() as u64);
-        let marks: Vec<_> = stream::iter(
-            reached
+        let mut marks = Vec::with_capacity(reached.len());
+        for group in reached.chunks(CALLS_AT_ONCE) {
+            let group = group
                 .iter()
-                .map(|(log, upto, _)| self.backlog.archived(log, *upto)),
-        )
-        .buffered(CALLS_AT_ONCE)
-        .collect()
-        .await;
+                .map(|(log, upto, _)| self.backlog.archived(log, *upto));
+            marks.extend(join_all(group).await);
+        }
         let mut again = Vec::new();
         let mut failed = None;
         for ((log, _, full), mark) in reached.into_iter().zip(marks) {
