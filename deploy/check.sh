@@ -5,7 +5,7 @@
 #
 #   deploy/check.sh
 #
-# Needs: promtool (Debian package `prometheus`), nginx (`nginx`).
+# Needs: promtool (Debian package `prometheus`), nginx (`nginx`), python3.
 # ./scripts/test.sh installs both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=("promtool (apt-get install prometheus)")
 command -v nginx >/dev/null 2>&1 || missing+=("nginx (apt-get install nginx)")
+command -v python3 >/dev/null 2>&1 || missing+=("python3 (apt-get install python3)")
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deploy/check.sh: FAILED: missing tools (./scripts/test.sh installs them):" >&2
   printf '  %s\n' "${missing[@]}" >&2
@@ -49,6 +50,18 @@ for name in $(grep -o 'chorus_[a-z_]*' deploy/prometheus/alerts.yml | sort -u); 
     fail "alerts.yml uses $name, which src/telemetry.rs does not declare"
   fi
 done
+
+step "deploy/grafana/chorus.json is the monitoring component's dashboard (one file: a symlink to k8s/components/monitoring/chorus.json)"
+# kustomize reads a configMapGenerator's files only below the component's
+# directory (a symlink out of it is refused too), so the file lives there.
+dashboard=k8s/components/monitoring/chorus.json
+[ -f "$dashboard" ] || fail "$dashboard is missing"
+[ -L deploy/grafana/chorus.json ] && [ "$(readlink -f deploy/grafana/chorus.json)" = "$ROOT/$dashboard" ] ||
+  fail "deploy/grafana/chorus.json is not a symlink to $dashboard"
+echo "  deploy/grafana/chorus.json -> $(readlink deploy/grafana/chorus.json)"
+
+step "deploy/grafana/check.py: the dashboard's queries parse (promtool) and name only metrics src/telemetry.rs declares (or up)"
+python3 deploy/grafana/check.py deploy/grafana/chorus.json src/telemetry.rs || fail "the Grafana dashboard"
 
 step "nginx -t on deploy/nginx/chorus.conf rendered with test upstreams (prefix $tmp/lb)"
 deploy/nginx/render.sh "$tmp/lb" 127.0.0.1:18080 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083
