@@ -63,6 +63,29 @@ echo "  deploy/grafana/chorus.json -> $(readlink deploy/grafana/chorus.json)"
 step "deploy/grafana/check.py: the dashboard's queries parse (promtool) and name only metrics src/telemetry.rs declares (or up)"
 python3 deploy/grafana/check.py deploy/grafana/chorus.json src/telemetry.rs || fail "the Grafana dashboard"
 
+step "Grafana provisioning: the Prometheus datasource and the dashboard provider; the grafana service in compose.yaml mounts both"
+ds=deploy/grafana/provisioning/datasources/prometheus.yaml
+prov=deploy/grafana/provisioning/dashboards/chorus.yaml
+grep -q '^ *type: prometheus$' "$ds" && grep -q '^ *url: http://prometheus:9090$' "$ds" ||
+  fail "$ds: no prometheus datasource at http://prometheus:9090"
+grep -q '^ *type: file$' "$prov" || fail "$prov: no file provider"
+dash_dir=$(sed -n 's/^ *path: *//p' "$prov")
+[ -n "$dash_dir" ] || fail "$prov: no path"
+# The grafana service's block: from its key to the next top-level key.
+gf_block=$(awk '/^  grafana:$/ {on=1; print; next} on && /^(  )?[a-z0-9_-]+:$/ {on=0} on' deploy/compose.yaml)
+[ -n "$gf_block" ] || fail "compose.yaml has no grafana service"
+grep -Eq 'image: grafana/grafana-oss:[0-9]' <<<"$gf_block" || fail "compose.yaml: grafana is not a pinned grafana/grafana-oss image"
+grep -q -- '- ./grafana/provisioning:/etc/grafana/provisioning:ro' <<<"$gf_block" ||
+  fail "compose.yaml: grafana does not mount deploy/grafana/provisioning"
+grep -q -- "- ../$dashboard:$dash_dir/chorus.json:ro" <<<"$gf_block" ||
+  fail "compose.yaml: grafana does not mount the dashboard into $dash_dir (the provider's path)"
+grep -q -- '- "127.0.0.1:3000:3000"' <<<"$gf_block" || fail "compose.yaml: grafana is not on 127.0.0.1:3000"
+grep -q 'GF_SECURITY_ADMIN_PASSWORD: ${CHORUS_GRAFANA_ADMIN_PASSWORD' <<<"$gf_block" ||
+  fail "compose.yaml: grafana's admin password does not come from CHORUS_GRAFANA_ADMIN_PASSWORD"
+awk '/^  prometheus:$/ {on=1; next} on && /^(  )?[a-z0-9_-]+:$/ {on=0} on' deploy/compose.yaml | grep -q -- '- frontend' ||
+  fail "compose.yaml: prometheus is not on grafana's network (frontend)"
+echo "  datasource http://prometheus:9090; dashboards from $dash_dir; $(grep -o 'grafana/grafana-oss:[^ ]*' <<<"$gf_block") on 127.0.0.1:3000"
+
 step "nginx -t on deploy/nginx/chorus.conf rendered with test upstreams (prefix $tmp/lb)"
 deploy/nginx/render.sh "$tmp/lb" 127.0.0.1:18080 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083
 nginx -t -q -p "$tmp/lb" -c "$tmp/lb/nginx.conf" -e "$tmp/lb/error.log" || fail "nginx -t"
