@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the Grafana dashboard against PromQL and against what chorus exports.
 
-    deploy/grafana/check.py DASHBOARD.json TELEMETRY.rs
+    deploy/grafana/check.py DASHBOARD.json TELEMETRY.rs OPERATIONS.md
 
 deploy/check.sh runs it. Standard library only, plus `promtool` on PATH.
 
@@ -18,6 +18,11 @@ deploy/check.sh runs it. Standard library only, plus `promtool` on PATH.
    `pub const NAME: &str = "chorus_...";`), histograms only through their
    `_bucket`, `_sum` and `_count` series and `_bucket` only on a histogram
    (the type is the one the constant's doc comment ends with).
+4. Every label a query groups, matches or joins on (`by`, `without`, `on`,
+   `ignoring`, `group_left`/`group_right`, `{label=...}`) and every
+   `{{label}}` of its legend is one the metrics it names carry: their labels
+   in the metrics table of OPERATIONS.md, plus `instance` and `job` (added
+   by the scrape) and `le` (histogram buckets).
 
 Exits 1 on the first kind of failure, naming the panel and the query.
 """
@@ -82,6 +87,25 @@ def declared_metrics(telemetry: str) -> dict[str, str]:
     return metrics
 
 
+def documented_labels(operations: str) -> dict[str, set[str]]:
+    """name -> labels, from the `| metric | type | labels | meaning |` table."""
+    labels: dict[str, set[str]] = {}
+    for m in re.finditer(r"^\| `(chorus_\w+)` \|[^|]*\|([^|]*)\|", open(operations, encoding="utf-8").read(), re.M):
+        labels.setdefault(m.group(1), set()).update(re.findall(r"`(\w+)`", m.group(2)))
+    return labels
+
+
+def labels_named(expr: str) -> set[str]:
+    """Labels an expression groups by, joins on or matches."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)
+    found: set[str] = set()
+    for m in re.finditer(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^()]*)\)", s):
+        found.update(w for w in re.findall(r"[A-Za-z_]\w*", m.group(1)))
+    for m in re.finditer(r"\{([^{}]*)\}", s):
+        found.update(re.findall(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", m.group(1)))
+    return found
+
+
 def substitute(expr: str, where: str) -> str:
     def value(m: re.Match) -> str:
         name = m.group(1) or m.group(2) or m.group(3)
@@ -131,13 +155,18 @@ def walk(panels: list[dict]):
 
 
 def main() -> int:
-    if len(sys.argv) != 3:
+    if len(sys.argv) != 4:
         print(__doc__, file=sys.stderr)
         return 2
-    dashboard_path, telemetry = sys.argv[1:]
-    with open(dashboard_path, encoding="utf-8") as f:
-        dash = json.load(f)
+    dashboard_path, telemetry, operations = sys.argv[1:]
+    try:
+        with open(dashboard_path, encoding="utf-8") as f:
+            dash = json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"  FAIL  {dashboard_path}: {e}")
+        return 1
     declared = declared_metrics(telemetry)
+    documented = documented_labels(operations)
     if len(declared) < 10:
         fail(f"{telemetry}: found only {len(declared)} metric constants")
     unknown_type = sorted(n for n, t in declared.items() if t == "unknown")
@@ -159,6 +188,7 @@ def main() -> int:
             fail(f"no `{name}` variable")
 
     queries: list[tuple[str, str]] = []  # (where, expression with variables replaced)
+    legends: dict[str, str] = {}  # where -> legendFormat
     for name, v in variables.items():
         if v.get("type") != "query":
             continue
@@ -206,6 +236,7 @@ def main() -> int:
             if "__name__" in expr:
                 fail(f"{where} {t.get('refId')}: selects by __name__ (names cannot be checked)")
             queries.append((f"{where} {t.get('refId')}", substitute(expr, where)))
+            legends[f"{where} {t.get('refId')}"] = t.get("legendFormat", "")
     print(f"  rows: {', '.join(rows)}")
     print(f"  {len(panels) - len(rows)} panels, {len(queries)} queries (variables included)")
 
@@ -235,6 +266,20 @@ def main() -> int:
             check_name(name, declared, where)
             used.add(re.sub(r"_(bucket|sum|count)$", "", name) if name not in declared else name)
     print(f"  metrics used: {', '.join(sorted(used))}")
+
+    # 4. Every label used is one those metrics carry.
+    undocumented = sorted(n for n in used if n not in documented and n not in SCRAPE_METRICS)
+    if undocumented:
+        fail(f"{operations}: the metrics table lacks {', '.join(undocumented)} (their labels are unknown)")
+    checked = 0
+    for where, expr in queries:
+        bases = {re.sub(r"_(bucket|sum|count)$", "", n) if n not in declared else n for n in metric_names(expr)}
+        allowed = {"instance", "job", "le"}.union(*(documented.get(b, set()) for b in bases))
+        named = labels_named(expr) | set(re.findall(r"\{\{\s*(\w+)\s*\}\}", legends.get(where, "")))
+        for label in sorted(named - allowed):
+            fail(f"{where}: label {label!r} is not one of {', '.join(sorted(allowed))} ({', '.join(sorted(bases))}; OPERATIONS.md)")
+        checked += len(named)
+    print(f"  {checked} label uses: each one a label of the metrics queried (or instance, job, le)")
     absent = sorted(set(declared) - used)
     if absent:
         print(f"  declared in {telemetry} but not on the dashboard: {', '.join(absent)}")
