@@ -5,7 +5,7 @@
 #
 #   deploy/check.sh
 #
-# Needs: promtool (Debian package `prometheus`), nginx (`nginx`).
+# Needs: promtool (Debian package `prometheus`), nginx (`nginx`), python3.
 # ./scripts/test.sh installs both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=("promtool (apt-get install prometheus)")
 command -v nginx >/dev/null 2>&1 || missing+=("nginx (apt-get install nginx)")
+command -v python3 >/dev/null 2>&1 || missing+=("python3 (apt-get install python3)")
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deploy/check.sh: FAILED: missing tools (./scripts/test.sh installs them):" >&2
   printf '  %s\n' "${missing[@]}" >&2
@@ -49,6 +50,41 @@ for name in $(grep -o 'chorus_[a-z_]*' deploy/prometheus/alerts.yml | sort -u); 
     fail "alerts.yml uses $name, which src/telemetry.rs does not declare"
   fi
 done
+
+step "deploy/grafana/chorus.json is the monitoring component's dashboard (one file: a symlink to k8s/components/monitoring/chorus.json)"
+# kustomize reads a configMapGenerator's files only below the component's
+# directory (a symlink out of it is refused too), so the file lives there.
+dashboard=k8s/components/monitoring/chorus.json
+[ -f "$dashboard" ] || fail "$dashboard is missing"
+[ -L deploy/grafana/chorus.json ] && [ "$(readlink -f deploy/grafana/chorus.json)" = "$ROOT/$dashboard" ] ||
+  fail "deploy/grafana/chorus.json is not a symlink to $dashboard"
+echo "  deploy/grafana/chorus.json -> $(readlink deploy/grafana/chorus.json)"
+
+step "deploy/grafana/check.py: the dashboard's queries parse (promtool), name only metrics src/telemetry.rs declares (or up), and only their labels (docs/OPERATIONS.md)"
+python3 deploy/grafana/check.py deploy/grafana/chorus.json src/telemetry.rs docs/OPERATIONS.md || fail "the Grafana dashboard"
+
+step "Grafana provisioning: the Prometheus datasource and the dashboard provider; the grafana service in compose.yaml mounts both"
+ds=deploy/grafana/provisioning/datasources/prometheus.yaml
+prov=deploy/grafana/provisioning/dashboards/chorus.yaml
+grep -q '^ *type: prometheus$' "$ds" && grep -q '^ *url: http://prometheus:9090$' "$ds" ||
+  fail "$ds: no prometheus datasource at http://prometheus:9090"
+grep -q '^ *type: file$' "$prov" || fail "$prov: no file provider"
+dash_dir=$(sed -n 's/^ *path: *//p' "$prov")
+[ -n "$dash_dir" ] || fail "$prov: no path"
+# The grafana service's block: from its key to the next top-level key.
+gf_block=$(awk '/^  grafana:$/ {on=1; print; next} on && /^(  )?[a-z0-9_-]+:$/ {on=0} on' deploy/compose.yaml)
+[ -n "$gf_block" ] || fail "compose.yaml has no grafana service"
+grep -Eq 'image: grafana/grafana-oss:[0-9]' <<<"$gf_block" || fail "compose.yaml: grafana is not a pinned grafana/grafana-oss image"
+grep -q -- '- ./grafana/provisioning:/etc/grafana/provisioning:ro' <<<"$gf_block" ||
+  fail "compose.yaml: grafana does not mount deploy/grafana/provisioning"
+grep -q -- "- ../$dashboard:$dash_dir/chorus.json:ro" <<<"$gf_block" ||
+  fail "compose.yaml: grafana does not mount the dashboard into $dash_dir (the provider's path)"
+grep -q -- '- "127.0.0.1:3000:3000"' <<<"$gf_block" || fail "compose.yaml: grafana is not on 127.0.0.1:3000"
+grep -q 'GF_SECURITY_ADMIN_PASSWORD: ${CHORUS_GRAFANA_ADMIN_PASSWORD' <<<"$gf_block" ||
+  fail "compose.yaml: grafana's admin password does not come from CHORUS_GRAFANA_ADMIN_PASSWORD"
+awk '/^  prometheus:$/ {on=1; next} on && /^(  )?[a-z0-9_-]+:$/ {on=0} on' deploy/compose.yaml | grep -q -- '- frontend' ||
+  fail "compose.yaml: prometheus is not on grafana's network (frontend)"
+echo "  datasource http://prometheus:9090; dashboards from $dash_dir; $(grep -o 'grafana/grafana-oss:[^ ]*' <<<"$gf_block") on 127.0.0.1:3000"
 
 step "nginx -t on deploy/nginx/chorus.conf rendered with test upstreams (prefix $tmp/lb)"
 deploy/nginx/render.sh "$tmp/lb" 127.0.0.1:18080 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083

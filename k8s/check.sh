@@ -12,7 +12,8 @@
 #      without a schema) fails.
 #   3. check_manifests.py validates all six renders the same way, checks
 #      the PodMonitor (a CRD, absent from kubernetes-validate) against a
-#      hand-written subset of its CRD schema, proves strict mode rejects an
+#      hand-written subset of its CRD schema, the Grafana dashboard ConfigMap
+#      (label grafana_dashboard, the committed chorus.json), proves strict mode rejects an
 #      unknown field, and checks the wiring: selectors, ports, Secret and
 #      ConfigMap references, probes, drain timing, security context, overlays
 #      (for redis-cluster: REDIS_CLUSTER_URLS and the cluster create Job; for

@@ -15,7 +15,9 @@
 3. Wiring that no schema sees: selectors match pod labels, named ports
    exist, Secret and ConfigMap references resolve to rendered objects with
    the referenced keys, the probes, drain timing, security context, and
-   what each overlay adds or removes. The redis-cluster overlay gets the
+   what each overlay adds or removes; the monitoring component's Grafana
+   dashboard ConfigMap (the sidecar's label, a fixed name, the committed
+   components/monitoring/chorus.json that deploy/grafana/chorus.json links to). The redis-cluster overlay gets the
    base's server checks, then its own: REDIS_CLUSTER_URLS (and no
    REDIS_URL) naming every StatefulSet pod by its stable DNS name, the
    cluster settings (cluster-enabled, AOF and nodes.conf on the volume,
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import os
 import re
 import sys
@@ -582,17 +585,63 @@ def check_base(docs: list[dict]) -> None:
         )
 
 
+# kubectl apply (client-side) keeps the whole object in an annotation, which
+# may hold at most 256 KiB.
+LAST_APPLIED_LIMIT = 262144
+
+
+def check_dashboard(base: list[dict], extra: list[dict]) -> None:
+    """The Grafana dashboard ConfigMap: for the sidecar, and the committed file."""
+    cms = [d for d in extra if d["kind"] == "ConfigMap"]
+    if not check(len(cms) == 1, "one dashboard ConfigMap"):
+        return
+    cm = cms[0]
+    labels = cm["metadata"].get("labels", {})
+    check(labels.get("grafana_dashboard") == "1", f'{kn(cm)}: labelled grafana_dashboard: "1" (the Grafana sidecar)')
+    check(
+        labels.get("app.kubernetes.io/part-of") == "chorus" and labels.get("app.kubernetes.io/name") == "chorus",
+        f"{kn(cm)}: carries the base's labels",
+    )
+    check(
+        cm["metadata"]["name"] == "chorus-grafana-dashboard",
+        f"{kn(cm)}: a fixed name (no hash suffix: one ConfigMap per dashboard for the sidecar)",
+    )
+    check(not any(d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"].get("labels", {}) for d in base),
+          "the base has no dashboard (component is optional)")
+    data = cm.get("data", {})
+    check(list(data) == ["chorus.json"], f"{kn(cm)}: holds chorus.json only", ", ".join(data))
+    here = os.path.dirname(os.path.abspath(__file__))
+    committed_path = os.path.join(here, "components", "monitoring", "chorus.json")
+    with open(committed_path, encoding="utf-8") as f:
+        committed = f.read()
+    check(data.get("chorus.json") == committed, f"{kn(cm)}: chorus.json is components/monitoring/chorus.json as committed")
+    shared = os.path.join(os.path.dirname(here), "deploy", "grafana", "chorus.json")
+    check(
+        os.path.islink(shared) and os.path.realpath(shared) == os.path.realpath(committed_path),
+        "deploy/grafana/chorus.json is a symlink to that file (one dashboard for compose and Kubernetes)",
+    )
+    try:
+        dash = json.loads(data.get("chorus.json", ""))
+    except ValueError as e:
+        check(False, f"{kn(cm)}: chorus.json is JSON", str(e))
+        return
+    check(bool(dash.get("uid")) and bool(dash.get("panels")), f"{kn(cm)}: a dashboard with a uid ({dash.get('uid')}) and panels")
+    size = len(json.dumps(cm))
+    check(size < LAST_APPLIED_LIMIT // 2, f"{kn(cm)}: {size} bytes, well under kubectl apply's {LAST_APPLIED_LIMIT}-byte annotation limit")
+
+
 def check_monitoring(base: list[dict], mon: list[dict]) -> None:
     print("monitoring overlay (base + components/monitoring)")
     extra = [d for d in mon if d not in base]
     missing = [kn(d) for d in base if d not in mon]
     check(not missing, "contains the base unchanged", ", ".join(missing))
     check(
-        [d["kind"] for d in extra] == ["PodMonitor"],
-        "adds exactly one PodMonitor",
+        sorted(d["kind"] for d in extra) == ["ConfigMap", "PodMonitor"],
+        "adds exactly one PodMonitor and one ConfigMap (the Grafana dashboard)",
         ", ".join(kn(d) for d in extra),
     )
     check(not any(d["kind"] == "PodMonitor" for d in base), "the base has no PodMonitor (component is optional)")
+    check_dashboard(base, extra)
     pm = next((d for d in extra if d["kind"] == "PodMonitor"), None)
     if pm is None:
         return
