@@ -1,0 +1,180 @@
+// The client against two real chorus nodes sharing a real Redis.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { ChorusClient, ChorusError, compareIds } from '../src/index.js';
+import { startCluster } from './cluster.js';
+import { client, nextEvent, uniq, WebSocketImpl } from './helpers.js';
+
+let cluster;
+const open = [];
+function mk(opts) {
+  const c = client(opts);
+  open.push(c);
+  return c;
+}
+
+before(async () => {
+  cluster = await startCluster({ count: 2 });
+});
+
+after(async () => {
+  for (const c of open) c.close();
+  if (cluster) await cluster.stop();
+});
+
+describe('ChorusClient', () => {
+  test('constructor checks its options', () => {
+    assert.throws(() => new ChorusClient({ username: 'a', WebSocket: WebSocketImpl }), /url/);
+    assert.throws(() => new ChorusClient({ url: 'ws://x/ws', WebSocket: WebSocketImpl }), /username/);
+  });
+
+  test('connect, join, send resolves with the stored message, seen on another node', async () => {
+    const [a, b] = cluster.nodes;
+    const room = uniq('room');
+    const alice = mk({ url: a.http, username: uniq('alice') });
+    const bob = mk({ url: b.ws, username: uniq('bob') });
+    const welcome = await alice.connect();
+    assert.equal(welcome.type, 'welcome');
+    assert.equal(welcome.node, 'node-1');
+    await bob.connect();
+    const joined = await alice.join(room);
+    assert.equal(joined.type, 'joined');
+    assert.equal(joined.room, room);
+    assert.deepEqual(joined.history, []);
+    await bob.join(room);
+
+    const atBob = nextEvent(bob, 'message', (m) => m.content === 'hello');
+    const stored = await alice.send(room, 'hello');
+    assert.equal(stored.type, 'message');
+    assert.equal(stored.room, room);
+    assert.equal(stored.user, alice.user);
+    assert.equal(stored.content, 'hello');
+    assert.ok(stored.id);
+    assert.ok(stored.ts);
+    const got = await atBob;
+    assert.equal(got.id, stored.id);
+    assert.equal(alice.lastId(room), stored.id);
+
+    // A later join elsewhere sees it in history.
+    const carol = mk({ url: b.http, username: uniq('carol') });
+    await carol.connect();
+    const j = await carol.join(room);
+    assert.deepEqual(
+      j.history.map((m) => m.id),
+      [stored.id],
+    );
+    assert.deepEqual(j.members.sort(), [alice.user, bob.user, carol.user].sort());
+  });
+
+  test('server errors reject with their code', async () => {
+    const c = mk({ url: cluster.nodes[0].http, username: uniq('err') });
+    await c.connect();
+    await assert.rejects(c.join('bad room!'), (err) => err instanceof ChorusError && err.code === 'invalid_room');
+    await assert.rejects(c.send('not-joined', 'x'), (err) => err.code === 'not_member');
+    const room = uniq('big');
+    await c.join(room);
+    await assert.rejects(c.send(room, 'x'.repeat(5000)), (err) => err.code === 'too_large' && typeof err.message === 'string');
+    await assert.rejects(c.dm('no such user!', 'x'), (err) => err.code === 'invalid_user');
+    // The socket stays usable.
+    const ok = await c.send(room, 'still here');
+    assert.equal(ok.content, 'still here');
+  });
+
+  test('direct messages reach both sides across nodes', async () => {
+    const alice = mk({ url: cluster.nodes[0].http, username: uniq('dma') });
+    const bob = mk({ url: cluster.nodes[1].http, username: uniq('dmb') });
+    await Promise.all([alice.connect(), bob.connect()]);
+    const atBob = nextEvent(bob, 'dm', (m) => m.content === 'psst');
+    const atAlice = nextEvent(alice, 'dm', (m) => m.content === 'psst');
+    const stored = await alice.dm(bob.user, 'psst');
+    assert.equal(stored.type, 'dm');
+    assert.equal(stored.from, alice.user);
+    assert.equal(stored.to, bob.user);
+    assert.equal((await atBob).id, stored.id);
+    assert.equal((await atAlice).id, stored.id);
+    const hist = await bob.history({ with: alice.user });
+    assert.deepEqual(
+      hist.map((m) => m.content),
+      ['psst'],
+    );
+  });
+
+  test('history pages backwards, oldest first', async () => {
+    const c = mk({ url: cluster.nodes[0].http, username: uniq('hist') });
+    await c.connect();
+    const room = uniq('hist');
+    await c.join(room);
+    const sent = [];
+    for (let i = 0; i < 25; i += 1) sent.push(await c.send(room, `m${i}`));
+    const page1 = await c.history(room, { limit: 10 });
+    assert.deepEqual(
+      page1.map((m) => m.content),
+      sent.slice(15).map((m) => m.content),
+    );
+    const page2 = await c.history(room, { before: page1[0].id, limit: 10 });
+    assert.deepEqual(
+      page2.map((m) => m.content),
+      sent.slice(5, 15).map((m) => m.content),
+    );
+    const page3 = await c.history(room, { before: page2[0].id, limit: 10 });
+    assert.deepEqual(
+      page3.map((m) => m.content),
+      sent.slice(0, 5).map((m) => m.content),
+    );
+    const ids = [...page3, ...page2, ...page1].map((m) => m.id);
+    const sorted = [...ids].sort(compareIds);
+    assert.deepEqual(ids, sorted);
+    // join with since: exactly what came after.
+    const other = mk({ url: cluster.nodes[1].http, username: uniq('since') });
+    await other.connect();
+    const j = await other.join(room, { since: sent[19].id });
+    assert.deepEqual(
+      j.history.map((m) => m.content),
+      ['m20', 'm21', 'm22', 'm23', 'm24'],
+    );
+  });
+
+  test('presence, typing, leave and switch', async () => {
+    const room = uniq('pres');
+    const room2 = uniq('pres2');
+    const alice = mk({ url: cluster.nodes[0].http, username: uniq('pa') });
+    const bob = mk({ url: cluster.nodes[1].http, username: uniq('pb') });
+    await Promise.all([alice.connect(), bob.connect()]);
+    await alice.join(room);
+    const joinSeen = nextEvent(alice, 'presence', (p) => p.room === room && p.user === bob.user && p.event === 'join');
+    await bob.join(room);
+    await joinSeen;
+
+    const typingSeen = nextEvent(alice, 'typing', (t) => t.room === room && t.user === bob.user);
+    assert.equal(bob.typing(room), true);
+    await typingSeen;
+
+    const leaveSeen = nextEvent(alice, 'presence', (p) => p.room === room && p.user === bob.user && p.event === 'leave');
+    const left = await bob.leave(room);
+    assert.equal(left.type, 'left');
+    await leaveSeen;
+    assert.deepEqual(bob.joinedRooms, []);
+
+    await bob.join(room);
+    const switchedAway = nextEvent(alice, 'presence', (p) => p.room === room && p.user === bob.user && p.event === 'leave');
+    const joined2 = await bob.switch(room, room2);
+    assert.equal(joined2.room, room2);
+    await switchedAway;
+    assert.deepEqual(bob.joinedRooms, [room2]);
+    // A failed switch leaves bob where he was.
+    await assert.rejects(bob.switch(room2, 'bad name!'), (err) => err.code === 'invalid_room');
+    assert.deepEqual(bob.joinedRooms, [room2]);
+    const m = await bob.send(room2, 'still in room2');
+    assert.equal(m.room, room2);
+  });
+
+  test('state events and close', async () => {
+    const c = mk({ url: cluster.nodes[0].http, username: uniq('st') });
+    const states = [];
+    c.on('state', (s) => states.push(s.state));
+    await c.connect();
+    c.close();
+    assert.deepEqual(states, ['connecting', 'open', 'closed']);
+    await assert.rejects(c.join('x'), (err) => err.code === 'closed');
+  });
+});
