@@ -163,7 +163,14 @@ export async function startCluster({ count = 2, env = {} } = {}) {
   }
   return {
     redis,
+    prefix,
     nodes,
+    /** One more node in this cluster. */
+    async addNode(id, extraEnv = {}) {
+      const node = await startNode({ redisUrl: redis.url, prefix, id, env: { ...env, ...extraEnv } });
+      nodes.push(node);
+      return node;
+    },
     async stop() {
       await Promise.all(nodes.map((n) => n.stop()));
       await redis.stop();
