@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ChorusClient, ChorusError, compareIds } from '../src/index.js';
 import { startCluster } from './cluster.js';
-import { client, nextEvent, uniq, WebSocketImpl } from './helpers.js';
+import { client, nextEvent, uniq, waitFor, WebSocketImpl } from './helpers.js';
 
 let cluster;
 const open = [];
@@ -166,6 +166,46 @@ describe('ChorusClient', () => {
     assert.deepEqual(bob.joinedRooms, [room2]);
     const m = await bob.send(room2, 'still in room2');
     assert.equal(m.room, room2);
+  });
+
+  test('a dropped socket: missed room messages and DMs are caught up once', async () => {
+    const room = uniq('gap');
+    const alice = mk({ urls: [cluster.nodes[0].http, cluster.nodes[1].http], username: uniq('gapa'), backoffStartMs: 400 });
+    const bob = mk({ url: cluster.nodes[1].http, username: uniq('gapb') });
+    await Promise.all([alice.connect(), bob.connect()]);
+    await alice.join(room);
+    await bob.join(room);
+    const got = [];
+    alice.on('message', (m, meta) => got.push([m.content, meta.replayed]));
+    alice.on('dm', (m, meta) => got.push([m.content, meta.replayed]));
+    const first = nextEvent(alice, 'dm', (m) => m.content === 'dm-0');
+    await bob.dm(alice.user, 'dm-0');
+    await first;
+    await bob.send(room, 'room-0');
+    await nextEvent(alice, 'message', (m) => m.content === 'room-0').catch(() => {});
+    // Drop alice's socket under her (as a network failure would).
+    const down = nextEvent(alice, 'disconnected');
+    alice.ws.close();
+    await down;
+    await bob.send(room, 'room-1');
+    await bob.dm(alice.user, 'dm-1');
+    await bob.send(room, 'room-2');
+    await nextEvent(alice, 'state', (s) => s.state === 'open');
+    await waitFor('caught up', 5000, () => got.length >= 5).catch((err) => {
+      throw new Error(`${err.message}: ${JSON.stringify(got)} state ${alice.state}`);
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(
+      got.sort(),
+      [
+        ['dm-0', false],
+        ['dm-1', true],
+        ['room-0', false],
+        ['room-1', true],
+        ['room-2', true],
+      ],
+    );
+    assert.equal(alice.node, 'node-2');
   });
 
   test('state events and close', async () => {
