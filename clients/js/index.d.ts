@@ -174,6 +174,8 @@ export interface ChorusClientOptions {
   requestTimeoutMs?: number;
   /** How often a send answered `unavailable` is tried again (same idempotency key). Default 5. */
   unavailableRetries?: number;
+  /** A connection attempt that has no `welcome` after this long is dropped and retried. Default 10000. */
+  connectTimeoutMs?: number;
 }
 
 export interface SendOptions {

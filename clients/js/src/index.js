@@ -128,6 +128,7 @@ export class ChorusClient {
     this.backoffCap = opts.backoffCapMs ?? BACKOFF_CAP_MS;
     this.requestTimeout = opts.requestTimeoutMs ?? 30000;
     this.unavailableRetries = opts.unavailableRetries ?? 5;
+    this.connectTimeout = opts.connectTimeoutMs ?? 10000;
 
     this.listeners = new Map();
     this.index = 0; // which of `urls` to use next
@@ -254,6 +255,17 @@ export class ChorusClient {
     this.ws = ws;
     this.open = false;
     this.lastHeard = Date.now();
+    // An upgrade that hangs, or a socket that never says welcome: give up on it.
+    clearTimeout(this.welcomeTimer);
+    this.welcomeTimer = setTimeout(() => {
+      if (ws !== this.ws || this.open) return;
+      try {
+        ws.close();
+      } catch {
+        /* closing */
+      }
+      this.onClose(1006, 'no welcome');
+    }, this.connectTimeout);
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;
       this.lastHeard = Date.now();
@@ -274,6 +286,7 @@ export class ChorusClient {
   }
 
   onClose(code, reason) {
+    clearTimeout(this.welcomeTimer);
     this.ws = null;
     this.open = false;
     this.stopHeartbeat();
@@ -378,6 +391,7 @@ export class ChorusClient {
   }
 
   teardown(code, reason) {
+    clearTimeout(this.welcomeTimer);
     this.stopHeartbeat();
     const ws = this.ws;
     this.ws = null;
@@ -407,6 +421,7 @@ export class ChorusClient {
     const pend = frame.ref !== undefined ? this.pending.get(frame.ref) : undefined;
     switch (frame.type) {
       case 'welcome':
+        clearTimeout(this.welcomeTimer);
         this.open = true;
         this.attempt = 0;
         this.seq += 1;
@@ -435,10 +450,9 @@ export class ChorusClient {
         this.onDm(frame, pend);
         return;
       case 'history':
+        // Not marked as seen: a page may hold a message whose live frame is
+        // still on its way, and that one must still be delivered.
         if (pend) this.settle(pend, frame.messages || []);
-        for (const m of frame.messages || []) {
-          if (frame.room !== undefined) this.seenRoom(frame.room)?.add(m.id);
-        }
         return;
       case 'error':
         this.onError(frame, pend);
@@ -453,11 +467,6 @@ export class ChorusClient {
       default:
         this.emit('frame', frame);
     }
-  }
-
-  seenRoom(name) {
-    const r = this.rooms.get(name);
-    return r ? r.seen : null;
   }
 
   seenDm(peer) {

@@ -1,5 +1,6 @@
 // The client against two real chorus nodes sharing a real Redis.
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { ChorusClient, ChorusError, compareIds } from '../src/index.js';
 import { startCluster } from './cluster.js';
@@ -206,6 +207,20 @@ describe('ChorusClient', () => {
       ],
     );
     assert.equal(alice.node, 'node-2');
+  });
+
+  test('a node that accepts but never answers: the next node after connectTimeoutMs', async () => {
+    const silent = net.createServer(() => {}); // takes the TCP connection, never answers the upgrade
+    await new Promise((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const c = mk({ urls: [`http://127.0.0.1:${silent.address().port}`, cluster.nodes[0].http], username: uniq('to'), connectTimeoutMs: 300 });
+      const t0 = Date.now();
+      const welcome = await c.connect();
+      assert.equal(welcome.node, 'node-1');
+      assert.ok(Date.now() - t0 < 3000);
+    } finally {
+      silent.close();
+    }
   });
 
   test('state events and close', async () => {
