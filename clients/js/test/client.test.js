@@ -81,6 +81,31 @@ describe('ChorusClient', () => {
     assert.equal(ok.content, 'still here');
   });
 
+  test('the same idempotency key twice: one stored message, one event', async () => {
+    const c = mk({ url: cluster.nodes[0].http, username: uniq('idem') });
+    const peer = mk({ url: cluster.nodes[1].http, username: uniq('idemp') });
+    await Promise.all([c.connect(), peer.connect()]);
+    const room = uniq('idem');
+    await c.join(room);
+    await peer.join(room);
+    const events = [];
+    c.on('message', (m) => events.push(m.id));
+    const atPeer = [];
+    peer.on('message', (m) => atPeer.push(m.id));
+    const first = await c.send(room, 'once', { idempotencyKey: 'key-1' });
+    const again = await c.send(room, 'once', { idempotencyKey: 'key-1' });
+    assert.equal(again.id, first.id);
+    assert.equal(again.ts, first.ts);
+    const dm1 = await c.dm(peer.user, 'dm once', { idempotencyKey: 'key-2' });
+    const dm2 = await c.dm(peer.user, 'dm once', { idempotencyKey: 'key-2' });
+    assert.equal(dm2.id, dm1.id);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(events, [first.id]);
+    assert.deepEqual(atPeer, [first.id]);
+    assert.equal((await c.history(room)).length, 1);
+    assert.equal((await c.history({ with: peer.user })).length, 1);
+  });
+
   test('direct messages reach both sides across nodes', async () => {
     const alice = mk({ url: cluster.nodes[0].http, username: uniq('dma') });
     const bob = mk({ url: cluster.nodes[1].http, username: uniq('dmb') });

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { startCluster } from './cluster.js';
-import { client, nextEvent, sleep, uniq, waitFor } from './helpers.js';
+import { client, nextEvent, sleep, uniq, waitFor, WebSocketImpl } from './helpers.js';
 
 let cluster;
 const open = [];
@@ -26,7 +26,16 @@ after(async () => {
 test('SIGKILL of the node under a client: nothing lost, nothing twice', async (t) => {
   const [a, b] = cluster.nodes;
   const room = uniq('failover');
-  const subject = mk({ urls: [a.http, b.http], username: uniq('subject') });
+  // Counts the subject's outgoing sends per idempotency key.
+  const sentKeys = new Map();
+  class RecordingWebSocket extends WebSocketImpl {
+    send(data) {
+      const f = JSON.parse(data);
+      if (f.idempotency_key) sentKeys.set(f.idempotency_key, (sentKeys.get(f.idempotency_key) || 0) + 1);
+      return super.send(data);
+    }
+  }
+  const subject = mk({ urls: [a.http, b.http], username: uniq('subject'), WebSocket: RecordingWebSocket });
   const senders = [mk({ url: b.http, username: uniq('s1') }), mk({ url: b.http, username: uniq('s2') })];
 
   const states = [];
@@ -78,6 +87,12 @@ test('SIGKILL of the node under a client: nothing lost, nothing twice', async (t
 
   await sleep(1000);
   const beforeKill = received.size;
+  // A burst written just before the kill: most of it is in flight when the
+  // node dies, so it must go out again, under the same keys, on node 2.
+  for (let i = 0; i < 20; i += 1) {
+    const content = `burst-${i}`;
+    ownSends.push({ content, p: subject.send(room, content) });
+  }
   await a.kill(); // SIGKILL: no close frame, no presence cleanup
   await waitFor('the subject back on the other node', 10000, () => subject.connected && subject.node === b.id);
   await sleep(1000);
@@ -101,11 +116,13 @@ test('SIGKILL of the node under a client: nothing lost, nothing twice', async (t
     ownSent: own.length,
     received: received.size,
     replayedAfterRejoin: replayed,
+    ownResent: [...sentKeys.values()].filter((n) => n > 1).length,
     lost: lost.length,
     duplicated: dups.length + dupContents.length,
   };
   t.diagnostic(`failover: ${JSON.stringify(summary)}`);
   assert.ok(replayed > 0, 'some messages came back through the rejoin with since');
+  assert.ok(summary.ownResent > 0, 'some own sends went out again after the failover');
   assert.equal(lost.length, 0, `lost: ${lost.slice(0, 5)}`);
   assert.equal(dups.length, 0, `delivered twice: ${dups.slice(0, 5)}`);
   assert.equal(dupContents.length, 0, `same content twice: ${dupContents.slice(0, 5)}`);
