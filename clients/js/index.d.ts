@@ -138,6 +138,12 @@ export class ChorusError extends Error {
   constructor(code: ErrorCode, message: string, frame?: object);
   name: 'ChorusError';
   code: ErrorCode;
+  /**
+   * On a failed `send`/`dm`: its idempotency key. After `timeout` or
+   * `closed` the message may have been stored; send again with
+   * `{idempotencyKey}` to get the stored one instead of a duplicate.
+   */
+  idempotencyKey?: string;
   /** The server's error frame, when the server sent one. */
   frame?: { type: 'error'; code: string; message: string; ref?: string };
 }

@@ -633,6 +633,9 @@ export class ChorusClient {
     if (this.pending.get(p.ref) !== p) return;
     this.pending.delete(p.ref);
     clearTimeout(p.timer);
+    // A send that timed out may still have been stored: retrying it with
+    // this key (the `idempotencyKey` option) can never duplicate it.
+    if (err && p.frame.idempotency_key && err.idempotencyKey === undefined) err.idempotencyKey = p.frame.idempotency_key;
     if (err) p.reject(err);
     else p.resolve(value);
   }

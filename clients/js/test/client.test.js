@@ -74,7 +74,10 @@ describe('ChorusClient', () => {
     await assert.rejects(c.send('not-joined', 'x'), (err) => err.code === 'not_member');
     const room = uniq('big');
     await c.join(room);
-    await assert.rejects(c.send(room, 'x'.repeat(5000)), (err) => err.code === 'too_large' && typeof err.message === 'string');
+    await assert.rejects(
+      c.send(room, 'x'.repeat(5000)),
+      (err) => err.code === 'too_large' && typeof err.message === 'string' && typeof err.idempotencyKey === 'string',
+    );
     await assert.rejects(c.dm('no such user!', 'x'), (err) => err.code === 'invalid_user');
     // The socket stays usable.
     const ok = await c.send(room, 'still here');
