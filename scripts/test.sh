@@ -5,7 +5,8 @@
 # for the partition test, nginx, prometheus and postgresql for the
 # deployment and archive tests; tests/browser/run.sh installs
 # chromium and its npm packages), checks the deployment artifacts with the
-# real tools, then runs every test of the workspace and the browser tests.
+# real tools, then runs every test of the workspace, the JavaScript client's
+# tests (clients/js) and the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -106,6 +107,17 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-targets --no-fail-fast
 fi
+
+# The JavaScript client library (clients/js) against real nodes on a real
+# Redis, with Node's test runner; its only devDependency is `ws`.
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+[ -x "$target_dir/debug/chorus" ] || cargo build --bin chorus
+(
+  cd clients/js
+  npm ci --no-audit --no-fund --loglevel=error
+  CHORUS_BIN="${CHORUS_BIN:-$target_dir/debug/chorus}" npm test
+)
 
 # The web client in a real browser (Debian's chromium, driven by playwright-core).
 bash tests/browser/run.sh
