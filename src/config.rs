@@ -26,6 +26,10 @@ pub const DEFAULT_HISTORY_TTL_SECS: u64 = 7 * 24 * 3600;
 /// one token.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
+/// Shortest `CHORUS_ADMIN_TOKEN`, in bytes: as long as the JWT secret, so
+/// that it cannot be guessed either.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 32;
+
 /// Largest upload by default, from the contract: 25 MiB.
 pub const DEFAULT_UPLOAD_MAX_BYTES: u64 = 25 * 1024 * 1024;
 
@@ -95,6 +99,11 @@ pub struct Settings {
     /// need a JWT whose `sub` is the user name.
     #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// Bearer token of the admin API (`/api/admin/*`), at least 32 bytes.
+    /// Unset: the admin API does not exist (its routes answer 404).
+    #[arg(long, env = "CHORUS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 
     /// Seconds the users of a node that died without cleanup stay visible.
     #[arg(long, env = "CHORUS_PRESENCE_TTL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -357,6 +366,19 @@ impl Settings {
                     "must be at least {MIN_JWT_SECRET_BYTES} bytes, got {} (generate one with \
                      `openssl rand -hex 32`; unset it for anonymous mode)",
                     secret.len()
+                ),
+            });
+        }
+        if let Some(token) = &self.admin_token
+            && token.len() < MIN_ADMIN_TOKEN_BYTES
+        {
+            // The length only: the value is a secret and never printed.
+            return Err(ConfigError::Value {
+                setting: "CHORUS_ADMIN_TOKEN",
+                problem: format!(
+                    "must be at least {MIN_ADMIN_TOKEN_BYTES} bytes, got {} (generate one with \
+                     `openssl rand -hex 32`; unset it to turn the admin API off)",
+                    token.len()
                 ),
             });
         }

@@ -252,6 +252,32 @@ fn a_jwt_secret_shorter_than_32_bytes_stops_start_up_with_one_line_and_exit_code
 }
 
 #[test]
+fn an_admin_token_shorter_than_32_bytes_stops_start_up_with_one_line_and_never_shows_it() {
+    let short = "y".repeat(31);
+    let run = run(
+        &[],
+        &[
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("CHORUS_ADMIN_TOKEN", &short),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(2), "a bad setting exits 2");
+    assert!(
+        run.stderr.starts_with("error: CHORUS_ADMIN_TOKEN: "),
+        "{:?}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.trim_end().lines().count(), 1, "{:?}", run.stderr);
+    assert!(!run.stderr.contains(&short), "{:?}", run.stderr);
+    let help = self::run(
+        &["--help"],
+        &[("CHORUS_ADMIN_TOKEN", "hunter2-admin-very-secret")],
+    );
+    assert!(!help.stdout.contains("hunter2-admin-very-secret"));
+}
+
+#[test]
 fn an_idle_timeout_not_longer_than_the_ping_interval_stops_start_up_with_one_line_naming_it() {
     assert_refused(
         &[
