@@ -99,6 +99,7 @@ fn fanout(c: &mut Criterion) {
     let publication = Publication {
         id: Some(id),
         except: None,
+        control: None,
         payload: protocol::message(&room(), &user(), &content, &[], Some("c1")).complete(id),
     };
     let topic = Topic::Room(room());

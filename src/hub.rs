@@ -17,8 +17,8 @@ use futures_util::task::AtomicWaker;
 use metrics::{Counter, Histogram};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use crate::cluster::{Deliver, Publication, Topic};
-use crate::domain::{MessageId, UserName};
+use crate::cluster::{Control, Deliver, Publication, Topic};
+use crate::domain::{MessageId, RoomName, UserName};
 use crate::telemetry;
 
 /// One frame on its way to local sockets, shared by every recipient.
@@ -64,6 +64,12 @@ pub struct Signal {
     waker: AtomicWaker,
     slow: AtomicBool,
     pressure: AtomicBool,
+    /// An administrator removed the connection.
+    removed: AtomicBool,
+    /// Rooms an administrator made the connection leave, not yet left;
+    /// `leaving` says the list is not empty without locking it.
+    leaving: AtomicBool,
+    leaves: Mutex<Vec<RoomName>>,
 }
 
 impl Signal {
@@ -88,6 +94,40 @@ impl Signal {
     /// Whether the queue reached the hold limit since the last call.
     pub fn take_pressure(&self) -> bool {
         self.pressure.swap(false, Ordering::AcqRel)
+    }
+
+    /// Marks the session removed by an administrator and wakes it.
+    pub fn remove(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether an administrator removed the session.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// Tells the session to leave `room` and wakes it.
+    pub fn leave(&self, room: RoomName) {
+        self.leaves
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(room);
+        self.leaving.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// The rooms to leave since the last call (cheap when there are none).
+    pub fn take_leaves(&self) -> Vec<RoomName> {
+        if !self.leaving.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.leaves.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Whether rooms wait to be left.
+    pub fn has_leaves(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
     }
 
     /// Wakes the session to look at its flags and the node's.
@@ -269,6 +309,17 @@ impl Deliver for Hub {
         let Some(recipients) = self.recipients(topic) else {
             return;
         };
+        // An administrator's word for the sessions, never a frame: it goes
+        // to their signals, past the queues (a full queue must not lose it).
+        if let Some(control) = publication.control {
+            for recipient in recipients.iter() {
+                match &control {
+                    Control::Disconnect => recipient.signal.remove(),
+                    Control::Leave(room) => recipient.signal.leave(room.clone()),
+                }
+            }
+            return;
+        }
         let started = std::time::Instant::now();
         let frame = match Utf8Bytes::try_from(publication.payload) {
             Ok(frame) => frame,
@@ -358,6 +409,7 @@ mod tests {
         Publication {
             id: None,
             except: None,
+            control: None,
             payload: Bytes::from_static(text.as_bytes()),
         }
     }
@@ -396,6 +448,31 @@ mod tests {
         hub.deliver(&topic, publication("x"));
         assert!(r.signal.take_pressure());
         assert!(!r.signal.take_pressure(), "taken once");
+    }
+
+    #[test]
+    fn admin_controls_reach_the_signals_of_the_topic_and_never_a_queue() {
+        let hub = Hub::new(None);
+        let topic = Topic::User(UserName::parse("alice").unwrap());
+        let (r, mut rx) = recipient(&hub, 8);
+        let (other, _other_rx) = recipient(&hub, 8);
+        hub.add(&topic, &r);
+        let room = crate::domain::RoomName::parse("lobby").unwrap();
+        let control = |control| Publication {
+            id: None,
+            except: None,
+            control: Some(control),
+            payload: bytes::Bytes::new(),
+        };
+        hub.deliver(&topic, control(Control::Leave(room.clone())));
+        assert!(r.signal.has_leaves() && !r.signal.is_removed());
+        assert_eq!(r.signal.take_leaves(), vec![room]);
+        assert!(r.signal.take_leaves().is_empty(), "taken once");
+        hub.deliver(&topic, control(Control::Disconnect));
+        assert!(r.signal.is_removed());
+        assert!(!other.signal.is_removed(), "not on the topic");
+        assert!(rx.try_recv().is_err(), "no frame queued");
+        assert_eq!(hub.buffered_bytes(), 0);
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 /// Close code: the client read too slowly; reconnect and `join` with `since`.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Close code: an administrator removed the connection; do not reconnect
+/// on your own.
+pub const CLOSE_REMOVED: u16 = 4001;
 
 /// A command from a client, with its optional `ref`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use metrics::Histogram;
 use crate::archive::ArchiveError;
 use crate::archive::archiver::Archiver;
 use crate::cluster::{
-    Appended, Backend, ClusterError, ClusterResult, Draft, Idempotency, Log, Publication,
+    Appended, Backend, ClusterError, ClusterResult, Control, Draft, Idempotency, Log, Publication,
     RoomSummary, Stored, Topic,
 };
 use crate::domain::{Content, IdempotencyKey, MessageId, NodeId, RoomName, UploadId, UserName};
@@ -296,6 +296,7 @@ impl Chat {
         let publication = Publication {
             id: None,
             except: Some(user.clone()),
+            control: None,
             payload,
         };
         self.backend
@@ -406,6 +407,32 @@ impl Chat {
             tracing::warn!(%error, room = %room, "could not announce a leave yet; will retry");
         }
         Ok(())
+    }
+
+    /// Closes every connection of `user`, on every node, with 4001: a
+    /// control publication on the user's topic, which every node with a
+    /// connection of the user listens to.
+    pub async fn remove_user(&self, user: &UserName) -> ClusterResult<()> {
+        self.control(user, Control::Disconnect).await
+    }
+
+    /// Makes every connection of `user`, on every node, leave `room` as if
+    /// it had sent `leave`.
+    pub async fn kick(&self, room: &RoomName, user: &UserName) -> ClusterResult<()> {
+        self.control(user, Control::Leave(room.clone())).await
+    }
+
+    async fn control(&self, user: &UserName, control: Control) -> ClusterResult<()> {
+        let publication = Publication {
+            id: None,
+            except: None,
+            control: Some(control),
+            payload: Bytes::new(),
+        };
+        self.backend
+            .bus
+            .publish(&Topic::User(user.clone()), publication)
+            .await
     }
 
     /// A page of a room's or DM pair's history, oldest first: from the hot

@@ -77,8 +77,21 @@ pub struct Publication {
     pub id: Option<MessageId>,
     /// A user whose connections must not receive it (typing, presence).
     pub except: Option<UserName>,
+    /// An instruction for the sessions on the topic instead of a frame
+    /// (the payload is then empty and never reaches a client).
+    pub control: Option<Control>,
     /// The encoded frame, shared by every recipient.
     pub payload: Bytes,
+}
+
+/// What an administrator tells the sessions on a user's topic, on every
+/// node: carried by the bus beside the payload, never as a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Close every connection of the user with 4001.
+    Disconnect,
+    /// Leave this room, as if the connection had sent `leave`.
+    Leave(RoomName),
 }
 
 /// A message not yet stored: its encoding is `prefix + id + suffix`, because

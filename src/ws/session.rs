@@ -23,7 +23,7 @@ use crate::error_code::ErrorCode;
 use crate::hub::{Delivery, Recipient, Signal};
 use crate::protocol::{
     self, CLOSE_GOING_AWAY, CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION,
-    CLOSE_PROTOCOL_ERROR, CLOSE_TRY_AGAIN_LATER,
+    CLOSE_PROTOCOL_ERROR, CLOSE_REMOVED, CLOSE_TRY_AGAIN_LATER,
 };
 use crate::rate::TokenBucket;
 use crate::state::AppState;
@@ -60,6 +60,7 @@ impl End {
             Self::Close(CLOSE_POLICY_VIOLATION, _) => "1008",
             Self::Close(CLOSE_MESSAGE_TOO_BIG, _) => "1009",
             Self::Close(CLOSE_TRY_AGAIN_LATER, _) => "1013",
+            Self::Close(CLOSE_REMOVED, _) => "4001",
             Self::Close(..) => "other",
         }
     }
@@ -114,10 +115,12 @@ struct Stops {
 enum Fired {
     End(End),
     Pressed,
+    /// An administrator made the session leave rooms.
+    Leave,
 }
 
 impl Stops {
-    fn check(&self, holding: bool) -> Option<Fired> {
+    fn check(&self, holding: bool, leaves: bool) -> Option<Fired> {
         if self.state.is_draining() {
             return Some(Fired::End(End::Close(CLOSE_GOING_AWAY, "node draining")));
         }
@@ -127,19 +130,29 @@ impl Stops {
                 "outbound queue full",
             )));
         }
+        if self.signal.is_removed() {
+            return Some(Fired::End(End::Close(
+                CLOSE_REMOVED,
+                "removed by an administrator",
+            )));
+        }
+        if leaves && self.signal.has_leaves() {
+            return Some(Fired::Leave);
+        }
         (holding && self.signal.take_pressure()).then_some(Fired::Pressed)
     }
 
     /// Resolves when the session must end or, while `holding`, when its
     /// queue reached the hold limit.
-    fn fired(&self, holding: bool) -> impl Future<Output = Fired> + '_ {
+    /// With `leaves`, also when an administrator made it leave rooms.
+    fn fired(&self, holding: bool, leaves: bool) -> impl Future<Output = Fired> + '_ {
         std::future::poll_fn(move |cx| {
-            if let Some(fired) = self.check(holding) {
+            if let Some(fired) = self.check(holding, leaves) {
                 return std::task::Poll::Ready(fired);
             }
             self.signal.register(cx.waker());
             // Flagged between the check and the registration: not missed.
-            match self.check(holding) {
+            match self.check(holding, leaves) {
                 Some(fired) => std::task::Poll::Ready(fired),
                 None => std::task::Poll::Pending,
             }
@@ -148,10 +161,10 @@ impl Stops {
 
     /// Resolves when the session must end.
     async fn ended(&self) -> End {
-        match self.fired(false).await {
+        match self.fired(false, false).await {
             Fired::End(end) => end,
-            // Not asked for while not holding.
-            Fired::Pressed => std::future::pending().await,
+            // Asked for neither.
+            Fired::Pressed | Fired::Leave => std::future::pending().await,
         }
     }
 }
@@ -290,9 +303,10 @@ impl Session {
         loop {
             let step = tokio::select! {
                 biased;
-                fired = self.stops.fired(held.is_some()) => match fired {
+                fired = self.stops.fired(held.is_some(), true) => match fired {
                     Fired::End(end) => Err(end),
                     Fired::Pressed => self.write_batch(&mut held).await,
+                    Fired::Leave => Box::pin(self.leave_as_told()).await,
                 },
                 () = expired(&mut expiry) => Err(End::Close(CLOSE_POLICY_VIOLATION, "token expired")),
                 () = &mut hold, if held.is_some() => {
@@ -337,6 +351,22 @@ impl Session {
                 return end;
             }
         }
+    }
+
+    /// Leaves the rooms an administrator named, as a client `leave` would:
+    /// `left` to the client, presence `leave` once the user's last
+    /// connection in the room is gone.
+    async fn leave_as_told(&mut self) -> Result<(), End> {
+        for room in self.recipient.signal.take_leaves() {
+            if self.rooms.contains_key(&room) {
+                let leave = protocol::ClientFrame {
+                    reference: None,
+                    command: protocol::Command::Leave { room },
+                };
+                self.execute(leave).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn on_inbound(

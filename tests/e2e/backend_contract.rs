@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus::cluster::{
-    Backend, ClusterError, Deliver, Departure, Draft, Idempotency, Log, Publication, RoomSummary,
-    Stored, Topic, UploadRecord, UploadState,
+    Backend, ClusterError, Control, Deliver, Departure, Draft, Idempotency, Log, Publication,
+    RoomSummary, Stored, Topic, UploadRecord, UploadState,
 };
 use chorus::domain::{
     FileName, IdempotencyKey, MediaType, MessageId, NodeId, RoomName, UploadId, UserName,
@@ -52,6 +52,7 @@ macro_rules! contract_suite {
             bus_delivers_only_subscribed_topics,
             bus_subscriptions_are_counted,
             bus_carries_id_except_and_payload_through,
+            bus_carries_admin_controls_on_a_user_topic,
             bus_ping_succeeds_while_the_backend_is_up,
             presence_connect_and_disconnect_report_first_and_last_connection,
             presence_join_and_leave_count_connections_per_room_and_user,
@@ -318,6 +319,7 @@ fn publication(payload: &str) -> Publication {
     Publication {
         id: None,
         except: None,
+        control: None,
         payload: Bytes::from(payload.to_owned()),
     }
 }
@@ -455,6 +457,7 @@ pub(crate) async fn bus_carries_id_except_and_payload_through(
             Publication {
                 id: Some(id),
                 except: Some(alice.clone()),
+                control: None,
                 payload: Bytes::from_static(b"{\"type\":\"typing\"}"),
             },
         )
@@ -475,6 +478,51 @@ pub(crate) async fn bus_carries_id_except_and_payload_through(
     let (_, second) = subject.next().await;
     assert_eq!((second.id, second.except), (None, None));
     assert_eq!(&second.payload[..], b"plain");
+}
+
+pub(crate) async fn bus_carries_admin_controls_on_a_user_topic(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let mut subject = Subject::build(&make, ROOMY).await;
+    let tag = unique("t");
+    let topic = Topic::User(user(&format!("{tag}-alice")));
+    subject
+        .backend
+        .bus
+        .subscribe(&topic)
+        .await
+        .expect("subscribe");
+    let controls = [Control::Disconnect, Control::Leave(room(&tag))];
+    for control in &controls {
+        let publication = Publication {
+            id: None,
+            except: None,
+            control: Some(control.clone()),
+            payload: Bytes::new(),
+        };
+        subject
+            .backend
+            .bus
+            .publish(&topic, publication)
+            .await
+            .expect("publish");
+    }
+    subject
+        .backend
+        .bus
+        .publish(&topic, publication("plain"))
+        .await
+        .expect("publish");
+    for control in controls {
+        let (got_topic, got) = subject.next().await;
+        assert_eq!(got_topic, topic);
+        assert_eq!(
+            (got.control, got.id, got.except),
+            (Some(control), None, None)
+        );
+    }
+    let (_, plain) = subject.next().await;
+    assert_eq!((plain.control, &plain.payload[..]), (None, &b"plain"[..]));
 }
 
 pub(crate) async fn bus_ping_succeeds_while_the_backend_is_up(

@@ -216,6 +216,7 @@ impl History for MemoryHistory {
                 Publication {
                     id: Some(id),
                     except: None,
+                    control: None,
                     payload: stored.payload.clone(),
                 },
             );

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::history::topic_entries;
 use super::shards::{ShardEvent, ShardEvents, ShardedSubscriber};
 use super::{COMMAND_TIMEOUT, Redis, RedisTarget, unavailable};
-use crate::cluster::{Bus, ClusterError, ClusterResult, Deliver, Publication, Topic};
-use crate::domain::{MessageId, UserName};
+use crate::cluster::{Bus, ClusterError, ClusterResult, Control, Deliver, Publication, Topic};
+use crate::domain::{MessageId, RoomName, UserName};
 use crate::telemetry;
 
 /// First wait before reconnecting the subscriber; doubles up to the maximum.
@@ -237,10 +237,20 @@ impl Incoming {
 /// channels, read without decoding the payload. `position` is the entry's id
 /// in the channel's stream (a room's history, a user's inbox), `id` the
 /// message's, left empty when the same; an ephemeral publication has
-/// neither. `append.lua` and `inbox.lua` write the same shape.
+/// neither. `append.lua` and `inbox.lua` write the same shape. A control
+/// publication (never stored, never excepting anyone) puts its [`Control`]
+/// on the `except` line behind a `!`, which no user name holds.
 fn envelope(publication: &Publication) -> Bytes {
     let id = publication.id.map(|id| id.to_string()).unwrap_or_default();
-    let except = publication.except.as_ref().map_or("", UserName::as_str);
+    let control = match &publication.control {
+        None => None,
+        Some(Control::Disconnect) => Some("!disconnect".to_owned()),
+        Some(Control::Leave(room)) => Some(format!("!leave:{room}")),
+    };
+    let except = match &control {
+        Some(control) => control.as_str(),
+        None => publication.except.as_ref().map_or("", UserName::as_str),
+    };
     let mut out = BytesMut::with_capacity(id.len() + except.len() + 3 + publication.payload.len());
     out.put_slice(id.as_bytes());
     out.put_slice(b"\n\n");
@@ -266,13 +276,19 @@ fn open_envelope(raw: Bytes) -> Option<(Option<MessageId>, Publication)> {
         }
     };
     let position = parse(position)?;
+    let (except, control) = match except.strip_prefix('!') {
+        None if except.is_empty() => (None, None),
+        None => (Some(UserName::parse(except).ok()?), None),
+        Some("disconnect") => (None, Some(Control::Disconnect)),
+        Some(other) => {
+            let room = RoomName::parse(other.strip_prefix("leave:")?).ok()?;
+            (None, Some(Control::Leave(room)))
+        }
+    };
     let publication = Publication {
         id: if id.is_empty() { position } else { parse(id)? },
-        except: if except.is_empty() {
-            None
-        } else {
-            Some(UserName::parse(except).ok()?)
-        },
+        except,
+        control,
         payload: raw.slice(header..),
     };
     Some((position, publication))
@@ -670,6 +686,7 @@ impl RedisBus {
                 Publication {
                     id: Some(message.id),
                     except: None,
+                    control: None,
                     payload: message.payload,
                 },
             );
@@ -733,6 +750,7 @@ mod tests {
         let publication = Publication {
             id: Some(MessageId::new(5, 1)),
             except: Some(UserName::parse("bob").unwrap()),
+            control: None,
             payload: Bytes::from_static(b"{\"a\":\"x\\ny\"}\n"),
         };
         let (position, opened) = open_envelope(envelope(&publication)).unwrap();
@@ -753,6 +771,20 @@ mod tests {
             (position, bare.id, bare.except, bare.payload.as_ref()),
             (None, None, None, &b"{}"[..])
         );
+        for control in [
+            Control::Disconnect,
+            Control::Leave(RoomName::parse("lobby").unwrap()),
+        ] {
+            let publication = Publication {
+                id: None,
+                except: None,
+                control: Some(control.clone()),
+                payload: Bytes::new(),
+            };
+            let (_, opened) = open_envelope(envelope(&publication)).unwrap();
+            assert_eq!((opened.control, opened.except), (Some(control), None));
+        }
+        assert!(open_envelope(Bytes::from_static(b"\n\n!what\n")).is_none());
         assert!(open_envelope(Bytes::from_static(b"no newline")).is_none());
         assert!(open_envelope(Bytes::from_static(b"garbage\n\n\n{}")).is_none());
     }
