@@ -126,6 +126,7 @@ impl App {
         let state = Arc::new(AppState {
             chat,
             auth: settings.jwt_secret.as_deref().map(Auth::new),
+            admin_token: settings.admin_token.clone(),
             limits: Limits {
                 rate_limit: settings.rate_limit,
                 rate_burst: settings.rate_burst,

@@ -37,6 +37,9 @@ pub enum AuthError {
     /// `sub` is not a valid user name.
     #[error("the token's sub is not a valid user name")]
     Subject,
+    /// An admin call without the admin token.
+    #[error("the admin token is required")]
+    Admin,
 }
 
 #[derive(Deserialize)]

@@ -52,6 +52,8 @@ pub struct AppState {
     pub auth: Option<Auth>,
     /// Connection limits.
     pub limits: Limits,
+    /// The admin API's bearer token; `None`: no admin API.
+    pub admin_token: Option<String>,
     /// A folder to serve the web client from instead of the built-in copy.
     pub static_dir: Option<PathBuf>,
     /// How long a request's head, and then its body, may take to arrive.

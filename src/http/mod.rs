@@ -2,6 +2,7 @@
 //! and token checks and the `POST` rate limit for `/api/*`, beside health
 //! (and `/metrics`). `routes` mounts it beside the WebSocket route.
 
+mod admin;
 mod health;
 mod json;
 mod limit;
@@ -40,7 +41,22 @@ pub(crate) fn router(state: &Arc<AppState>, with_metrics: bool) -> Router<Arc<Ap
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(middleware::from_fn_with_state(state.clone(), check_origin));
-    let router = Router::new().merge(health::router()).merge(api);
+    let mut router = Router::new().merge(health::router()).merge(api);
+    // Only with a token: unset, the admin routes do not exist at all and
+    // every `/api/admin/*` path answers 404, whatever the method (an
+    // unknown path answers 405 to a POST, which would tell them apart).
+    if state.admin_token.is_some() {
+        router = router.merge(
+            admin::router()
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    admin::authenticate,
+                ))
+                .route_layer(middleware::from_fn_with_state(state.clone(), check_origin)),
+        );
+    } else {
+        router = router.merge(admin::absent_router());
+    }
     if with_metrics {
         router.merge(health::metrics_router())
     } else {

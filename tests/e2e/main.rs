@@ -8,6 +8,7 @@
 
 mod support;
 
+mod admin;
 mod archive;
 mod archive_dynamodb;
 mod auth;

@@ -1,0 +1,130 @@
+//! `/api/admin/*`: the admin API, mounted only with `CHORUS_ADMIN_TOKEN`,
+//! outside the user token check and the per-user `POST` limit. Every call
+//! needs `Authorization: Bearer <CHORUS_ADMIN_TOKEN>`, compared in constant
+//! time; every action is logged with its target and the caller's address.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{any, post};
+
+use super::AppJson;
+use crate::admission::client_ip;
+use crate::api_error::ApiError;
+use crate::auth::AuthError;
+use crate::domain::{RoomName, UserName};
+use crate::state::AppState;
+
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/admin/users/{user}/disconnect", post(disconnect))
+        .route("/api/admin/rooms/{room}/kick", post(kick))
+}
+
+/// What stands for the admin API when it is off: 404 for every path under
+/// `/api/admin/`, any method, without a handler of the API behind it.
+pub(super) fn absent_router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/admin", any(absent))
+        .route("/api/admin/{*rest}", any(absent))
+}
+
+async fn absent() -> ApiError {
+    ApiError::NotFound
+}
+
+/// The caller's address, as the per-address limits see it.
+#[derive(Debug, Clone, Copy)]
+struct Caller(IpAddr);
+
+/// Lets the call through only with the admin token; finds the caller's
+/// address for the log.
+pub(super) async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let given = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let expected = state.admin_token.as_deref();
+    let allowed = matches!((given, expected), (Some(given), Some(expected))
+        if fixed_time_eq(given.as_bytes(), expected.as_bytes()));
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let caller = client_ip(request.headers(), peer, state.proxy_header.as_ref());
+    if !allowed {
+        tracing::warn!(%caller, path = %request.uri().path(), "admin call refused: bad or missing token");
+        return Err(ApiError::Unauthorized(AuthError::Admin));
+    }
+    request.extensions_mut().insert(Caller(caller));
+    Ok(next.run(request).await)
+}
+
+/// Equality whose time depends on the lengths only, never on where the
+/// bytes differ (the token's length is no secret worth keeping: it is at
+/// least 32 bytes of whatever the operator chose).
+fn fixed_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// `POST /api/admin/users/{user}/disconnect`: every connection of the user,
+/// on every node, closes with 4001.
+async fn disconnect(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(Caller(caller)): axum::Extension<Caller>,
+    Path(user): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let user = UserName::parse(&user)?;
+    tracing::info!(action = "disconnect", target = %user, %caller, "admin action");
+    state.chat.remove_user(&user).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// The body of a kick.
+#[derive(Debug, serde::Deserialize)]
+struct Kick {
+    user: String,
+}
+
+/// `POST /api/admin/rooms/{room}/kick` `{"user"}`: the user's connections,
+/// on every node, leave the room.
+async fn kick(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(Caller(caller)): axum::Extension<Caller>,
+    Path(room): Path<String>,
+    AppJson(body): AppJson<Kick>,
+) -> Result<StatusCode, ApiError> {
+    let room = RoomName::parse(&room)?;
+    let user = UserName::parse(&body.user)?;
+    tracing::info!(action = "kick", target = %user, room = %room, %caller, "admin action");
+    state.chat.kick(&room, &user).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixed_time_eq;
+
+    #[test]
+    fn admin_tokens_compare_whole() {
+        assert!(fixed_time_eq(b"abc", b"abc"));
+        assert!(!fixed_time_eq(b"abc", b"abd"));
+        assert!(!fixed_time_eq(b"abc", b"abcd"));
+        assert!(!fixed_time_eq(b"", b"a"));
+    }
+}

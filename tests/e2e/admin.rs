@@ -1,0 +1,149 @@
+//! The admin API (`CHORUS_ADMIN_TOKEN`, `/api/admin/*`): absent without a
+//! token, refused without the right one, and its actions reach the user's
+//! connections on every node.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::cluster::{Deployment, on_both_backings};
+use crate::support::http::call;
+use crate::support::node::Endpoint;
+use crate::support::{Backing, TestNode, WsClient, unique};
+
+const TOKEN: &str = "an-admin-token-of-at-least-32-bytes!";
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+async fn admin_post(node: &TestNode, path: &str, body: Option<&Value>) -> u16 {
+    let auth = bearer(TOKEN);
+    call(
+        Method::POST,
+        &node.url(path),
+        body,
+        &[("Authorization", auth.as_str())],
+    )
+    .await
+    .status
+    .as_u16()
+}
+
+#[tokio::test]
+async fn without_an_admin_token_every_admin_route_answers_404_like_an_unknown_route() {
+    let node = TestNode::spawn().await;
+    let auth = bearer(TOKEN);
+    let headers = [("Authorization", auth.as_str())];
+    let unknown = call(Method::GET, &node.url("/api/nothing-here"), None, &headers).await;
+    for (method, path, body) in [
+        (Method::POST, "/api/admin/users/alice/disconnect", None),
+        (
+            Method::POST,
+            "/api/admin/rooms/lobby/kick",
+            Some(json!({"user": "alice"})),
+        ),
+        (Method::GET, "/api/admin/users", None),
+    ] {
+        let answer = call(method, &node.url(path), body.as_ref(), &headers).await;
+        assert_eq!(answer.status.as_u16(), 404, "{path}: {}", answer.body);
+        assert_eq!(answer.body, unknown.body, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn admin_calls_without_the_right_token_are_refused_with_401() {
+    let node = TestNode::spawn_with(|s| s.admin_token = Some(TOKEN.to_owned())).await;
+    let url = node.url("/api/admin/users/alice/disconnect");
+    let wrong = bearer(&TOKEN.replace('!', "?"));
+    let short = bearer(&TOKEN[..TOKEN.len() - 1]);
+    for headers in [
+        vec![],
+        vec![("Authorization", wrong.as_str())],
+        vec![("Authorization", short.as_str())],
+        vec![("Authorization", TOKEN)],
+    ] {
+        let answer = call(Method::POST, &url, None, &headers).await;
+        assert_eq!(answer.status.as_u16(), 401, "{headers:?}: {}", answer.body);
+        assert_eq!(
+            answer.body["error"]["code"], "unauthorized",
+            "{}",
+            answer.body
+        );
+    }
+    assert_eq!(
+        admin_post(&node, "/api/admin/users/alice/disconnect", None).await,
+        202
+    );
+}
+
+on_both_backings!(
+    and in_memory;
+    admin_disconnect_closes_every_connection_of_the_user_on_every_node_with_4001,
+    admin_kick_makes_the_user_leave_the_room_on_every_node,
+);
+
+async fn start(on: Option<Backing>) -> Deployment {
+    Deployment::start(on, |s| s.admin_token = Some(TOKEN.to_owned())).await
+}
+
+async fn admin_disconnect_closes_every_connection_of_the_user_on_every_node_with_4001(
+    on: Option<Backing>,
+) {
+    let nodes = start(on).await;
+    let alice = unique("alice");
+    let bob = unique("bob");
+    let mut alice_a = WsClient::connect(&nodes.a().ws_url(&alice)).await;
+    let mut alice_b = WsClient::connect(&nodes.b().ws_url(&alice)).await;
+    let mut bob_a = WsClient::connect(&nodes.a().ws_url(&bob)).await;
+
+    let path = format!("/api/admin/users/{alice}/disconnect");
+    assert_eq!(admin_post(nodes.b(), &path, None).await, 202);
+
+    assert_eq!(alice_a.expect_close().await, 4001, "on the other node");
+    assert_eq!(alice_b.expect_close().await, 4001, "on the node called");
+    // Bob's connection is untouched.
+    let room = unique("room");
+    bob_a.join(&room).await;
+}
+
+async fn admin_kick_makes_the_user_leave_the_room_on_every_node(on: Option<Backing>) {
+    let nodes = start(on).await;
+    let room = unique("room");
+    let other = unique("other");
+    let alice = unique("alice");
+    let mut watcher = WsClient::connect(&nodes.a().ws_url(&unique("carol"))).await;
+    watcher.join(&room).await;
+    let mut alice_a = WsClient::connect(&nodes.a().ws_url(&alice)).await;
+    let mut alice_b = WsClient::connect(&nodes.b().ws_url(&alice)).await;
+    for client in [&mut alice_a, &mut alice_b] {
+        client.join(&room).await;
+        client.join(&other).await;
+    }
+    let joined = watcher
+        .recv_until(|f| f["type"] == "presence" && f["user"] == alice.as_str())
+        .await;
+    assert_eq!(joined["event"], "join", "{joined}");
+
+    let path = format!("/api/admin/rooms/{room}/kick");
+    let body = json!({ "user": alice });
+    assert_eq!(admin_post(nodes.a(), &path, Some(&body)).await, 202);
+
+    for client in [&mut alice_a, &mut alice_b] {
+        let left = client.recv_until(|f| f["type"] == "left").await;
+        assert_eq!(left["room"], room.as_str(), "{left}");
+    }
+    let left = watcher
+        .recv_until(|f| f["type"] == "presence" && f["user"] == alice.as_str())
+        .await;
+    assert_eq!(
+        left,
+        json!({"type": "presence", "room": room, "user": alice, "event": "leave"})
+    );
+    // No longer in the room, still connected and in the other one.
+    let refused = alice_a
+        .request(json!({"type": "message", "room": room, "content": "x"}))
+        .await;
+    assert_eq!(refused["code"], "not_member", "{refused}");
+    let echo = alice_b.say(&other, "still here").await;
+    assert_eq!(echo["room"], other.as_str(), "{echo}");
+}
