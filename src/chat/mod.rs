@@ -22,7 +22,7 @@ use crate::archive::ArchiveError;
 use crate::archive::archiver::Archiver;
 use crate::cluster::{
     Appended, Backend, ClusterError, ClusterResult, Control, Draft, Idempotency, Log, Publication,
-    RoomSummary, Stored, Topic,
+    RoomSummary, Stored, Topic, UserConnections,
 };
 use crate::domain::{Content, IdempotencyKey, MessageId, NodeId, RoomName, UploadId, UserName};
 use crate::hub::{Hub, Recipient};
@@ -420,6 +420,12 @@ impl Chat {
     /// it had sent `leave`.
     pub async fn kick(&self, room: &RoomName, user: &UserName) -> ClusterResult<()> {
         self.control(user, Control::Leave(room.clone())).await
+    }
+
+    /// Every online user, its connections and the live nodes holding them.
+    pub async fn connections(&self) -> ClusterResult<Vec<UserConnections>> {
+        let nodes = self.backend.liveness.nodes().await?;
+        self.backend.presence.connections(&nodes).await
     }
 
     async fn control(&self, user: &UserName, control: Control) -> ClusterResult<()> {

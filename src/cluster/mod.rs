@@ -182,6 +182,17 @@ pub struct RoomChange {
     pub joined: bool,
 }
 
+/// An online user, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserConnections {
+    /// The user.
+    pub user: UserName,
+    /// Its open connections, cluster-wide.
+    pub connections: usize,
+    /// The nodes holding them, sorted.
+    pub nodes: Vec<NodeId>,
+}
+
 /// A room in the cluster-wide directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSummary {
@@ -260,6 +271,10 @@ pub trait Presence: Send + Sync {
 
     /// Every online user, sorted.
     async fn online(&self) -> ClusterResult<Vec<UserName>>;
+
+    /// Every online user with its connections cluster-wide and which of
+    /// `nodes` (the live ones) hold them, sorted by user.
+    async fn connections(&self, nodes: &[NodeId]) -> ClusterResult<Vec<UserConnections>>;
 
     /// Rooms with members or created explicitly, by name.
     async fn rooms(&self) -> ClusterResult<Vec<RoomSummary>>;

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 
 use super::AppJson;
 use crate::admission::client_ip;
@@ -25,6 +25,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/admin/users/{user}/disconnect", post(disconnect))
         .route("/api/admin/rooms/{room}/kick", post(kick))
+        .route("/api/admin/users", get(users))
 }
 
 /// What stands for the admin API when it is off: 404 for every path under
@@ -93,6 +94,30 @@ async fn disconnect(
     tracing::info!(action = "disconnect", target = %user, %caller, "admin action");
     state.chat.remove_user(&user).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// One online user, as `GET /api/admin/users` lists it.
+#[derive(Debug, serde::Serialize)]
+struct OnlineUser {
+    user: UserName,
+    connections: usize,
+    nodes: Vec<crate::domain::NodeId>,
+}
+
+/// `GET /api/admin/users`: every online user, its connections cluster-wide
+/// and the live nodes holding them.
+async fn users(State(state): State<Arc<AppState>>) -> Result<AppJson<Vec<OnlineUser>>, ApiError> {
+    let users = state.chat.connections().await?;
+    Ok(AppJson(
+        users
+            .into_iter()
+            .map(|u| OnlineUser {
+                user: u.user,
+                connections: u.connections,
+                nodes: u.nodes,
+            })
+            .collect(),
+    ))
 }
 
 /// The body of a kick.

@@ -80,6 +80,7 @@ on_both_backings!(
     and in_memory;
     admin_disconnect_closes_every_connection_of_the_user_on_every_node_with_4001,
     admin_kick_makes_the_user_leave_the_room_on_every_node,
+    admin_users_lists_connections_and_nodes_of_every_online_user,
 );
 
 async fn start(on: Option<Backing>) -> Deployment {
@@ -146,4 +147,41 @@ async fn admin_kick_makes_the_user_leave_the_room_on_every_node(on: Option<Backi
     assert_eq!(refused["code"], "not_member", "{refused}");
     let echo = alice_b.say(&other, "still here").await;
     assert_eq!(echo["room"], other.as_str(), "{echo}");
+}
+
+async fn admin_users_lists_connections_and_nodes_of_every_online_user(on: Option<Backing>) {
+    let nodes = start(on).await;
+    let alice = unique("alice");
+    let bob = unique("bob");
+    let _alice = [
+        WsClient::connect(&nodes.a().ws_url(&alice)).await,
+        WsClient::connect(&nodes.a().ws_url(&alice)).await,
+        WsClient::connect(&nodes.b().ws_url(&alice)).await,
+    ];
+    let _bob = WsClient::connect(&nodes.b().ws_url(&bob)).await;
+    let auth = bearer(TOKEN);
+    let answer = call(
+        Method::GET,
+        &nodes.a().url("/api/admin/users"),
+        None,
+        &[("Authorization", auth.as_str())],
+    )
+    .await;
+    assert_eq!(answer.status.as_u16(), 200, "{}", answer.body);
+    let mut both = vec![nodes.a().node_id.clone(), nodes.b().node_id.clone()];
+    both.sort();
+    both.dedup();
+    let expected = json!([
+        {"user": alice, "connections": 3, "nodes": both},
+        {"user": bob, "connections": 1, "nodes": [nodes.b().node_id]},
+    ]);
+    let listed: Vec<Value> = answer
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["user"] == alice.as_str() || u["user"] == bob.as_str())
+        .cloned()
+        .collect();
+    assert_eq!(Value::from(listed), expected);
 }

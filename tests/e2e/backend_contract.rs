@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus::cluster::{
     Backend, ClusterError, Control, Deliver, Departure, Draft, Idempotency, Log, Publication,
-    RoomSummary, Stored, Topic, UploadRecord, UploadState,
+    RoomSummary, Stored, Topic, UploadRecord, UploadState, UserConnections,
 };
 use chorus::domain::{
     FileName, IdempotencyKey, MediaType, MessageId, NodeId, RoomName, UploadId, UserName,
@@ -57,6 +57,7 @@ macro_rules! contract_suite {
             presence_connect_and_disconnect_report_first_and_last_connection,
             presence_join_and_leave_count_connections_per_room_and_user,
             presence_members_and_online_are_sorted,
+            presence_connections_for_admin_count_each_user_and_name_its_nodes,
             presence_rooms_lists_member_counts_and_created_rooms_by_name,
             presence_create_room_conflicts_with_an_existing_room,
             presence_create_room_stops_at_the_bound_but_rooms_with_members_are_listed,
@@ -661,6 +662,35 @@ pub(crate) async fn presence_members_and_online_are_sorted(make: impl AsyncFn(Pa
     let mut by_bytes = texts.clone();
     by_bytes.sort_unstable();
     assert_eq!(texts, by_bytes, "sorted by name, byte-wise");
+}
+
+pub(crate) async fn presence_connections_for_admin_count_each_user_and_name_its_nodes(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build(&make, ROOMY).await;
+    let presence = &subject.backend.presence;
+    let tag = unique("t");
+    let alice = user(&format!("{tag}-alice"));
+    let bob = user(&format!("{tag}-bob"));
+    for name in [&bob, &alice, &alice] {
+        presence.connect(name).await.expect("connect");
+    }
+    presence.disconnect(&bob).await.expect("disconnect");
+    presence.connect(&bob).await.expect("connect");
+    let nodes = [subject.node.clone()];
+    let mine: Vec<UserConnections> = presence
+        .connections(&nodes)
+        .await
+        .expect("connections")
+        .into_iter()
+        .filter(|u| u.user == alice || u.user == bob)
+        .collect();
+    let entry = |user: &UserName, connections| UserConnections {
+        user: user.clone(),
+        connections,
+        nodes: nodes.to_vec(),
+    };
+    assert_eq!(mine, vec![entry(&alice, 2), entry(&bob, 1)]);
 }
 
 pub(crate) async fn presence_rooms_lists_member_counts_and_created_rooms_by_name(

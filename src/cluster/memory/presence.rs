@@ -6,8 +6,10 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::cluster::{ClusterError, ClusterResult, Departure, Presence, RoomSummary};
-use crate::domain::{RoomName, UserName};
+use crate::cluster::{
+    ClusterError, ClusterResult, Departure, Presence, RoomSummary, UserConnections,
+};
+use crate::domain::{NodeId, RoomName, UserName};
 
 /// The presence of an embedded node: it is the whole cluster.
 #[derive(Default)]
@@ -114,6 +116,22 @@ impl Presence for MemoryPresence {
     async fn online(&self) -> ClusterResult<Vec<UserName>> {
         let mut users: Vec<UserName> = self.state().online.keys().cloned().collect();
         users.sort();
+        Ok(users)
+    }
+
+    async fn connections(&self, nodes: &[NodeId]) -> ClusterResult<Vec<UserConnections>> {
+        // The one node holds every connection.
+        let mut users: Vec<UserConnections> = self
+            .state()
+            .online
+            .iter()
+            .map(|(user, &connections)| UserConnections {
+                user: user.clone(),
+                connections,
+                nodes: nodes.to_vec(),
+            })
+            .collect();
+        users.sort_by(|a, b| a.user.cmp(&b.user));
         Ok(users)
     }
 

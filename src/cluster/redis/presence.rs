@@ -14,7 +14,7 @@ use redis::Script;
 use super::keys::{PARTITIONS, partition_of};
 use super::ledger::{Entry, Group, Ledger};
 use super::{Redis, not_late, sorted_names};
-use crate::cluster::{ClusterError, ClusterResult, Presence, RoomSummary};
+use crate::cluster::{ClusterError, ClusterResult, Presence, RoomSummary, UserConnections};
 use crate::domain::{NodeId, RoomName, UserName};
 
 static SET: LazyLock<Script> = presence_script!("lua/presence_set.lua");
@@ -173,6 +173,54 @@ impl Presence for RedisPresence {
         let keys = self.redis.keys();
         let raw: Vec<String> = self.redis.partitions("HKEYS", |p| keys.online(p)).await?;
         Ok(sorted_names(raw, |s| UserName::parse(s).ok()))
+    }
+
+    async fn connections(&self, nodes: &[NodeId]) -> ClusterResult<Vec<UserConnections>> {
+        let keys = self.redis.keys();
+        // The tallies (one read per partition), then each node's user
+        // entries (one per node and partition), all at once.
+        let tallies = self
+            .redis
+            .partitions::<(String, i64)>("HGETALL", |p| keys.online(p));
+        let entries = nodes.iter().map(|node| async move {
+            let held: Vec<(String, String)> = self
+                .redis
+                .partitions("HGETALL", |p| keys.user_entries(p, node))
+                .await?;
+            ClusterResult::Ok((node, held))
+        });
+        let (tallies, entries) =
+            futures_util::future::try_join(tallies, try_join_all(entries)).await?;
+        let mut users: BTreeMap<UserName, UserConnections> = tallies
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .filter_map(|(user, n)| {
+                let user = UserName::parse(&user).ok()?;
+                Some((
+                    user.clone(),
+                    UserConnections {
+                        user,
+                        connections: usize::try_from(n).unwrap_or(0),
+                        nodes: Vec::new(),
+                    },
+                ))
+            })
+            .collect();
+        // Nodes in the order given (sorted); an entry is "count/…".
+        for (node, held) in entries {
+            for (user, entry) in held {
+                let count = entry.split('/').next().and_then(|n| n.parse::<u64>().ok());
+                let Ok(user) = UserName::parse(&user) else {
+                    continue;
+                };
+                if count.is_some_and(|n| n > 0)
+                    && let Some(found) = users.get_mut(&user)
+                {
+                    found.nodes.push(node.clone());
+                }
+            }
+        }
+        Ok(users.into_values().collect())
     }
 
     async fn rooms(&self) -> ClusterResult<Vec<RoomSummary>> {
