@@ -26,6 +26,12 @@ use crate::state::{AppState, Limits};
 use crate::uploads::{LocalUploads, S3Uploads, Uploads};
 use crate::{routes, server, telemetry, upkeep};
 
+/// Admin API calls per second per client address (wrong tokens included),
+/// and the bucket size: enough for a console polling and acting, far too
+/// few to guess a token.
+const ADMIN_RATE: u32 = 10;
+const ADMIN_BURST: u32 = 20;
+
 /// How long the drain waits for sessions to close; leaves room in the
 /// contract's 10 s for the rest of the shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(7);
@@ -127,6 +133,7 @@ impl App {
             chat,
             auth: settings.jwt_secret.as_deref().map(Auth::new),
             admin_token: settings.admin_token.clone(),
+            admin_calls: PostLimiter::new(ADMIN_RATE, ADMIN_BURST),
             limits: Limits {
                 rate_limit: settings.rate_limit,
                 rate_burst: settings.rate_burst,

@@ -76,6 +76,9 @@ pub struct AppState {
     /// like `posts`: a session has a DM bucket of its own, a REST caller
     /// has this one.
     pub(crate) dms: PostLimiter,
+    /// Buckets of the admin API's calls, per client address (wrong tokens
+    /// included).
+    pub(crate) admin_calls: PostLimiter,
     /// The size of `connections`, to count the permits taken.
     pub(crate) max_connections: usize,
     /// How long a dead node's users stay visible; upkeep runs a few times

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -15,11 +16,13 @@ use axum::response::Response;
 use axum::routing::{any, get, post};
 
 use super::AppJson;
-use crate::admission::client_ip;
+use crate::admission::{address_group, client_ip};
 use crate::api_error::ApiError;
 use crate::auth::AuthError;
 use crate::domain::{RoomName, UserName};
+use crate::rate::RateKey;
 use crate::state::AppState;
+use crate::telemetry;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -64,6 +67,12 @@ pub(super) async fn authenticate(
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let caller = client_ip(request.headers(), peer, state.proxy_header.as_ref());
+    // Before the answer on the token, so wrong ones are limited too.
+    let key = RateKey::Address(address_group(caller));
+    if let Err(wait) = state.admin_calls.try_take(key, Instant::now()) {
+        metrics::counter!(telemetry::RATE_LIMITED, "kind" => "admin").increment(1);
+        return Err(ApiError::RateLimited(wait));
+    }
     if !allowed {
         tracing::warn!(%caller, path = %request.uri().path(), "admin call refused: bad or missing token");
         return Err(ApiError::Unauthorized(AuthError::Admin));

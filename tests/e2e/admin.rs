@@ -76,6 +76,37 @@ async fn admin_calls_without_the_right_token_are_refused_with_401() {
     );
 }
 
+#[tokio::test]
+async fn admin_calls_from_one_address_are_limited_wrong_tokens_included() {
+    let node = TestNode::spawn_with(|s| s.admin_token = Some(TOKEN.to_owned())).await;
+    let url = node.url("/api/admin/users");
+    let wrong = bearer("a-wrong-token-of-at-least-32-bytes-long");
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        let answer = call(
+            Method::GET,
+            &url,
+            None,
+            &[("Authorization", wrong.as_str())],
+        )
+        .await;
+        statuses.push(answer.status.as_u16());
+        if answer.status.as_u16() == 429 {
+            assert_eq!(
+                answer.body["error"]["code"], "rate_limited",
+                "{}",
+                answer.body
+            );
+            assert!(answer.retry_after().is_some());
+        }
+    }
+    assert_eq!(statuses[0], 401);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let auth = bearer(TOKEN);
+    let answer = call(Method::GET, &url, None, &[("Authorization", auth.as_str())]).await;
+    assert_eq!(answer.status.as_u16(), 429, "the right token waits too");
+}
+
 on_both_backings!(
     and in_memory;
     admin_disconnect_closes_every_connection_of_the_user_on_every_node_with_4001,
