@@ -44,7 +44,7 @@ pub const REDIS_COMMAND_LATENCY: &str = "chorus_redis_command_seconds";
 pub const REDIS_ERRORS: &str = "chorus_redis_errors_total";
 /// Commands refused by a rate limit, by `kind`: `message` (room messages,
 /// DMs and typing), `join`, `dm`, `history` (WebSocket history pages),
-/// `rest` (REST `POST`s) (counter).
+/// `rest` (REST `POST`s), `admin` (admin API calls) (counter).
 pub const RATE_LIMITED: &str = "chorus_rate_limited_total";
 /// Connections closed because their outbound queue filled (counter).
 pub const SLOW_CONSUMER_DISCONNECTS: &str = "chorus_slow_consumer_disconnects_total";
@@ -154,7 +154,7 @@ pub fn register_at_zero() {
         (
             RATE_LIMITED,
             "kind",
-            &["message", "join", "dm", "history", "rest"][..],
+            &["message", "join", "dm", "history", "rest", "admin"][..],
         ),
     ] {
         for value in values {
