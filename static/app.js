@@ -540,10 +540,14 @@ function onConnState(s) {
   render({ header: true, sidebar: true, messages: true });
 }
 
-function onSessionExpired() {
+function onSessionExpired(code) {
   S.token = null;
   api.token = null;
-  showLogin('Your session has ended. Paste a new token to continue.');
+  showLogin(
+    code === 4001
+      ? 'An administrator removed this connection. Sign in again to continue.'
+      : 'Your session has ended. Paste a new token to continue.',
+  );
 }
 
 function renderConn() {

@@ -13,7 +13,7 @@ export class Connection {
    * @param {() => string} opts.query returns the query string (`username=…` or `token=…`)
    * @param {(frame: object) => void} opts.onFrame every frame, the welcome included
    * @param {(state: object) => void} opts.onState connection state changes
-   * @param {(code: number) => void} opts.onFatal a close that must not be retried (1008)
+   * @param {(code: number) => void} opts.onFatal a close that must not be retried (1008, 4001)
    */
   constructor({ endpoints, query, onFrame, onState, onFatal }) {
     this.endpoints = endpoints;
@@ -116,9 +116,12 @@ export class Connection {
       this.stopHeartbeat();
       this.welcomed = false;
       if (this.stopped) return;
-      if (ev.code === 1008) {
+      // 1008: the token is no longer good; 4001: an administrator removed
+      // this connection, and a client must not come back on its own.
+      if (ev.code === 1008 || ev.code === 4001) {
         this.stopped = true;
-        this.setState({ state: 'closed', code: ev.code, reason: 'Your session expired.' });
+        const reason = ev.code === 4001 ? 'Removed by an administrator.' : 'Your session expired.';
+        this.setState({ state: 'closed', code: ev.code, reason });
         this.onFatal(ev.code);
         return;
       }
