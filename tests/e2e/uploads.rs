@@ -508,6 +508,8 @@ async fn uploads_on_redis_records_live_with_a_ttl_and_need_a_bucket() {
         use_s3(s, &moto, &bucket);
     })
     .await;
+    // On Redis a node serves WebSockets once its subscriber is up.
+    crate::support::wait_ready(&node.url("/ready")).await;
     let (room, mut alice, mut bob) = room_pair(&node, "alice", "bob").await;
     let id = upload(&node, "alice", "cat.png", "image/png", PNG).await;
     let echo = alice
