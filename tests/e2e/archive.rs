@@ -338,6 +338,7 @@ async fn a_node_killed_while_archiving_leaves_nothing_lost_or_twice() {
             s.database_url = Some(db.url.clone());
         })
         .await;
+    crate::support::wait_ready(&survivor.url("/ready")).await;
     let rows = db
         .wait_for(CATCH_UP, |rows| {
             rooms
