@@ -271,6 +271,17 @@ impl Hub {
         }
     }
 
+    /// The sessions on this node now: each listens to its user's topic.
+    pub fn connections(&self) -> usize {
+        self.topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(topic, _)| matches!(topic, Topic::User(_)))
+            .map(|(_, recipients)| recipients.len())
+            .sum()
+    }
+
     /// The topics with local listeners now, for resubscribing and gap-filling.
     pub fn topics(&self) -> Vec<Topic> {
         self.topics

@@ -613,6 +613,18 @@ pub fn typing(room: &RoomName, user: &UserName) -> Bytes {
     Bytes::from(reply("typing", Typing { room, user }, None))
 }
 
+/// A `deleted` event: an administrator removed message `id` from the
+/// room's history.
+pub fn deleted(room: &RoomName, id: MessageId) -> Bytes {
+    #[derive(Serialize)]
+    struct Deleted<'a> {
+        room: &'a RoomName,
+        id: String,
+    }
+    let id = id.to_string();
+    Bytes::from(reply("deleted", Deleted { room, id }, None))
+}
+
 /// The current time as the contract's `ts`: RFC 3339, UTC, milliseconds.
 pub fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -16,7 +16,8 @@ impl Chat {
     pub async fn beat(&self) {
         self.retry_announcements().await;
         let liveness = &self.backend.liveness;
-        match liveness.heartbeat().await {
+        let status = serde_json::to_vec(&self.status()).unwrap_or_default();
+        match liveness.heartbeat(&status).await {
             Ok(true) => match liveness.restore().await {
                 Ok(changes) => {
                     tracing::info!(

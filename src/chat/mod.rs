@@ -7,7 +7,11 @@
 
 mod liveness;
 mod output;
+mod status;
 mod uploads;
+
+pub use status::NodeStatus;
+use status::RoomRates;
 
 pub use uploads::{Download, MAX_PENDING_UPLOADS, Offer, Put, RETENTION, SendError, UploadFailure};
 
@@ -68,6 +72,10 @@ pub struct Chat {
     uploads: Option<Arc<Uploads>>,
     /// The largest upload.
     upload_max_bytes: u64,
+    /// Room messages this node stored lately, for its status.
+    rates: Arc<RoomRates>,
+    /// When this node started, ms since the epoch.
+    started_ms: i64,
 }
 
 /// The most messages a join with `since` returns (the default hot
@@ -112,6 +120,8 @@ impl Chat {
             archiver,
             uploads: None,
             upload_max_bytes: 0,
+            rates: Arc::default(),
+            started_ms: chrono::Utc::now().timestamp_millis(),
         }
     }
 
@@ -141,9 +151,13 @@ impl Chat {
         let attachments = self.attachments(attachments, user, &log).await?;
         let draft = protocol::message(room, user, content, &attachments, reference);
         let topics = [Topic::Room(room.clone())];
-        Ok(self
+        let appended = self
             .append(&log, draft, &topics, user, key, "message")
-            .await?)
+            .await?;
+        if !appended.replayed {
+            self.rates.record(room, appended.stored.id.ms());
+        }
+        Ok(appended)
     }
 
     /// Stores and publishes, timing it and counting it as accepted.
@@ -574,6 +588,36 @@ impl Chat {
             rooms_active,
             nodes,
         })
+    }
+
+    /// What this node says about itself now.
+    pub fn status(&self) -> NodeStatus {
+        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let mut status = NodeStatus {
+            connections: self.hub.connections(),
+            started_ms: self.started_ms,
+            rates: self.rates.per_minute(now),
+            ..NodeStatus::default()
+        };
+        status.count();
+        status
+    }
+
+    /// Every live node with what it said about itself in its last beat
+    /// (this node: now).
+    pub async fn nodes(&self) -> ClusterResult<Vec<(NodeId, Option<NodeStatus>)>> {
+        let statuses = self.backend.liveness.statuses().await?;
+        Ok(statuses
+            .into_iter()
+            .map(|(node, status)| {
+                let status = if node == self.node {
+                    Some(self.status())
+                } else {
+                    status.and_then(|s| serde_json::from_slice(&s).ok())
+                };
+                (node, status)
+            })
+            .collect())
     }
 
     /// Succeeds when the backend answers.

@@ -294,11 +294,17 @@ pub trait Liveness: Send + Sync {
     /// The nodes that are alive, sorted.
     async fn nodes(&self) -> ClusterResult<Vec<NodeId>>;
 
-    /// Marks this node alive. Returns true when the backend may no longer
-    /// match this node's sockets (it lost the node's entries, a write failed,
-    /// or this process just took over the node id from an earlier one) and
+    /// Marks this node alive, with `status` (what the node says about
+    /// itself, opaque here) readable by every node until the beat expires.
+    /// Returns true when the backend may no longer match this node's
+    /// sockets (it lost the node's entries, a write failed, or this process
+    /// just took over the node id from an earlier one) and
     /// [`Liveness::restore`] must rewrite them.
-    async fn heartbeat(&self) -> ClusterResult<bool>;
+    async fn heartbeat(&self, status: &[u8]) -> ClusterResult<bool>;
+
+    /// Every live node, sorted, with the status of its last beat (`None`
+    /// when that has expired already).
+    async fn statuses(&self) -> ClusterResult<Vec<(NodeId, Option<Bytes>)>>;
 
     /// Rewrites this node's entries from what its connections amount to now
     /// (an earlier process's under the same id are removed), adjusting the

@@ -3,6 +3,7 @@
 //! needs `Authorization: Bearer <CHORUS_ADMIN_TOKEN>`, compared in constant
 //! time; every action is logged with its target and the caller's address.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +30,8 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/admin/users/{user}/disconnect", post(disconnect))
         .route("/api/admin/rooms/{room}/kick", post(kick))
         .route("/api/admin/users", get(users))
+        .route("/api/admin/nodes", get(nodes))
+        .route("/api/admin/rooms", get(rooms))
 }
 
 /// What stands for the admin API when it is off: 404 for every path under
@@ -127,6 +130,76 @@ async fn users(State(state): State<Arc<AppState>>) -> Result<AppJson<Vec<OnlineU
             })
             .collect(),
     ))
+}
+
+/// One live node, as `GET /api/admin/nodes` lists it: the contract's
+/// fields, and the node's error and refusal counters since it started.
+#[derive(Debug, serde::Serialize)]
+struct LiveNode {
+    node: crate::domain::NodeId,
+    connections: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<String>,
+    errors: BTreeMap<String, u64>,
+    refusals: BTreeMap<String, u64>,
+}
+
+/// `GET /api/admin/nodes`: every live node. A node whose last status has
+/// expired (it beats late) is listed with what is known: its id.
+async fn nodes(State(state): State<Arc<AppState>>) -> Result<AppJson<Vec<LiveNode>>, ApiError> {
+    let nodes = state.chat.nodes().await?;
+    Ok(AppJson(
+        nodes
+            .into_iter()
+            .map(|(node, status)| {
+                let status = status.unwrap_or_default();
+                LiveNode {
+                    node,
+                    connections: status.connections,
+                    since: (status.started_ms > 0)
+                        .then(|| chrono::DateTime::from_timestamp_millis(status.started_ms))
+                        .flatten()
+                        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                    errors: status.errors,
+                    refusals: status.refusals,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// One room, as `GET /api/admin/rooms` lists it.
+#[derive(Debug, serde::Serialize)]
+struct RoomActivity {
+    name: RoomName,
+    members: usize,
+    messages_per_minute: f64,
+}
+
+/// `GET /api/admin/rooms`: every listed room with its members and the
+/// messages stored in it per minute lately, all live nodes together.
+async fn rooms(State(state): State<Arc<AppState>>) -> Result<AppJson<Vec<RoomActivity>>, ApiError> {
+    let (rooms, nodes) = tokio::try_join!(state.chat.rooms(), state.chat.nodes())?;
+    let mut rates: HashMap<String, f64> = HashMap::new();
+    for (room, rate) in nodes
+        .into_iter()
+        .filter_map(|(_, s)| s)
+        .flat_map(|s| s.rates)
+    {
+        *rates.entry(room).or_default() += rate;
+    }
+    let mut rooms: Vec<RoomActivity> = rooms
+        .into_iter()
+        .map(|room| RoomActivity {
+            messages_per_minute: rates
+                .get(room.name.as_str())
+                .map_or(0.0, |r| (r * 10.0).round() / 10.0),
+            name: room.name,
+            members: room.members,
+        })
+        .collect();
+    rooms.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(AppJson(rooms))
 }
 
 /// The body of a kick.

@@ -4,9 +4,10 @@
 //! (nothing to restore), and no other node can die and leave users behind
 //! (nothing to reap).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use super::MemoryPresence;
 use crate::cluster::{ClusterResult, Departure, Liveness, RoomChange};
@@ -17,12 +18,18 @@ pub struct MemoryLiveness {
     node: NodeId,
     /// What the node's departure clears.
     presence: Arc<MemoryPresence>,
+    /// The status of the last beat.
+    status: Mutex<Bytes>,
 }
 
 impl MemoryLiveness {
     /// The liveness of `node`, whose connections `presence` counts.
     pub fn new(node: NodeId, presence: Arc<MemoryPresence>) -> Self {
-        Self { node, presence }
+        Self {
+            node,
+            presence,
+            status: Mutex::default(),
+        }
     }
 }
 
@@ -32,8 +39,19 @@ impl Liveness for MemoryLiveness {
         Ok(vec![self.node.clone()])
     }
 
-    async fn heartbeat(&self) -> ClusterResult<bool> {
+    async fn heartbeat(&self, status: &[u8]) -> ClusterResult<bool> {
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) =
+            Bytes::copy_from_slice(status);
         Ok(false)
+    }
+
+    async fn statuses(&self) -> ClusterResult<Vec<(NodeId, Option<Bytes>)>> {
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Ok(vec![(self.node.clone(), Some(status))])
     }
 
     async fn restore(&self) -> ClusterResult<Vec<RoomChange>> {

@@ -233,6 +233,15 @@ impl Keys {
         format!("{}:reaping", self.partition_stem(partition))
     }
 
+    /// What `node` says about itself with each beat (in `node`'s
+    /// partition, so the beat writes it in the same script).
+    pub(crate) fn status(&self, node: &NodeId) -> String {
+        format!(
+            "{}:status:{node}",
+            self.partition_stem(partition_of(node.as_str()))
+        )
+    }
+
     /// Rooms where `node` may have entries (in `node`'s partition).
     pub(crate) fn rooms_of(&self, node: &NodeId) -> String {
         format!(

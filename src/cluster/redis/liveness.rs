@@ -10,6 +10,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::future::try_join_all;
 use redis::Script;
 
@@ -200,7 +201,7 @@ impl Liveness for RedisLiveness {
         Ok(sorted_names(raw, NodeId::parse))
     }
 
-    async fn heartbeat(&self) -> ClusterResult<bool> {
+    async fn heartbeat(&self, status: &[u8]) -> ClusterResult<bool> {
         let keys = self.redis.keys();
         let partition = partition_of(self.node.as_str());
         let mut invocation = BEAT.prepare_invoke();
@@ -210,7 +211,10 @@ impl Liveness for RedisLiveness {
         invocation
             .key(keys.nodes(partition))
             .key(keys.reaping(partition))
+            .key(keys.status(&self.node))
             .arg(self.node.as_str())
+            .arg(Self::ms(self.ttl / 2))
+            .arg(status)
             .arg(Self::ms(self.ttl / 2));
         let sent = Redis::now_ms();
         // A beat that failed may still have been applied (and its "not
@@ -238,6 +242,19 @@ impl Liveness for RedisLiveness {
         }
         let dirty = self.ledger.take_dirty();
         Ok(beat == 1 || dirty)
+    }
+
+    async fn statuses(&self) -> ClusterResult<Vec<(NodeId, Option<Bytes>)>> {
+        let nodes = self.nodes().await?;
+        let keys = self.redis.keys();
+        let reads = nodes.iter().map(|node| async move {
+            let status: Option<Vec<u8>> = self
+                .redis
+                .query(redis::cmd("GET").arg(keys.status(node)))
+                .await?;
+            Ok::<_, crate::cluster::ClusterError>((node.clone(), status.map(Bytes::from)))
+        });
+        try_join_all(reads).await
     }
 
     async fn restore(&self) -> ClusterResult<Vec<RoomChange>> {
