@@ -821,7 +821,7 @@ async fn seat(subject: &Subject, room: &RoomName, user: &UserName) {
 /// Beats once, and restores if the beat asks for it, as the upkeep does.
 async fn beat(subject: &Subject) {
     let liveness = &subject.backend.liveness;
-    if liveness.heartbeat().await.expect("heartbeat") {
+    if liveness.heartbeat(b"{}").await.expect("heartbeat") {
         liveness.restore().await.expect("restore");
     }
 }
@@ -833,7 +833,7 @@ pub(crate) async fn liveness_nodes_lists_this_node_once_it_beats(
     subject
         .backend
         .liveness
-        .heartbeat()
+        .heartbeat(b"{}")
         .await
         .expect("heartbeat");
 
@@ -859,11 +859,11 @@ pub(crate) async fn liveness_heartbeat_asks_for_a_restore_at_most_once_while_not
     beat(&subject).await;
 
     assert!(
-        !liveness.heartbeat().await.expect("heartbeat"),
+        !liveness.heartbeat(b"{}").await.expect("heartbeat"),
         "nothing was lost since the restore"
     );
     assert!(
-        !liveness.heartbeat().await.expect("heartbeat"),
+        !liveness.heartbeat(b"{}").await.expect("heartbeat"),
         "nor since the last beat"
     );
 }
@@ -873,7 +873,7 @@ pub(crate) async fn liveness_restore_of_a_node_without_connections_changes_nothi
 ) {
     let subject = Subject::build(&make, ROOMY).await;
     let liveness = &subject.backend.liveness;
-    liveness.heartbeat().await.expect("heartbeat");
+    liveness.heartbeat(b"{}").await.expect("heartbeat");
 
     let changes = liveness.restore().await.expect("restore");
 
@@ -891,7 +891,7 @@ pub(crate) async fn liveness_restore_keeps_the_presence_the_node_has_written(
     let lobby = room(&format!("{tag}-lobby"));
     let alice = user(&format!("{tag}-alice"));
     seat(&subject, &lobby, &alice).await;
-    liveness.heartbeat().await.expect("heartbeat");
+    liveness.heartbeat(b"{}").await.expect("heartbeat");
 
     let changes = liveness.restore().await.expect("restore");
 
@@ -992,9 +992,15 @@ pub(crate) async fn liveness_a_fresh_process_asks_for_one_restore(
     let subject = Subject::build(&make, ROOMY).await;
     let liveness = &subject.backend.liveness;
 
-    assert!(liveness.heartbeat().await.expect("heartbeat"), "first beat");
+    assert!(
+        liveness.heartbeat(b"{}").await.expect("heartbeat"),
+        "first beat"
+    );
     assert_eq!(liveness.restore().await.expect("restore"), []);
-    assert!(!liveness.heartbeat().await.expect("heartbeat"), "restored");
+    assert!(
+        !liveness.heartbeat(b"{}").await.expect("heartbeat"),
+        "restored"
+    );
 }
 
 /// The embedded backend: the lone node is the cluster, alive as long as its
