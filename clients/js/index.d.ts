@@ -95,6 +95,8 @@ export interface StateEvent {
   waiting?: boolean;
   /** The backoff delay in ms (with `waiting`). */
   delay?: number;
+  /** When the next attempt starts, ms since the epoch (with `waiting`). */
+  at?: number;
   attempt?: number;
 }
 
@@ -206,6 +208,7 @@ export interface ChorusEvents {
   typing: (t: TypingFrame) => void;
   joined: (j: JoinedFrame, meta: JoinedMeta) => void;
   left: (l: LeftFrame) => void;
+  /** An administrator deleted a message of a joined room: drop it from view. */
   deleted: (d: DeletedFrame) => void;
   disconnected: (ev: { code: number; reason: string }) => void;
   /** Server errors that answer no pending command, and connection-level errors. */
@@ -247,7 +250,9 @@ export class ChorusClient {
   dm(to: string, content: string, opts?: SendOptions): Promise<DirectMessage>;
   /** False when not connected (typing is never queued). */
   typing(room: string): boolean;
-  /** One page, oldest first. */
+  /** While waiting out a reconnect delay: try the next node now. */
+  retryNow(): void;
+  /** One page, oldest first. A DM pair read here is caught up after every reconnect. */
   history(target: string | { with: string } | { room: string }, opts?: HistoryOptions): Promise<Array<RoomMessage | DirectMessage>>;
   /** The newest id seen in `room`: the `since` of the next rejoin. */
   lastId(room: string): string | null;

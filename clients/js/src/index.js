@@ -104,6 +104,24 @@ class Seen {
     if (this.lastId === null || compareIds(this.lastId, id) < 0) this.lastId = id;
     return true;
   }
+
+  /**
+   * Moves the newest id forward without marking `id` seen: a page of
+   * history read by the caller is not missed, yet its live frames, if any
+   * are still on their way, are delivered.
+   */
+  reach(id) {
+    if (this.lastId === null || compareIds(this.lastId, id) < 0) this.lastId = id;
+  }
+
+  /**
+   * Forgets a deleted message. `lastId` stays: it is a position in the
+   * room's history, and the next rejoin's `since` still reads from there.
+   */
+  delete(id) {
+    if (!this.ids.delete(id)) return;
+    this.order.splice(this.order.indexOf(id), 1);
+  }
 }
 
 export class ChorusClient {
@@ -222,6 +240,13 @@ export class ChorusClient {
     return this.open;
   }
 
+  /** Skips the backoff wait and tries the next node now (e.g. when the browser is back online). */
+  retryNow() {
+    if (this.stopped || this.ws || this.timer === null) return;
+    clearTimeout(this.timer);
+    this.dial();
+  }
+
   setState(state, extra = {}) {
     this.state = state;
     this.emit('state', { state, ...extra });
@@ -337,6 +362,7 @@ export class ChorusClient {
       waiting: true,
       code,
       delay,
+      at: Date.now() + delay,
       attempt: this.attempt,
       url: this.urls[this.index],
     });
@@ -459,9 +485,12 @@ export class ChorusClient {
         return;
       case 'pong':
         return;
+      case 'deleted':
+        this.rooms.get(frame.room)?.seen.delete(frame.id);
+        this.emit('deleted', frame);
+        return;
       case 'presence':
       case 'typing':
-      case 'deleted':
         this.emit(frame.type, frame);
         return;
       default:
@@ -575,7 +604,7 @@ export class ChorusClient {
   async catchUpDm(peer) {
     try {
       const seen = this.seenDm(peer);
-      const messages = await this.history({ with: peer }, { limit: 100 });
+      const messages = await this.request('history', { type: 'history', with: peer, limit: 100 });
       for (const m of messages) {
         if (seen.lastId !== null && compareIds(m.id, seen.lastId) <= 0 && !seen.has(m.id)) {
           // older than what we knew about: history, not missed
@@ -738,7 +767,15 @@ export class ChorusClient {
     else return Promise.reject(new TypeError('history: a room name or {with: user}'));
     if (before) frame.before = before;
     if (limit) frame.limit = limit;
-    return this.request('history', frame);
+    const page = this.request('history', frame);
+    if (!frame.with) return page;
+    // A DM pair read here is caught up after every reconnect from then on,
+    // as if a DM of it had come live.
+    const seen = this.seenDm(frame.with);
+    return page.then((messages) => {
+      for (const m of messages) seen.reach(m.id);
+      return messages;
+    });
   }
 
   /** Room names this client is in (and rejoins after a reconnect). */

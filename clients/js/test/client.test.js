@@ -237,6 +237,32 @@ describe('ChorusClient', () => {
     assert.equal(alice.node, 'node-2');
   });
 
+  test('retryNow skips the backoff; a DM pair read with history is caught up after the reconnect', async () => {
+    const aliceName = uniq('rna');
+    const alice = mk({ url: cluster.nodes[0].http, username: aliceName, backoffStartMs: 60000, backoffCapMs: 60000 });
+    const bob = mk({ url: cluster.nodes[1].http, username: uniq('rnb') });
+    await bob.connect();
+    await bob.dm(aliceName, 'before alice came');
+    await alice.connect();
+    // alice learns of bob only from history: no DM of theirs came live.
+    assert.deepEqual(
+      (await alice.history({ with: bob.user })).map((m) => m.content),
+      ['before alice came'],
+    );
+    const got = [];
+    alice.on('dm', (m, meta) => got.push([m.content, meta.replayed]));
+    const waiting = nextEvent(alice, 'state', (s) => s.waiting);
+    alice.ws.close();
+    const wait = await waiting;
+    assert.ok(wait.at >= Date.now() + 30000, `waits out the backoff until ${wait.at}`);
+    await bob.dm(alice.user, 'while alice was away');
+    const back = nextEvent(alice, 'state', (s) => s.state === 'open');
+    alice.retryNow();
+    await back;
+    await waitFor('the missed DM', 5000, () => got.length >= 1);
+    assert.deepEqual(got, [['while alice was away', true]]);
+  });
+
   test('a node that accepts but never answers: the next node after connectTimeoutMs', async () => {
     const silent = net.createServer(() => {}); // takes the TCP connection, never answers the upgrade
     await new Promise((r) => silent.listen(0, '127.0.0.1', r));

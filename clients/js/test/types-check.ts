@@ -24,6 +24,9 @@ async function main(): Promise<void> {
   const page = await client.history({ with: 'bob' }, { limit: 10 });
   console.log(page.length, compareIds('1-0', '2-0'));
   client.typing('lobby');
+  client.on('deleted', (d) => console.log(d.room, d.id));
+  client.on('state', (s) => console.log(s.at));
+  client.retryNow();
   off();
   client.close();
 }
