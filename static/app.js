@@ -1,4 +1,8 @@
-// The chorus web client: plain ES modules, no build step.
+// The chorus web client: plain ES modules, no build step. The connection,
+// reconnects, rejoins with `since`, delivery once by id and sends with
+// idempotency keys are the client package's (`/js/chorus-client.js`, served
+// from clients/js/src/index.js); this file is the page around it: sign-in,
+// conversations as shown, rendering, uploads.
 //
 // Query parameters (all optional):
 //   ws=ws://host:port/ws        WebSocket endpoint (default: this page's host)
@@ -7,8 +11,8 @@
 //   token=JWT                   sign in with this token at once (token mode)
 //   room=dev,ops                join these rooms and open the first
 
+import { ChorusClient, ChorusError, wsUrl } from './js/chorus-client.js';
 import { Api, ApiError } from './js/api.js';
-import { Connection } from './js/connection.js';
 import { Conversation, normalize, roomKey, dmKey } from './js/store.js';
 import { $, el, avatar, setAvatar, formatTime, formatDay, fullDate, utf8Length } from './js/dom.js';
 import { linkify } from './js/links.js';
@@ -22,6 +26,10 @@ const TYPING_SEND_EVERY_MS = 2000;
 const TYPING_SHOW_MS = 4000;
 const POLL_MS = 10000;
 const GROUP_GAP_MS = 5 * 60 * 1000;
+// The server remembers an idempotency key 10 minutes. A message waiting for
+// a connection waits this long, then fails: sent again later it could be
+// stored twice, so that is left to the user.
+const IDEMPOTENCY_WINDOW_MS = 9 * 60 * 1000;
 
 const params = new URLSearchParams(location.search);
 const api = new Api();
@@ -32,6 +40,7 @@ const S = {
   mode: 'name', // 'name' | 'token'
   me: null,
   token: null,
+  client: null, // the ChorusClient of the current sign-in
   convs: new Map(),
   roomOrder: [],
   dmOrder: [],
@@ -39,9 +48,6 @@ const S = {
   directory: [],
   online: [],
   restored: false,
-  refPrefix: Math.random().toString(36).slice(2, 8),
-  refSeq: 0,
-  requests: new Map(), // ref -> { kind, key, limit }
   lastTypingSent: 0,
   conn: { state: 'idle' },
   node: null,
@@ -50,16 +56,13 @@ const S = {
 
 // ---------------------------------------------------------------- endpoints
 
+/** A `ws` or `nodes` entry (relative to this page, http or ws) as a WebSocket URL, or null. */
 function toWsUrl(raw) {
   const s = raw.trim();
   if (!s) return null;
   try {
-    const url = new URL(s, location.href);
-    if (url.protocol === 'http:') url.protocol = 'ws:';
-    if (url.protocol === 'https:') url.protocol = 'wss:';
-    if (url.protocol !== 'ws:' && url.protocol !== 'wss:') return null;
-    if (url.pathname === '/' || url.pathname === '') url.pathname = '/ws';
-    return url.toString();
+    const url = wsUrl(new URL(s, location.href).toString());
+    return /^wss?:/.test(url) ? url : null;
   } catch {
     return null;
   }
@@ -70,18 +73,43 @@ function endpoints() {
   if (list.length) return list;
   const one = toWsUrl(params.get('ws') || '');
   if (one) return [one];
-  return [`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`];
+  return [wsUrl(location.origin)];
 }
 
-const conn = new Connection({
-  endpoints: endpoints(),
-  query: () => (S.mode === 'token' ? `token=${encodeURIComponent(S.token)}` : `username=${encodeURIComponent(S.me)}`),
-  onFrame: handleFrame,
-  onState: onConnState,
-  onFatal: onSessionExpired,
-});
+/** Starts the client of a new sign-in; the one before it, if any, is closed. */
+function startClient() {
+  const old = S.client;
+  S.client = null;
+  if (old) old.close();
+  const client = new ChorusClient({
+    urls: endpoints(),
+    ...(S.mode === 'token' ? { token: S.token } : { username: S.me }),
+    requestTimeoutMs: IDEMPOTENCY_WINDOW_MS,
+  });
+  S.client = client;
+  // A closed client's last events (its `closed` state, its rejected sends) are not this sign-in's.
+  const on = (event, fn) => client.on(event, (...args) => client === S.client && fn(...args));
+  on('state', onConnState);
+  on('joined', onJoined);
+  on('message', onMessage);
+  on('dm', onDm);
+  on('presence', onPresence);
+  on('typing', onTyping);
+  on('deleted', onDeleted);
+  on('error', onClientError);
+  if (S.restored) joinAll();
+  // A refusal for good (1008, 4001) arrives as the `closed` state.
+  client.connect().catch(() => {});
+}
 
-const nextRef = (kind) => `${kind}${S.refPrefix}-${(S.refSeq += 1)}`;
+/** Joins every room shown and reads the open DM conversations: once per client, which rejoins by itself. */
+function joinAll() {
+  for (const name of S.roomOrder) joinOnServer(S.convs.get(roomKey(name)));
+  for (const peer of S.dmOrder) {
+    const conv = S.convs.get(dmKey(peer));
+    if (conv.loaded || conv.key === S.active) loadDm(conv);
+  }
+}
 
 // ---------------------------------------------------------------- conversations
 
@@ -150,7 +178,7 @@ function openConversation(key) {
   if (!conv) return;
   S.active = key;
   conv.unread = 0;
-  if (conv.kind === 'dm' && !conv.loaded) requestDmHistory(conv, 'initial');
+  if (conv.kind === 'dm' && !conv.loaded && S.client) loadDm(conv);
   closeOverlays();
   saveLayout();
   render({ all: true, scroll: 'switch' });
@@ -163,7 +191,7 @@ function joinRoom(name) {
     return;
   }
   const conv = ensureRoom(name);
-  if (!conv.joined) sendJoin(conv);
+  if (!S.client.joinedRooms.includes(name)) joinOnServer(conv);
   openConversation(conv.key);
   refreshDirectorySoon();
 }
@@ -172,7 +200,9 @@ function leaveConversation() {
   const conv = activeConv();
   if (!conv) return;
   if (conv.kind === 'room') {
-    conn.send({ type: 'leave', room: conv.name, ref: nextRef('l') });
+    // The room is gone from the page whatever the answer; a leave that fails
+    // with the connection ends with it, as the server drops the membership.
+    S.client.leave(conv.name).catch(() => {});
     S.roomOrder = S.roomOrder.filter((r) => r !== conv.name);
     refreshDirectorySoon();
   } else {
@@ -186,47 +216,63 @@ function leaveConversation() {
   saveLayout();
 }
 
-function sendJoin(conv) {
-  if (!conn.isOpen) return;
-  const ref = nextRef('j');
-  S.requests.set(ref, { kind: 'join', key: conv.key });
-  const frame = { type: 'join', room: conv.name, ref };
-  if (conv.lastId) frame.since = conv.lastId;
-  conn.send(frame);
+function joinOnServer(conv) {
+  S.client.join(conv.name).catch((err) => {
+    if (isSessionEnd(err)) return;
+    toast(`Could not join #${conv.name}: ${errorDetail(err)}`, err.code);
+    if (err.code === 'invalid_room' || err.code === 'bad_request') {
+      S.roomOrder = S.roomOrder.filter((r) => r !== conv.name);
+      S.convs.delete(conv.key);
+      if (S.active === conv.key) S.active = S.roomOrder[0] ? roomKey(S.roomOrder[0]) : null;
+      saveLayout();
+      render({ all: true, scroll: 'switch' });
+    }
+  });
 }
 
-function requestDmHistory(conv, kind) {
-  if (!conn.isOpen) return;
-  const ref = nextRef('h');
-  S.requests.set(ref, { kind, key: conv.key, limit: PAGE });
-  conn.send({ type: 'history', with: conv.name, limit: PAGE, ref });
+/** Reads the newest page of a DM conversation (the client catches it up after every reconnect from then on). */
+function loadDm(conv) {
+  S.client.history({ with: conv.name }, { limit: PAGE }).then((page) => {
+    const fresh = conv.addAll(page.map(normalize));
+    if (!conv.loaded) {
+      conv.loaded = true;
+      conv.hasMore = page.length >= PAGE;
+    } else {
+      countUnread(conv, fresh);
+    }
+    render({ all: true, scroll: conv.key === S.active ? 'auto' : 'none' });
+  }, (err) => historyFailed(conv, err));
 }
 
 function loadOlder(conv) {
-  if (!conv || !conv.loaded || !conv.hasMore || conv.loadingOlder || !conn.isOpen) return;
+  if (!conv || !conv.loaded || !conv.hasMore || conv.loadingOlder || !S.client || !S.client.connected) return;
   if (!conv.oldestId) {
     conv.hasMore = false;
     render({ messages: true });
     return;
   }
-  const ref = nextRef('h');
-  S.requests.set(ref, { kind: 'older', key: conv.key, limit: PAGE });
-  const frame = { type: 'history', before: conv.oldestId, limit: PAGE, ref };
-  if (conv.kind === 'room') frame.room = conv.name;
-  else frame.with = conv.name;
   conv.loadingOlder = true;
-  conn.send(frame);
+  const target = conv.kind === 'room' ? conv.name : { with: conv.name };
+  S.client.history(target, { before: conv.oldestId, limit: PAGE }).then((page) => {
+    conv.loadingOlder = false;
+    conv.addAll(page.map(normalize));
+    if (page.length < PAGE) conv.hasMore = false;
+    render({ messages: conv.key === S.active, scroll: 'prepend' });
+  }, (err) => historyFailed(conv, err));
   render({ messages: true, scroll: 'prepend' });
+}
+
+function historyFailed(conv, err) {
+  conv.loadingOlder = false;
+  if (isSessionEnd(err)) return;
+  toast(`Could not load messages: ${errorDetail(err)}`, err.code);
+  render({ messages: true });
 }
 
 // ---------------------------------------------------------------- sending
 
-// The server remembers an idempotency key this long (10 minutes); a resend
-// after that could be stored twice, so it is left to the user.
-const IDEMPOTENCY_WINDOW_MS = 9 * 60 * 1000;
-
 /**
- * A key for one outgoing message, kept with it and reused by every resend, so
+ * A key for one outgoing message, kept with it and reused by every retry, so
  * the server stores it once however often it goes out. randomUUID needs a
  * secure context (https or localhost); getRandomValues works on plain http.
  */
@@ -239,37 +285,47 @@ function newIdempotencyKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/**
+ * Hands a message to the client, which sends it once joined and connected,
+ * and again after a reconnect under the same key; shown as pending until
+ * the stored message comes back, failed with the server's reason if refused.
+ */
 function sendPending(conv, msg) {
-  const key = msg.key;
-  const frame =
-    conv.kind === 'room'
-      ? { type: 'message', room: conv.name, content: msg.content, idempotency_key: key, ref: msg.ref }
-      : { type: 'dm', to: conv.name, content: msg.content, idempotency_key: key, ref: msg.ref };
-  if (msg.uploads && msg.uploads.length) frame.attachments = msg.uploads;
   msg.state = 'pending';
   msg.error = '';
-  const ready = conv.kind === 'dm' || conv.joined;
-  msg.connSeq = ready && conn.send(frame) ? conn.seq : null; // null: queued until (re)connected
+  const opts = { attachments: msg.uploads, idempotencyKey: msg.key };
+  const sent = conv.kind === 'room' ? S.client.send(conv.name, msg.content, opts) : S.client.dm(conv.name, msg.content, opts);
+  sent.then(
+    (stored) => {
+      conv.pending.delete(msg.key);
+      deliver(conv, normalize(stored));
+      render({ messages: conv.key === S.active });
+    },
+    (err) => {
+      if (conv.pending.get(msg.key) !== msg) return;
+      msg.state = 'failed';
+      msg.error = (err.frame && err.frame.message) || FRIENDLY[err.code] || err.message;
+      toast(errorText(err), err.code);
+      render({ messages: conv.key === S.active });
+    },
+  );
 }
 
 function sendMessage(text, attachments = []) {
   const conv = activeConv();
-  if (!conv || !S.me) return false;
+  if (!conv || !S.me || !S.client) return false;
   if (utf8Length(text) > MAX_CONTENT_BYTES) {
     toast(`That message is too long (${utf8Length(text)} of ${MAX_CONTENT_BYTES} bytes). Shorten it and try again.`);
     return false;
   }
   const msg = {
     id: null,
-    ref: nextRef('m'),
     key: newIdempotencyKey(),
-    firstSent: Date.now(),
     user: S.me,
     content: text,
     uploads: attachments,
     ts: new Date().toISOString(),
     state: 'pending',
-    connSeq: null,
   };
   conv.addPending(msg);
   sendPending(conv, msg);
@@ -279,8 +335,6 @@ function sendMessage(text, attachments = []) {
 
 /** Sends a failed message again under its own idempotency key: if the first try was stored after all, the server answers with that one instead of storing it twice. */
 function retryMessage(conv, msg) {
-  conv.pending.delete(msg.ref);
-  msg.ref = nextRef('m');
   msg.ts = new Date().toISOString();
   conv.addPending(msg);
   sendPending(conv, msg);
@@ -288,28 +342,8 @@ function retryMessage(conv, msg) {
 }
 
 function discardMessage(conv, msg) {
-  conv.pending.delete(msg.ref);
+  conv.pending.delete(msg.key);
   render({ messages: true });
-}
-
-/**
- * After a rejoin or a DM resync: queued messages go out now, and in-flight ones
- * the server never confirmed go out again under the same idempotency key (the
- * history just read already replaced any that were stored). Past the key's
- * window a resend could duplicate, so those are marked failed instead.
- */
-function reconcilePending(conv) {
-  for (const msg of conv.pendingList) {
-    if (msg.state !== 'pending') continue;
-    if (msg.connSeq === null) sendPending(conv, msg);
-    else if (msg.connSeq < conn.seq) {
-      if (Date.now() - msg.firstSent < IDEMPOTENCY_WINDOW_MS) sendPending(conv, msg);
-      else {
-        msg.state = 'failed';
-        msg.error = 'The connection dropped before the server confirmed this message.';
-      }
-    }
-  }
 }
 
 function sendTyping() {
@@ -317,55 +351,20 @@ function sendTyping() {
   if (!conv || conv.kind !== 'room' || !conv.joined) return;
   const now = Date.now();
   if (now - S.lastTypingSent < TYPING_SEND_EVERY_MS) return;
-  if (conn.send({ type: 'typing', room: conv.name, ref: nextRef('t') })) S.lastTypingSent = now;
+  if (S.client.typing(conv.name)) S.lastTypingSent = now;
 }
 
-// ---------------------------------------------------------------- frames
+// ---------------------------------------------------------------- events of the client
 
-function handleFrame(f) {
-  switch (f.type) {
-    case 'welcome':
-      return onWelcome(f);
-    case 'joined':
-      return onJoined(f);
-    case 'left':
-      return undefined;
-    case 'message':
-      return onMessage(f);
-    case 'dm':
-      return onDm(f);
-    case 'history':
-      return onHistory(f);
-    case 'presence':
-      return onPresence(f);
-    case 'typing':
-      return onTyping(f);
-    case 'error':
-      return onError(f);
-    default:
-      return undefined; // pong and anything newer
-  }
-}
-
-function onWelcome(f) {
-  S.me = f.user;
+function onWelcome(s) {
+  S.me = s.user;
   // The uploader an anonymous upload names (with a token the server ignores it).
-  api.user = f.user;
-  S.node = f.node;
-  S.requests.clear();
+  api.user = s.user;
+  S.node = s.node;
   if (!S.restored) {
     S.restored = true;
     restoreLayout();
-  }
-  for (const conv of S.convs.values()) {
-    conv.joined = false;
-    conv.loadingOlder = false;
-  }
-  for (const name of S.roomOrder) sendJoin(S.convs.get(roomKey(name)));
-  for (const peer of S.dmOrder) {
-    const conv = S.convs.get(dmKey(peer));
-    // Re-read every open conversation: DMs that arrived while we were away merge by id.
-    if (conv.loaded || conv.key === S.active || conv.pending.size) requestDmHistory(conv, conv.loaded ? 'sync' : 'initial');
+    joinAll();
   }
   saveLayout();
   refreshDirectory();
@@ -378,34 +377,28 @@ function countUnread(conv, msgs) {
   conv.unread += msgs.filter((m) => m.user !== S.me).length;
 }
 
-function onJoined(f) {
-  S.requests.delete(f.ref);
-  if (!S.roomOrder.includes(f.room)) {
-    // Left while the join was on its way.
-    conn.send({ type: 'leave', room: f.room });
-    return;
-  }
-  const conv = ensureRoom(f.room);
+function onJoined(f, { rejoin }) {
+  const conv = S.convs.get(roomKey(f.room));
+  if (!conv) return; // left while the join was on its way: the client's leave follows it
   conv.joined = true;
   conv.members = new Set(f.members || []);
-  const history = (f.history || []).map(normalize);
-  const fresh = history.filter((m) => !conv.ids.has(m.id));
-  conv.addAll(history, S.me);
-  if (!conv.loaded) {
-    conv.loaded = true;
-    conv.hasMore = history.length >= PAGE;
-  } else {
-    countUnread(conv, fresh);
+  // What a rejoin brings the client delivers as `message` events: shown and counted there.
+  if (!rejoin) {
+    const history = (f.history || []).map(normalize);
+    conv.addAll(history);
+    if (!conv.loaded) {
+      conv.loaded = true;
+      conv.hasMore = history.length >= PAGE;
+    }
   }
   if (f.truncated) {
     conv.notice = 'You were away for a while: some messages sent meanwhile are no longer in the history.';
   }
-  reconcilePending(conv);
   render({ all: true, scroll: conv.key === S.active ? 'auto' : 'none' });
 }
 
 function deliver(conv, msg) {
-  if (!conv.add(msg, S.me)) return; // already shown
+  if (!conv.add(msg)) return; // already shown
   conv.typing.delete(msg.user);
   if (msg.user !== S.me) {
     countUnread(conv, [msg]);
@@ -428,30 +421,9 @@ function onDm(f) {
   deliver(conv, normalize(f));
 }
 
-function onHistory(f) {
-  const req = S.requests.get(f.ref);
-  S.requests.delete(f.ref);
-  const key = f.room ? roomKey(f.room) : dmKey(f.with);
-  const conv = S.convs.get(key);
-  if (!conv) return;
-  const msgs = (f.messages || []).map(normalize);
-  const kind = req ? req.kind : 'sync';
-  const fresh = msgs.filter((m) => !conv.ids.has(m.id));
-  conv.addAll(msgs, S.me);
-  if (kind === 'older') {
-    conv.loadingOlder = false;
-    if (msgs.length < (req.limit || PAGE)) conv.hasMore = false;
-    render({ messages: conv.key === S.active, scroll: 'prepend' });
-    return;
-  }
-  if (!conv.loaded) {
-    conv.loaded = true;
-    conv.hasMore = msgs.length >= PAGE;
-  } else {
-    countUnread(conv, fresh);
-  }
-  reconcilePending(conv);
-  render({ all: true, scroll: conv.key === S.active ? 'auto' : 'none' });
+function onDeleted(f) {
+  const conv = S.convs.get(roomKey(f.room));
+  if (conv && conv.remove(f.id)) render({ messages: conv.key === S.active });
 }
 
 function onPresence(f) {
@@ -475,6 +447,7 @@ function onTyping(f) {
   setTimeout(() => render({ typing: true }), TYPING_SHOW_MS + 50);
 }
 
+
 const FRIENDLY = {
   rate_limited: 'You are sending messages too fast. Wait a moment, then try again.',
   too_large: 'That message is too long (the limit is 4096 bytes).',
@@ -483,45 +456,36 @@ const FRIENDLY = {
   invalid_room: 'Room names are 1–64 letters, digits, _ - or .',
   invalid_user: 'User names are 1–32 letters, digits, _ - or .',
   bad_request: 'The server did not understand a request.',
+  timeout: 'The server did not confirm this in time.',
+  closed: 'The connection was closed before the server confirmed this.',
 };
 
-function onError(f) {
-  const ref = f.ref || '';
-  const friendly = FRIENDLY[f.code] || 'Something went wrong.';
-  const req = ref ? S.requests.get(ref) : null;
-  if (req) S.requests.delete(ref);
-  if (ref.startsWith('t')) return; // a typing hint that did not go out: not worth a toast
-  for (const conv of S.convs.values()) {
-    const msg = conv.pending.get(ref);
-    if (msg) {
-      msg.state = 'failed';
-      msg.error = f.message || friendly;
-      msg.code = f.code;
-      toast(`${friendly}${f.message && f.code === 'bad_request' ? ` (${f.message})` : ''}`, f.code);
-      render({ messages: conv.key === S.active });
-      return;
-    }
-  }
-  if (req && req.kind === 'join') {
-    const conv = S.convs.get(req.key);
-    toast(`Could not join #${conv ? conv.name : '?'}: ${f.message || friendly}`, f.code);
-    if (conv && (f.code === 'invalid_room' || f.code === 'bad_request')) {
-      S.roomOrder = S.roomOrder.filter((r) => r !== conv.name);
-      S.convs.delete(conv.key);
-      if (S.active === conv.key) S.active = S.roomOrder[0] ? roomKey(S.roomOrder[0]) : null;
-      saveLayout();
-      render({ all: true, scroll: 'switch' });
-    }
+/** Errors that end with the connection itself: its state says so, not a toast. */
+function isSessionEnd(err) {
+  return err instanceof ChorusError && (err.code === 'closed' || err.code === 'auth' || err.code === 'removed');
+}
+
+function errorText(err) {
+  const friendly = FRIENDLY[err.code] || 'Something went wrong.';
+  const detail = err.frame && err.frame.message;
+  return err.code === 'bad_request' && detail ? `${friendly} (${detail})` : friendly;
+}
+
+/** The server's own words when it gave some, else ours. */
+function errorDetail(err) {
+  return (err.frame && err.frame.message) || FRIENDLY[err.code] || 'Something went wrong.';
+}
+
+/** Server errors that answer no command of ours, and the client's own. */
+function onClientError(err) {
+  if (!(err instanceof ChorusError)) {
+    // A listener of ours threw (the client catches it): report it as uncaught.
+    reportError(err);
     return;
   }
-  if (req && (req.kind === 'older' || req.kind === 'initial' || req.kind === 'sync')) {
-    const conv = S.convs.get(req.key);
-    if (conv) conv.loadingOlder = false;
-    toast(`Could not load messages: ${f.message || friendly}`, f.code);
-    render({ messages: true });
-    return;
-  }
-  toast(f.code === 'bad_request' && f.message ? `${friendly} (${f.message})` : friendly, f.code);
+  // A truncated rejoin shows as the room's notice (onJoined).
+  if (isSessionEnd(err) || err.code === 'truncated') return;
+  toast(errorText(err), err.code);
 }
 
 // ---------------------------------------------------------------- connection state
@@ -532,13 +496,15 @@ function onConnState(s) {
   S.conn = s;
   S.events.push({ state: s.state, waiting: !!s.waiting, node: s.node || null, t: Date.now() });
   if (S.events.length > 200) S.events.shift();
-  if (s.state !== 'open') {
-    for (const conv of S.convs.values()) conv.joined = false;
-  }
+  if (s.state === 'open') onWelcome(s);
+  else for (const conv of S.convs.values()) conv.joined = false;
+  if (s.state === 'closed' && (s.code === 1008 || s.code === 4001)) onSessionExpired(s.code);
   clearInterval(countdown);
   if (s.waiting) countdown = setInterval(renderConn, 500);
   render({ header: true, sidebar: true, messages: true });
 }
+
+const CLOSED_BANNER = { 1008: 'Your session expired.', 4001: 'Removed by an administrator.' };
 
 function onSessionExpired(code) {
   S.token = null;
@@ -570,16 +536,16 @@ function renderConn() {
     }
   } else if (s.state === 'closed') {
     text = 'Disconnected';
-    bannerText = s.reason || 'Disconnected.';
+    bannerText = CLOSED_BANNER[s.code] || 'Disconnected.';
   } else {
     text = 'Offline';
   }
   status.textContent = text;
-  status.title = s.endpoint ? `Endpoint: ${s.endpoint}` : '';
+  status.title = s.url ? `Endpoint: ${s.url}` : '';
   banner.dataset.state = s.state;
   if (bannerText) {
     const retry = el('button', { class: 'btn btn-small', type: 'button' }, 'Retry now');
-    retry.addEventListener('click', () => conn.retryNow());
+    retry.addEventListener('click', () => S.client.retryNow());
     banner.replaceChildren(el('span', { class: 'spinner', 'aria-hidden': 'true' }), el('span', {}, bannerText));
     if (s.waiting && s.state !== 'closed') banner.append(retry);
     banner.hidden = false;
@@ -848,14 +814,14 @@ function messageText(content) {
 function messageNode(conv, m) {
   const node = el('div', {
     class: `msg msg-${m.state}`,
-    dataset: { id: m.id || '', ref: m.ref || '', state: m.state, user: m.user },
+    dataset: { id: m.id || '', state: m.state, user: m.user },
     title: fullDate(m.ts),
   });
   node.append(el('div', { class: 'text' }, ...messageText(m.content)));
   const files = attachmentNodes(m.attachments, S.mode === 'token' ? S.token : null);
   if (files) node.append(files);
   if (m.state === 'pending') {
-    node.append(el('div', { class: 'msg-status', role: 'status' }, conn.isOpen ? 'Sending…' : 'Waiting for connection…'));
+    node.append(el('div', { class: 'msg-status', role: 'status' }, S.client && S.client.connected ? 'Sending…' : 'Waiting for connection…'));
   } else if (m.state === 'failed') {
     const retry = el('button', { type: 'button', class: 'link-btn' }, 'Retry');
     retry.addEventListener('click', () => retryMessage(conv, m));
@@ -1266,7 +1232,7 @@ async function signIn() {
   $('#login').hidden = true;
   $('#shell').hidden = false;
   render({ all: true });
-  conn.start();
+  startClient();
 }
 
 let emptyState;
@@ -1279,7 +1245,7 @@ async function main() {
     e.preventDefault();
     signIn();
   });
-  window.addEventListener('online', () => conn.retryNow());
+  window.addEventListener('online', () => S.client && S.client.retryNow());
   setInterval(() => {
     if (S.conn.state === 'open') {
       refreshDirectory();
@@ -1306,6 +1272,6 @@ async function main() {
 }
 
 // For diagnostics from the console (and the browser tests).
-window.chorus = { state: S, conn };
+window.chorus = { state: S };
 
 main();

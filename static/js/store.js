@@ -1,25 +1,10 @@
-// Conversations (rooms and DMs) and their messages: confirmed messages are
-// kept sorted by id and deduplicated; own messages wait as "pending" under
-// their `ref` until the server echoes them back.
+// What the page shows of each conversation (a room or a DM): its messages in
+// id order, its own sends not yet confirmed, unread count, members, typing.
+// Which messages are new is the client package's to decide (chorus-client.js
+// delivers each once); this keeps the list in order, since pages of older
+// history arrive after newer messages.
 
-const ID_RE = /^(\d+)-(\d+)$/;
-
-/** Orders two message ids ("<ms>-<seq>"); unknown shapes fall back to string order. */
-export function compareIds(a, b) {
-  if (a === b) return 0;
-  const ma = ID_RE.exec(a);
-  const mb = ID_RE.exec(b);
-  if (ma && mb) {
-    const ams = BigInt(ma[1]);
-    const bms = BigInt(mb[1]);
-    if (ams !== bms) return ams < bms ? -1 : 1;
-    const aseq = BigInt(ma[2]);
-    const bseq = BigInt(mb[2]);
-    if (aseq !== bseq) return aseq < bseq ? -1 : 1;
-    return 0;
-  }
-  return a < b ? -1 : 1;
-}
+import { compareIds } from './chorus-client.js';
 
 export const roomKey = (name) => `room:${name}`;
 export const dmKey = (peer) => `dm:${peer}`;
@@ -31,7 +16,7 @@ export class Conversation {
     this.key = kind === 'room' ? roomKey(name) : dmKey(name);
     this.messages = []; // confirmed, sorted by id
     this.ids = new Set();
-    this.pending = new Map(); // ref -> pending/failed own message, in send order
+    this.pending = new Map(); // idempotency key -> own message not confirmed yet (pending or failed), in send order
     this.unread = 0;
     this.members = new Set();
     this.typing = new Map(); // user -> expiry (ms since epoch)
@@ -42,50 +27,52 @@ export class Conversation {
     this.notice = ''; // e.g. history truncated after a long disconnect
   }
 
-  /** The newest confirmed id, the `since` for a rejoin. */
-  get lastId() {
-    return this.messages.length ? this.messages[this.messages.length - 1].id : null;
-  }
-
   get oldestId() {
     return this.messages.length ? this.messages[0].id : null;
   }
 
-  /**
-   * Adds a confirmed message. Returns false when it was already there.
-   * A pending message of ours with the same ref is replaced by it.
-   */
-  add(msg, me) {
-    if (msg.ref && msg.user === me && this.pending.has(msg.ref)) {
-      this.pending.delete(msg.ref);
-    }
+  /** Adds a confirmed message in id order. Returns false when it was already there. */
+  add(msg) {
     if (this.ids.has(msg.id)) return false;
     this.ids.add(msg.id);
     const list = this.messages;
     if (!list.length || compareIds(list[list.length - 1].id, msg.id) < 0) {
       list.push(msg);
     } else {
-      let lo = 0;
-      let hi = list.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (compareIds(list[mid].id, msg.id) < 0) lo = mid + 1;
-        else hi = mid;
-      }
-      list.splice(lo, 0, msg);
+      list.splice(this.indexAfter(msg.id), 0, msg);
     }
     return true;
   }
 
-  /** Adds many; returns how many were new. */
-  addAll(msgs, me) {
-    let added = 0;
-    for (const m of msgs) if (this.add(m, me)) added += 1;
-    return added;
+  /** Adds many; returns the ones that were new. */
+  addAll(msgs) {
+    return msgs.filter((m) => this.add(m));
   }
 
+  /** Removes a deleted message. Returns false when it was not shown. */
+  remove(id) {
+    if (!this.ids.delete(id)) return false;
+    this.messages = this.messages.filter((m) => m.id !== id);
+    return true;
+  }
+
+  /** The index of the first message whose id is not below `id` (binary search). */
+  indexAfter(id) {
+    const list = this.messages;
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (compareIds(list[mid].id, id) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Queues an own message at the end (a retry moves it there too). */
   addPending(msg) {
-    this.pending.set(msg.ref, msg);
+    this.pending.delete(msg.key);
+    this.pending.set(msg.key, msg);
   }
 
   /** Own messages not confirmed yet (pending or failed), in send order. */
@@ -94,15 +81,14 @@ export class Conversation {
   }
 }
 
-/** A room `message` frame or a `dm` frame, as the UI stores it. */
+/** A room message or a DM, from a frame or a page of history, as the page shows it. */
 export function normalize(frame) {
   return {
     id: frame.id,
-    user: frame.type === 'dm' || frame.from !== undefined ? frame.from : frame.user,
+    user: frame.from !== undefined ? frame.from : frame.user,
     content: frame.content,
     attachments: Array.isArray(frame.attachments) ? frame.attachments : [],
     ts: frame.ts,
-    ref: frame.ref || null,
     state: 'sent',
   };
 }
