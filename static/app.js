@@ -200,8 +200,8 @@ function leaveConversation() {
   const conv = activeConv();
   if (!conv) return;
   if (conv.kind === 'room') {
-    // The room is gone from the page whatever the answer; a leave that fails
-    // with the connection ends with it, as the server drops the membership.
+    // The room is gone from the page whatever the answer: the client rejoins
+    // no room it is leaving, so a leave cut off by a dropped connection is done too.
     S.client.leave(conv.name).catch(() => {});
     S.roomOrder = S.roomOrder.filter((r) => r !== conv.name);
     refreshDirectorySoon();
