@@ -130,6 +130,7 @@ on_both_backings!(
     admin_users_lists_connections_and_nodes_of_every_online_user,
     admin_nodes_lists_every_live_node_with_its_connections_start_and_counters,
     admin_rooms_lists_members_and_message_rates,
+    admin_delete_removes_a_message_from_history_and_tells_the_room_on_every_node,
 );
 
 async fn start(on: Option<Backing>) -> Deployment {
@@ -311,4 +312,65 @@ async fn admin_rooms_lists_members_and_message_rates(on: Option<Backing>) {
     let quiet = find(&quiet);
     assert_eq!(quiet["members"], 1, "{quiet}");
     assert_eq!(quiet["messages_per_minute"], 0.0, "{quiet}");
+}
+
+async fn admin_delete_removes_a_message_from_history_and_tells_the_room_on_every_node(
+    on: Option<Backing>,
+) {
+    let nodes = start(on).await;
+    let room = unique("room");
+    let mut alice = WsClient::connect(&nodes.a().ws_url(&unique("alice"))).await;
+    let mut bob = WsClient::connect(&nodes.b().ws_url(&unique("bob"))).await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    let doomed = alice.say(&room, "oops").await;
+    let kept = alice.say(&room, "fine").await;
+    let id = doomed["id"].as_str().unwrap().to_owned();
+    bob.recv_until(|f| f["id"] == kept["id"]).await;
+
+    let auth = bearer(TOKEN);
+    let headers = [("Authorization", auth.as_str())];
+    let path = format!("/api/admin/rooms/{room}/messages/{id}");
+    let answer = call(Method::DELETE, &nodes.b().url(&path), None, &headers).await;
+    assert_eq!(answer.status.as_u16(), 204, "{}", answer.body);
+
+    let event = json!({"type": "deleted", "room": room, "id": id});
+    for client in [&mut alice, &mut bob] {
+        let got = client.recv_until(|f| f["type"] == "deleted").await;
+        assert_eq!(got, event);
+    }
+    let history = call(
+        Method::GET,
+        &nodes.a().url(&format!("/api/rooms/{room}/messages")),
+        None,
+        &[],
+    )
+    .await;
+    let ids: Vec<&Value> = history
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(ids, vec![&kept["id"]], "{}", history.body);
+
+    // Gone: a second delete finds nothing; a bad id is a bad request.
+    let again = call(Method::DELETE, &nodes.a().url(&path), None, &headers).await;
+    assert_eq!(again.status.as_u16(), 404, "{}", again.body);
+    let bad = format!("/api/admin/rooms/{room}/messages/not-an-id");
+    let bad = call(Method::DELETE, &nodes.a().url(&bad), None, &headers).await;
+    assert_eq!(bad.status.as_u16(), 400, "{}", bad.body);
+    // A rejoin with `since` before it does not bring it back.
+    let mut carol = WsClient::connect(&nodes.a().ws_url(&unique("carol"))).await;
+    let joined = carol
+        .request(json!({"type": "join", "room": room, "since": "0-1"}))
+        .await;
+    let replayed: Vec<&Value> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(replayed, vec![&kept["id"]], "{joined}");
 }
