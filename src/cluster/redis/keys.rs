@@ -130,7 +130,7 @@ impl Keys {
 
     /// The ids of `log` deleted while they waited for the archive.
     pub(crate) fn deleted(&self, log: &Log) -> String {
-        format!("{}:x", self.log_stem(log))
+        format!("{}:del", self.log_stem(log))
     }
 
     /// The pattern [`Keys::archived`] names match, for the sweep.
