@@ -1,0 +1,50 @@
+// A message an administrator deletes disappears from the page of everyone in
+// the room at once, and stays gone after a reload.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startNode } from './lib/cluster.js';
+import { launchBrowser, openClient, waitConnected, send, waitMessage, messageTexts } from './lib/browser.js';
+
+const ADMIN = 'browser-test-admin-token-of-32-bytes-at-least';
+let node;
+let browser;
+
+before(async () => {
+  node = await startNode({ id: 'deleted-node', env: { CHORUS_ADMIN_TOKEN: ADMIN } });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (node) await node.stop();
+});
+
+test('a message an administrator deletes disappears from the page', async () => {
+  const alice = await openClient(browser, node, { name: 'alice', room: 'news' });
+  const bob = await openClient(browser, node, { name: 'bob', room: 'news' });
+  await waitConnected(alice);
+  await waitConnected(bob);
+  await alice.locator('#member-list [data-user="bob"]').waitFor();
+  await send(alice, 'keep me');
+  await waitMessage(alice, 'keep me');
+  await send(alice, 'delete me');
+  await waitMessage(bob, 'delete me');
+  const id = await bob.$$eval('#messages .msg', (nodes) => nodes.find((n) => n.querySelector('.text').textContent === 'delete me').dataset.id);
+
+  const answer = await fetch(`${node.http}/api/admin/rooms/news/messages/${id}`, {
+    method: 'DELETE',
+    headers: { authorization: `Bearer ${ADMIN}` },
+  });
+  assert.equal(answer.status, 204);
+
+  for (const page of [bob, alice]) {
+    await page.locator(`#messages .msg[data-id="${id}"]`).waitFor({ state: 'detached' });
+    assert.deepEqual(await messageTexts(page), ['keep me']);
+  }
+  await bob.reload();
+  await waitConnected(bob);
+  await waitMessage(bob, 'keep me');
+  assert.deepEqual(await messageTexts(bob), ['keep me'], 'not back from history');
+  assert.deepEqual(alice.errors, []);
+  assert.deepEqual(bob.errors, []);
+});
