@@ -87,8 +87,19 @@ function startClient() {
     requestTimeoutMs: IDEMPOTENCY_WINDOW_MS,
   });
   S.client = client;
-  // A closed client's last events (its `closed` state, its rejected sends) are not this sign-in's.
-  const on = (event, fn) => client.on(event, (...args) => client === S.client && fn(...args));
+  // A closed client's last events (its `closed` state, its rejected sends)
+  // are not this sign-in's. A fault of the page's own is reported as
+  // uncaught rather than handed to the client, which would emit it as one
+  // of its `error` events.
+  const on = (event, fn) =>
+    client.on(event, (...args) => {
+      if (client !== S.client) return;
+      try {
+        fn(...args);
+      } catch (err) {
+        reportError(err);
+      }
+    });
   on('state', onConnState);
   on('joined', onJoined);
   on('message', onMessage);
@@ -479,8 +490,9 @@ function errorDetail(err) {
 /** Server errors that answer no command of ours, and the client's own. */
 function onClientError(err) {
   if (!(err instanceof ChorusError)) {
-    // A listener of ours threw (the client catches it): report it as uncaught.
-    reportError(err);
+    // The browser refused to open a socket (a bad `ws` URL, mixed content):
+    // the connection state shows the retries; the cause is for the console.
+    console.warn('chorus: could not open a connection:', err);
     return;
   }
   // A truncated rejoin shows as the room's notice (onJoined).
