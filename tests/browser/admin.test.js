@@ -1,9 +1,11 @@
-// An administrator's disconnect (close code 4001): the page stops, says so,
-// and does not reconnect on its own.
+// What an administrator does, as the page shows it: a disconnect (close
+// code 4001) signs the user out, with no reconnect of its own; a deleted
+// message disappears from the page of everyone in the room at once, and
+// stays gone after a reload.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode } from './lib/cluster.js';
-import { launchBrowser, openClient, waitConnected } from './lib/browser.js';
+import { launchBrowser, openClient, waitConnected, send, waitMessage, messageTexts } from './lib/browser.js';
 
 const ADMIN = 'browser-test-admin-token-of-32-bytes-at-least';
 let node;
@@ -35,4 +37,34 @@ test('a user an administrator disconnects is signed out and does not reconnect',
   const users = await (await fetch(`${node.http}/api/users`)).json();
   assert.deepEqual(users, [], 'ivan did not come back on his own');
   assert.deepEqual(page.errors, []);
+});
+
+test('a message an administrator deletes disappears from the page', async () => {
+  const alice = await openClient(browser, node, { name: 'alice', room: 'news' });
+  const bob = await openClient(browser, node, { name: 'bob', room: 'news' });
+  await waitConnected(alice);
+  await waitConnected(bob);
+  await alice.locator('#member-list [data-user="bob"]').waitFor();
+  await send(alice, 'keep me');
+  await waitMessage(alice, 'keep me');
+  await send(alice, 'delete me');
+  await waitMessage(bob, 'delete me');
+  const id = await bob.$$eval('#messages .msg', (nodes) => nodes.find((n) => n.querySelector('.text').textContent === 'delete me').dataset.id);
+
+  const answer = await fetch(`${node.http}/api/admin/rooms/news/messages/${id}`, {
+    method: 'DELETE',
+    headers: { authorization: `Bearer ${ADMIN}` },
+  });
+  assert.equal(answer.status, 204);
+
+  for (const page of [bob, alice]) {
+    await page.locator(`#messages .msg[data-id="${id}"]`).waitFor({ state: 'detached' });
+    assert.deepEqual(await messageTexts(page), ['keep me']);
+  }
+  await bob.reload();
+  await waitConnected(bob);
+  await waitMessage(bob, 'keep me');
+  assert.deepEqual(await messageTexts(bob), ['keep me'], 'not back from history');
+  assert.deepEqual(alice.errors, []);
+  assert.deepEqual(bob.errors, []);
 });
