@@ -1,5 +1,6 @@
-//! Embeds the web client (`static/`, `static/js/` included) into the binary,
-//! so `GET /` answers wherever the node is started from. memory-serve
+//! Embeds the web client (`static/`, `static/js/` included) and the admin
+//! console (`console/`) into the binary, so `GET /` and `/admin` answer
+//! wherever the node is started from. memory-serve
 //! computes each file's ETag here and, in release builds, its brotli and
 //! gzip bodies, so none of that work happens per request.
 
@@ -7,5 +8,7 @@ fn main() {
     // Always embed, debug builds too: the tests run debug binaries from
     // other directories, and a debug binary that read `static/` at run time
     // would hide the very defect this fixes.
-    memory_serve::load_directory_with_embed("static", true);
+    // Two sets, not one folder: the console must not be among the web
+    // client's files, which are served whether or not an admin token is set.
+    memory_serve::load_names_directories([("web", "static"), ("console", "console")], true);
 }
