@@ -11,7 +11,7 @@ const CALL_TIMEOUT_MS = 5000;
 /** How far back "recent" errors and refusals reach. */
 const WINDOW_MS = 5 * 60 * 1000;
 /** Messages offered for deletion from one room. */
-const RECENT_MESSAGES = 20;
+const RECENT_MESSAGES = 10;
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 /** Bumped on sign-out, so that a poll in flight then neither renders nor schedules another. */
@@ -174,85 +174,59 @@ function since(iso) {
   return el('time', { datetime: iso, title: at.toISOString() }, `${at.toLocaleString()} (${up})`);
 }
 
+/** Fills `table`'s body with `row(item)` for each item, or one line saying `empty`. */
+function fillTable(table, items, empty, row) {
+  const rows = items.map(row);
+  $(`#${table} tbody`).replaceChildren(...(rows.length ? rows : [emptyRow(table, empty)]));
+}
+
+/** A small button in a table row; `label` names it for a screen reader, with its row's subject. */
+function rowButton(text, label, onclick, className = 'btn btn-ghost') {
+  return el('button', { class: className, type: 'button', 'aria-label': label, onclick }, text);
+}
+
 function renderNodes(nodes) {
-  const rows = [...nodes]
-    .sort((a, b) => a.node.localeCompare(b.node))
-    .map((n) =>
-      el('tr', { dataset: { node: n.node } }, cell(n.node), cell(String(n.connections), 'num'), cell(since(n.since))),
-    );
-  $('#nodes tbody').replaceChildren(...(rows.length ? rows : [emptyRow('nodes', 'No live node.')]));
+  const sorted = [...nodes].sort((a, b) => a.node.localeCompare(b.node));
+  fillTable('nodes', sorted, 'No live node.', (n) =>
+    el('tr', { dataset: { node: n.node } }, cell(n.node), cell(String(n.connections), 'num'), cell(since(n.since))),
+  );
 }
 
 function renderRooms(rooms) {
-  const rows = rooms.map((r) =>
+  const messages = (r) =>
+    rowButton('Messages', `Recent messages of ${r.name}`, () => {
+      $('#delete-room').value = r.name;
+      loadRecent();
+    });
+  fillTable('rooms', rooms, 'No rooms.', (r) =>
     el(
       'tr',
       { dataset: { room: r.name } },
       cell(r.name),
       cell(String(r.members), 'num'),
       cell(r.messages_per_minute.toFixed(1), 'num'),
-      cell(
-        el(
-          'button',
-          {
-            class: 'btn btn-ghost',
-            type: 'button',
-            'aria-label': `Recent messages of ${r.name}`,
-            onclick: () => {
-              $('#delete-room').value = r.name;
-              loadRecent();
-            },
-          },
-          'Messages',
-        ),
-        'end',
-      ),
+      cell(messages(r), 'end'),
     ),
   );
-  $('#rooms tbody').replaceChildren(...(rows.length ? rows : [emptyRow('rooms', 'No rooms.')]));
 }
 
 function renderUsers(users) {
-  const rows = users.map((u) =>
+  const kick = (u) =>
+    rowButton('Remove from room', `Remove ${u.user} from a room`, () => {
+      $('#kick-user').value = u.user;
+      $('#kick-room').focus();
+    });
+  const cut = (u) => rowButton('Disconnect', `Disconnect ${u.user}`, () => disconnect(u.user), 'btn btn-ghost danger');
+  fillTable('users', users, 'Nobody is online.', (u) =>
     el(
       'tr',
       { dataset: { user: u.user } },
       cell(u.user),
       cell(String(u.connections), 'num'),
       cell(u.nodes.join(', ')),
-      cell(
-        el(
-          'span',
-          { class: 'row end' },
-          el(
-            'button',
-            {
-              class: 'btn btn-ghost',
-              type: 'button',
-              'aria-label': `Remove ${u.user} from a room`,
-              onclick: () => {
-                $('#kick-user').value = u.user;
-                $('#kick-room').focus();
-              },
-            },
-            'Remove from room',
-          ),
-          el(
-            'button',
-            {
-              class: 'btn btn-ghost danger',
-              type: 'button',
-              'aria-label': `Disconnect ${u.user}`,
-              onclick: () => disconnect(u.user),
-            },
-            'Disconnect',
-          ),
-        ),
-        'end',
-      ),
+      cell(el('span', { class: 'row end' }, kick(u), cut(u)), 'end'),
     ),
   );
-  $('#users tbody').replaceChildren(...(rows.length ? rows : [emptyRow('users', 'Nobody is online.')]));
 }
 
 /** Each node's counters as one map, `error:<code>` beside the refusal kinds. */
@@ -282,7 +256,7 @@ function renderProblems(nodes) {
     }
   }
   rows.sort((a, b) => b.recent - a.recent || b.total - a.total || a.node.localeCompare(b.node));
-  const trs = rows.map((r) =>
+  fillTable('problems', rows, 'No errors or refusals.', (r) =>
     el(
       'tr',
       { class: r.recent > 0 ? 'hot' : undefined, dataset: { node: r.node, counter: r.counter } },
@@ -292,7 +266,6 @@ function renderProblems(nodes) {
       cell(String(r.total), 'num total'),
     ),
   );
-  $('#problems tbody').replaceChildren(...(trs.length ? trs : [emptyRow('problems', 'No errors or refusals.')]));
 }
 
 // ---------- actions ----------
@@ -443,18 +416,14 @@ async function loadRecent() {
         { dataset: { id: m.id } },
         el('span', { class: 'recent-meta muted' }, `${new Date(m.ts).toLocaleTimeString()} · ${m.user}`),
         el('span', { class: 'recent-text' }, m.content),
-        el(
-          'button',
-          {
-            class: 'btn btn-ghost danger',
-            type: 'button',
-            'aria-label': `Delete the message of ${m.user}: ${m.content.slice(0, 60)}`,
-            onclick: async () => {
-              const answer = await deleteMessage(room, m.id);
-              if (answer?.status === 204) loadRecent();
-            },
-          },
+        rowButton(
           'Delete',
+          `Delete the message of ${m.user}: ${m.content.slice(0, 60)}`,
+          async () => {
+            const answer = await deleteMessage(room, m.id);
+            if (answer?.status === 204) loadRecent();
+          },
+          'btn btn-ghost danger',
         ),
       ),
     ),
