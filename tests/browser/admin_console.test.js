@@ -110,7 +110,7 @@ async function restBurst(node, room, count) {
   return answers.filter((a) => a.status === 429).length;
 }
 
-test('the console asks for the token, refuses a wrong one and forgets it on sign-out', async () => {
+test('the console asks for the token, refuses a wrong one, forgets it on sign-out and asks again after a 401', async () => {
   admin = await openConsole(n1);
   await admin.locator('#signin').waitFor();
   assert.equal(await admin.locator('#console').isHidden(), true);
@@ -133,6 +133,12 @@ test('the console asks for the token, refuses a wrong one and forgets it on sign
   await admin.locator('#signin').waitFor();
   assert.equal(await admin.evaluate(() => sessionStorage.getItem('chorus.admin.token')), null);
   assert.equal(await admin.locator('#nodes tbody tr').count(), 0, 'nothing of the cluster is left on the page');
+
+  // A kept token the node refuses (the operator changed it): asked again.
+  await admin.evaluate(() => sessionStorage.setItem('chorus.admin.token', 'a-token-from-before-the-operator-changed-it'));
+  await admin.reload();
+  await admin.locator('#signin-error', { hasText: 'enter it again' }).waitFor();
+  assert.equal(await admin.evaluate(() => sessionStorage.getItem('chorus.admin.token')), null);
 
   await signIn(admin, ADMIN);
   await admin.locator(`#nodes tr[data-node="${n1.id}"]`).waitFor();
