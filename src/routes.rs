@@ -11,10 +11,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::HandlerWithoutStateExt;
-use axum::http::header::CONNECTION;
+use axum::http::header::{CONNECTION, CONTENT_SECURITY_POLICY, X_FRAME_OPTIONS};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
 use http_body_util::LengthLimitError;
 use memory_serve::CacheControl;
 use tower_http::services::ServeDir;
@@ -34,7 +35,9 @@ pub(crate) fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
     // path (the page holds no secret, but its presence tells there is an
     // admin surface to guess at).
     if state.admin_token.is_some() {
-        router = router.nest("/admin", embedded_console());
+        router = router
+            .nest("/admin", embedded_console())
+            .route("/admin/", get(|| async { Redirect::permanent("/admin") }));
     }
     router = match &state.static_dir {
         // The operator's folder, read at request time.
@@ -78,7 +81,22 @@ fn embedded_web_client() -> Router<Arc<AppState>> {
 /// `/admin` itself, its script and stylesheet beside it. It borrows the web
 /// client's `/style.css` for the look both share.
 fn embedded_console() -> Router<Arc<AppState>> {
-    embedded(memory_serve::load!("console"))
+    embedded(memory_serve::load!("console")).layer(middleware::map_response(console_headers))
+}
+
+/// The console page holds the admin token: only its own origin's files may
+/// run in it or be fetched by it, and no other page may frame it (a click
+/// on a hidden "Disconnect" would be an administrator's).
+const CONSOLE_CSP: &str = "default-src 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+async fn console_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONSOLE_CSP),
+    );
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 /// Files embedded at build time, `index.html` answering for the folder.

@@ -105,11 +105,20 @@ async fn with_an_admin_token_the_console_page_loads_without_it() {
         .expect("an answer in time")
         .expect("an answer");
     assert_eq!(page.status().as_u16(), 200);
+    let csp = &page.headers()["content-security-policy"];
+    assert!(
+        csp.to_str()
+            .is_ok_and(|csp| csp.contains("frame-ancestors 'none'")),
+        "{csp:?}"
+    );
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
     let html = page.text().await.expect("the page");
     assert!(html.contains("/admin/console.js"), "{html}");
     let script = call(Method::GET, &node.url("/admin/console.js"), None, &[]).await;
     assert_eq!(script.status.as_u16(), 200);
     assert_eq!(script.header("content-type"), Some("text/javascript"));
+    let slash = call(Method::GET, &node.url("/admin/"), None, &[]).await;
+    assert_eq!(slash.status.as_u16(), 200, "followed to /admin");
     // Only under /admin: the web client's own files do not include it.
     for path in &CONSOLE_PATHS[4..] {
         let answer = call(Method::GET, &node.url(path), None, &[]).await;
