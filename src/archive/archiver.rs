@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Archive, ArchiveError, Entry};
 use crate::cluster::{Backlog, ClusterError, Log};
+use crate::domain::MessageId;
 use crate::telemetry;
 
 /// How often every log with waiting messages is looked for.
@@ -53,6 +54,8 @@ pub struct Archiver {
     /// Set when a drain left a log with more waiting than it reads at once
     /// (a backlog after an outage): the next drain starts at once.
     backlogged: AtomicBool,
+    /// Messages deleted while they waited, to remove from the archive.
+    deleted: Mutex<Vec<(Log, Vec<MessageId>)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,7 @@ impl Archiver {
             archive,
             dirty: Mutex::default(),
             backlogged: AtomicBool::new(false),
+            deleted: Mutex::default(),
         }
     }
 
@@ -169,6 +173,11 @@ impl Archiver {
                 break;
             }
         }
+        if let Err(error) = self.remove_deleted().await
+            && result.is_ok()
+        {
+            result = Err(error);
+        }
         // Set on failure too: a lag that grows while the archive is down is
         // what its alert watches.
         let lag = oldest_ms.map_or(0.0, |ms: u64| {
@@ -177,6 +186,36 @@ impl Archiver {
         });
         metrics::gauge!(telemetry::ARCHIVE_LAG).set(lag);
         result
+    }
+
+    fn unstored(&self) -> std::sync::MutexGuard<'_, Vec<(Log, Vec<MessageId>)>> {
+        self.deleted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes from the archive the messages deleted while they waited
+    /// (it may have just stored them), then has the backend forget them.
+    /// What fails is kept for the next drain.
+    async fn remove_deleted(&self) -> Result<(), DrainError> {
+        let pending = std::mem::take(&mut *self.unstored());
+        let mut result = Ok(());
+        for (log, ids) in pending {
+            if result.is_ok() {
+                result = self.remove(&log, &ids).await;
+            }
+            if result.is_err() {
+                self.unstored().push((log, ids));
+            }
+        }
+        result
+    }
+
+    async fn remove(&self, log: &Log, ids: &[MessageId]) -> Result<(), DrainError> {
+        for id in ids {
+            self.archive.delete(log, *id).await?;
+        }
+        self.backlog.forget_deleted(log, ids).await?;
+        tracing::info!(log = %crate::archive::log_name(log), count = ids.len(), "removed messages deleted while they waited from the archive");
+        Ok(())
     }
 
     /// One batch from `logs`; a log with more waiting goes back to the
@@ -226,12 +265,17 @@ impl Archiver {
         let mut again = Vec::new();
         let mut failed = None;
         for ((log, _, full), mark) in reached.into_iter().zip(marks) {
+            if let Ok(marked) = &mark
+                && !marked.deleted.is_empty()
+            {
+                self.unstored().push((log.clone(), marked.deleted.clone()));
+            }
             match mark {
                 Ok(_) if full => {
                     self.backlogged.store(true, Ordering::Relaxed);
                     again.push(log.clone());
                 }
-                Ok(done) if !done => again.push(log.clone()),
+                Ok(marked) if !marked.done => again.push(log.clone()),
                 Ok(_) => {}
                 Err(error) => {
                     // Stored but not marked: stored again next time.

@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
-    ScalarAttributeType, TableStatus, WriteRequest,
+    ReturnValue, ScalarAttributeType, TableStatus, WriteRequest,
 };
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -438,6 +438,21 @@ impl Archive for DynamoArchive {
 
     async fn after(&self, log: &Log, after: MessageId, limit: usize) -> ArchiveResult<Vec<Stored>> {
         self.query(log, Some(after), true, limit).await
+    }
+
+    async fn delete(&self, log: &Log, id: MessageId) -> ArchiveResult<bool> {
+        let call = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("log", AttributeValue::S(log_name(log)))
+            .key("id", AttributeValue::S(sort_key(id)))
+            .return_values(ReturnValue::AllOld)
+            .send();
+        let output = bounded("DeleteItem", call)
+            .await?
+            .map_err(|error| unavailable(DisplayErrorContext(&error)))?;
+        Ok(output.attributes().is_some_and(|a| !a.is_empty()))
     }
 }
 

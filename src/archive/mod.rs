@@ -60,6 +60,9 @@ pub trait Archive: Send + Sync {
 
     /// Up to `limit` messages of `log` after `after`, oldest first.
     async fn after(&self, log: &Log, after: MessageId, limit: usize) -> ArchiveResult<Vec<Stored>>;
+
+    /// Removes message `id` of `log`; true when it was there.
+    async fn delete(&self, log: &Log, id: MessageId) -> ArchiveResult<bool>;
 }
 
 /// The name of a log in the archive: `r:ROOM` or `d:A:B` (names cannot hold

@@ -206,4 +206,16 @@ impl Archive for PostgresArchive {
         .await?;
         Self::rows(rows)
     }
+
+    async fn delete(&self, log: &Log, id: MessageId) -> ArchiveResult<bool> {
+        let done = bounded(
+            sqlx::query("DELETE FROM messages WHERE log = $1 AND id_ms = $2 AND id_seq = $3")
+                .bind(log_name(log))
+                .bind(column(id.ms()))
+                .bind(column(id.seq()))
+                .execute(self.ready().await?),
+        )
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
 }

@@ -436,6 +436,42 @@ impl Chat {
         self.control(user, Control::Leave(room.clone())).await
     }
 
+    /// Deletes message `id` from `room`'s history and from the archive;
+    /// the room hears `deleted`. False when neither held it.
+    pub async fn delete_message(&self, room: &RoomName, id: MessageId) -> ClusterResult<bool> {
+        let log = Log::Room(room.clone());
+        let topic = Topic::Room(room.clone());
+        let event = protocol::deleted(room, id);
+        let removal = self
+            .backend
+            .history
+            .delete(&log, id, std::slice::from_ref(&topic), event.clone())
+            .await?;
+        let mut archived = false;
+        // One still waiting is not in the archive, or is in an archiver's
+        // hands: that archiver removes it after storing it.
+        if let Some(archiver) = &self.archiver
+            && !removal.waiting
+        {
+            archived = archiver
+                .archive()
+                .delete(&log, id)
+                .await
+                .map_err(archive_unavailable)?;
+        }
+        if archived && !removal.removed {
+            // Only the archive held it: readers of older pages hear of it.
+            let publication = Publication {
+                id: None,
+                except: None,
+                control: None,
+                payload: event,
+            };
+            self.backend.bus.publish(&topic, publication).await?;
+        }
+        Ok(removal.removed || archived)
+    }
+
     /// Every online user, its connections and the live nodes holding them.
     pub async fn connections(&self) -> ClusterResult<Vec<UserConnections>> {
         let nodes = self.backend.liveness.nodes().await?;

@@ -350,6 +350,37 @@ pub trait History: Send + Sync {
         before: Option<MessageId>,
         limit: usize,
     ) -> ClusterResult<Vec<Stored>>;
+
+    /// Deletes message `id` from `log` and, if it was there, publishes
+    /// `event` on `topics` in the same step.
+    async fn delete(
+        &self,
+        log: &Log,
+        id: MessageId,
+        topics: &[Topic],
+        event: Bytes,
+    ) -> ClusterResult<Removal>;
+}
+
+/// What deleting a message from a history found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Removal {
+    /// The message was in the history (and the room has been told).
+    pub removed: bool,
+    /// It was still waiting for the archive: the archiver removes it from
+    /// the archive if it stored it meanwhile (see [`Marked::deleted`]).
+    pub waiting: bool,
+}
+
+/// What recording an archiver's progress returns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Marked {
+    /// No message of the log waits any more.
+    pub done: bool,
+    /// Messages up to the mark deleted while they waited: the archive may
+    /// have stored them; the archiver removes them, then forgets them
+    /// ([`Backlog::forget_deleted`]).
+    pub deleted: Vec<MessageId>,
 }
 
 /// The messages a backend keeps for the archive until the archive has them.
@@ -367,8 +398,11 @@ pub trait Backlog: Send + Sync {
 
     /// Records that the archive holds every message of `log` up to `upto`:
     /// from now on the history may trim them, and once none wait, expire.
-    /// Returns true when no message of `log` waits any more.
-    async fn archived(&self, log: &Log, upto: MessageId) -> ClusterResult<bool>;
+    async fn archived(&self, log: &Log, upto: MessageId) -> ClusterResult<Marked>;
+
+    /// Forgets deleted ids [`Backlog::archived`] returned, once the archive
+    /// no longer holds them.
+    async fn forget_deleted(&self, log: &Log, ids: &[MessageId]) -> ClusterResult<()>;
 }
 
 /// Where an upload stands.

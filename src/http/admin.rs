@@ -14,13 +14,13 @@ use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 
 use super::AppJson;
 use crate::admission::{address_group, client_ip};
 use crate::api_error::ApiError;
 use crate::auth::AuthError;
-use crate::domain::{RoomName, UserName};
+use crate::domain::{MessageId, RoomName, UserName};
 use crate::rate::RateKey;
 use crate::state::AppState;
 use crate::telemetry;
@@ -32,6 +32,10 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/api/admin/users", get(users))
         .route("/api/admin/nodes", get(nodes))
         .route("/api/admin/rooms", get(rooms))
+        .route(
+            "/api/admin/rooms/{room}/messages/{id}",
+            delete(delete_message),
+        )
 }
 
 /// What stands for the admin API when it is off: 404 for every path under
@@ -106,6 +110,23 @@ async fn disconnect(
     tracing::info!(action = "disconnect", target = %user, %caller, "admin action");
     state.chat.remove_user(&user).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `DELETE /api/admin/rooms/{room}/messages/{id}`: the message leaves the
+/// history and the archive; the room gets `deleted`.
+async fn delete_message(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(Caller(caller)): axum::Extension<Caller>,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let room = RoomName::parse(&room)?;
+    let id = MessageId::parse(&id)?;
+    tracing::info!(action = "delete", target = %id, room = %room, %caller, "admin action");
+    if state.chat.delete_message(&room, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
 }
 
 /// One online user, as `GET /api/admin/users` lists it.

@@ -16,6 +16,19 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+async fn admin_get(node: &TestNode, path: &str) -> Value {
+    let auth = bearer(TOKEN);
+    let answer = call(
+        Method::GET,
+        &node.url(path),
+        None,
+        &[("Authorization", auth.as_str())],
+    )
+    .await;
+    assert_eq!(answer.status.as_u16(), 200, "{path}: {}", answer.body);
+    answer.body
+}
+
 async fn admin_post(node: &TestNode, path: &str, body: Option<&Value>) -> u16 {
     let auth = bearer(TOKEN);
     call(
@@ -43,6 +56,9 @@ async fn without_an_admin_token_every_admin_route_answers_404_like_an_unknown_ro
             Some(json!({"user": "alice"})),
         ),
         (Method::GET, "/api/admin/users", None),
+        (Method::GET, "/api/admin/nodes", None),
+        (Method::GET, "/api/admin/rooms", None),
+        (Method::DELETE, "/api/admin/rooms/lobby/messages/1-0", None),
     ] {
         let answer = call(method, &node.url(path), body.as_ref(), &headers).await;
         assert_eq!(answer.status.as_u16(), 404, "{path}: {}", answer.body);
@@ -162,6 +178,9 @@ on_both_backings!(
     admin_disconnect_closes_every_connection_of_the_user_on_every_node_with_4001,
     admin_kick_makes_the_user_leave_the_room_on_every_node,
     admin_users_lists_connections_and_nodes_of_every_online_user,
+    admin_nodes_lists_every_live_node_with_its_connections_start_and_counters,
+    admin_rooms_lists_members_and_message_rates,
+    admin_delete_removes_a_message_from_history_and_tells_the_room_on_every_node,
 );
 
 async fn start(on: Option<Backing>) -> Deployment {
@@ -265,4 +284,143 @@ async fn admin_users_lists_connections_and_nodes_of_every_online_user(on: Option
         .cloned()
         .collect();
     assert_eq!(Value::from(listed), expected);
+}
+
+async fn admin_nodes_lists_every_live_node_with_its_connections_start_and_counters(
+    on: Option<Backing>,
+) {
+    let nodes = start(on).await;
+    let alice = unique("alice");
+    let _alice = [
+        WsClient::connect(&nodes.a().ws_url(&alice)).await,
+        WsClient::connect(&nodes.a().ws_url(&alice)).await,
+    ];
+    let mut bob = WsClient::connect(&nodes.b().ws_url(&unique("bob"))).await;
+    // An error answered by node b, counted in its status.
+    let refused = bob
+        .request(json!({"type": "message", "room": unique("room"), "content": "x"}))
+        .await;
+    assert_eq!(refused["code"], "not_member", "{refused}");
+
+    let mut ids = vec![nodes.a().node_id.clone(), nodes.b().node_id.clone()];
+    ids.sort();
+    ids.dedup();
+    // Each node's own entry is read live; the other's is its last beat.
+    for (asked, connections) in [(nodes.a(), 2), (nodes.b(), 1)] {
+        let listed = admin_get(asked, "/api/admin/nodes").await;
+        let listed = listed.as_array().unwrap();
+        let names: Vec<&str> = listed.iter().map(|n| n["node"].as_str().unwrap()).collect();
+        assert_eq!(names, ids, "{listed:?}");
+        for node in listed {
+            // The other node's from the status its last beat stored.
+            assert!(node["since"].is_string(), "{node}");
+        }
+        let own = listed
+            .iter()
+            .find(|n| n["node"] == asked.node_id.as_str())
+            .unwrap();
+        if nodes.a().node_id != nodes.b().node_id {
+            assert_eq!(own["connections"], connections, "{own}");
+        }
+        let since = own["since"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(since).is_ok(), "{own}");
+        assert!(own["refusals"].is_object(), "{own}");
+        if asked.node_id == nodes.b().node_id {
+            assert!(own["errors"]["not_member"].as_u64() >= Some(1), "{own}");
+        }
+    }
+}
+
+async fn admin_rooms_lists_members_and_message_rates(on: Option<Backing>) {
+    let nodes = start(on).await;
+    let room = unique("room");
+    let quiet = unique("quiet");
+    let mut alice = WsClient::connect(&nodes.a().ws_url(&unique("alice"))).await;
+    let mut bob = WsClient::connect(&nodes.b().ws_url(&unique("bob"))).await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    bob.join(&quiet).await;
+    for n in 0..3 {
+        alice.say(&room, &format!("m{n}")).await;
+    }
+    let listed = admin_get(nodes.a(), "/api/admin/rooms").await;
+    let find = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {listed}"))
+    };
+    let busy = find(&room);
+    assert_eq!(busy["members"], 2, "{busy}");
+    let rate = busy["messages_per_minute"].as_f64().unwrap();
+    // Three messages in the last minute (fewer if a minute began between
+    // them: the previous minute's count is weighted by what is left of it).
+    assert!(rate > 0.0 && rate <= 3.0, "{busy}");
+    let quiet = find(&quiet);
+    assert_eq!(quiet["members"], 1, "{quiet}");
+    assert_eq!(quiet["messages_per_minute"], 0.0, "{quiet}");
+}
+
+async fn admin_delete_removes_a_message_from_history_and_tells_the_room_on_every_node(
+    on: Option<Backing>,
+) {
+    let nodes = start(on).await;
+    let room = unique("room");
+    let mut alice = WsClient::connect(&nodes.a().ws_url(&unique("alice"))).await;
+    let mut bob = WsClient::connect(&nodes.b().ws_url(&unique("bob"))).await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    let doomed = alice.say(&room, "oops").await;
+    let kept = alice.say(&room, "fine").await;
+    let id = doomed["id"].as_str().unwrap().to_owned();
+    bob.recv_until(|f| f["id"] == kept["id"]).await;
+
+    let auth = bearer(TOKEN);
+    let headers = [("Authorization", auth.as_str())];
+    let path = format!("/api/admin/rooms/{room}/messages/{id}");
+    let answer = call(Method::DELETE, &nodes.b().url(&path), None, &headers).await;
+    assert_eq!(answer.status.as_u16(), 204, "{}", answer.body);
+
+    let event = json!({"type": "deleted", "room": room, "id": id});
+    for client in [&mut alice, &mut bob] {
+        let got = client.recv_until(|f| f["type"] == "deleted").await;
+        assert_eq!(got, event);
+    }
+    let history = call(
+        Method::GET,
+        &nodes.a().url(&format!("/api/rooms/{room}/messages")),
+        None,
+        &[],
+    )
+    .await;
+    let ids: Vec<&Value> = history
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(ids, vec![&kept["id"]], "{}", history.body);
+
+    // Gone: a second delete finds nothing; a bad id is a bad request.
+    let again = call(Method::DELETE, &nodes.a().url(&path), None, &headers).await;
+    assert_eq!(again.status.as_u16(), 404, "{}", again.body);
+    let bad = format!("/api/admin/rooms/{room}/messages/not-an-id");
+    let bad = call(Method::DELETE, &nodes.a().url(&bad), None, &headers).await;
+    assert_eq!(bad.status.as_u16(), 400, "{}", bad.body);
+    // A rejoin with `since` before it does not bring it back.
+    let mut carol = WsClient::connect(&nodes.a().ws_url(&unique("carol"))).await;
+    let joined = carol
+        .request(json!({"type": "join", "room": room, "since": "0-1"}))
+        .await;
+    let replayed: Vec<&Value> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(replayed, vec![&kept["id"]], "{joined}");
 }

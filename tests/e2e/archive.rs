@@ -21,7 +21,84 @@ const CATCH_UP: Duration = Duration::from_secs(30);
 
 on_both_backings!(and in_memory;
     every_message_is_archived_once_and_reads_reach_past_the_hot_window,
+    an_admin_delete_removes_the_message_from_the_archive_too,
 );
+
+const ADMIN: &str = "an-admin-token-of-at-least-32-bytes!";
+
+/// `DELETE /api/admin/rooms/{room}/messages/{id}` on `node`: its status.
+async fn admin_delete(node: &TestNode, room: &str, id: &str) -> u16 {
+    let auth = format!("Bearer {ADMIN}");
+    crate::support::http::call(
+        reqwest::Method::DELETE,
+        &node.url(&format!("/api/admin/rooms/{room}/messages/{id}")),
+        None,
+        &[("Authorization", auth.as_str())],
+    )
+    .await
+    .status
+    .as_u16()
+}
+
+async fn an_admin_delete_removes_the_message_from_the_archive_too(on: Option<Backing>) {
+    let db = PgDatabase::create().await;
+    let deployment = Deployment::start(on, |s| {
+        s.history_limit = 3;
+        s.rate_limit = 0;
+        s.database_url = Some(db.url.clone());
+        s.admin_token = Some(ADMIN.to_owned());
+    })
+    .await;
+    let room = unique("room");
+    let mut alice = WsClient::connect(&deployment.a().ws_url(&unique("alice"))).await;
+    let mut bob = WsClient::connect(&deployment.b().ws_url(&unique("bob"))).await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    let sent = alice.say_many(&room, 6).await;
+    db.wait_for(CATCH_UP, |rows| rows.len() >= 6).await;
+
+    // One only the archive holds (trimmed from the hot history), one both do.
+    for id in [&sent[0], &sent[5]] {
+        assert_eq!(admin_delete(deployment.b(), &room, id).await, 204, "{id}");
+        let event = bob.recv_until(|f| f["type"] == "deleted").await;
+        assert_eq!(event, json!({"type": "deleted", "room": room, "id": id}));
+    }
+    let rows = db.rows().await;
+    let left: Vec<&str> = rows.iter().map(|(_, id, _)| id.as_str()).collect();
+    assert_eq!(left, sent[1..5], "gone from the archive");
+    assert_eq!(admin_delete(deployment.a(), &room, &sent[0]).await, 404);
+    let paged = page_back(&mut bob, json!({"room": room}), 2).await;
+    assert_eq!(ids(&json!(paged)), sent[1..5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_deleted_while_it_waits_for_the_archive_never_reaches_it() {
+    let server = PgServer::start();
+    let db = PgDatabase::create_on(&server.url()).await;
+    let node = TestNode::spawn_with(|s| {
+        s.history_limit = 3;
+        s.rate_limit = 0;
+        s.database_url = Some(db.url.clone());
+        s.admin_token = Some(ADMIN.to_owned());
+    })
+    .await;
+    let room = unique("room");
+    let mut alice = WsClient::connect(&node.ws_url("alice")).await;
+    alice.join(&room).await;
+    let mut sent = alice.say_many(&room, 2).await;
+    db.wait_for(CATCH_UP, |rows| rows.len() >= 2).await;
+    tokio::task::block_in_place(|| server.stop());
+    for n in 0..3 {
+        let echo = alice.say(&room, &format!("late {n}")).await;
+        sent.push(echo["id"].as_str().expect("id").to_owned());
+    }
+    // Waiting: deleted from the hot history before the archive saw it.
+    assert_eq!(admin_delete(&node, &room, &sent[3]).await, 204);
+    tokio::task::block_in_place(|| server.restart());
+    let rows = db.wait_for(CATCH_UP, |rows| rows.len() >= 4).await;
+    let archived: Vec<&str> = rows.iter().map(|(_, id, _)| id.as_str()).collect();
+    assert_eq!(archived, [&sent[..3], &sent[4..]].concat());
+}
 
 /// Pages a log back with `history` through `before`, oldest first.
 async fn page_back(client: &mut WsClient, target: Value, page: usize) -> Vec<Value> {

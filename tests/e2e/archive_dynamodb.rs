@@ -396,3 +396,27 @@ async fn dynamo_archive_prepared_by_several_nodes_at_once_is_one_table() {
         "one table for all"
     );
 }
+
+#[tokio::test]
+async fn dynamo_archive_deletes_one_message_and_says_whether_it_was_there() {
+    let moto = MotoServer::shared_or_start();
+    let archive = archive(&moto).await;
+    let log = room(&unique("room"));
+    let batch = messages(&log, 5);
+    archive.store(&batch).await.expect("store");
+
+    let doomed = batch[2].message.id;
+    assert!(archive.delete(&log, doomed).await.expect("delete"));
+    assert!(!archive.delete(&log, doomed).await.expect("delete again"));
+    let other = room(&unique("other"));
+    assert!(
+        !archive
+            .delete(&other, batch[1].message.id)
+            .await
+            .expect("delete elsewhere")
+    );
+    let left = archive.before(&log, None, 100).await.expect("before");
+    let mut expected = entry_ids(&batch);
+    expected.remove(2);
+    assert_eq!(stored_ids(&left), expected);
+}

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus::cluster::{
-    Backend, ClusterError, Control, Deliver, Departure, Draft, Idempotency, Log, Publication,
-    RoomSummary, Stored, Topic, UploadRecord, UploadState, UserConnections,
+    Backend, ClusterError, Control, Deliver, Departure, Draft, Idempotency, Log, Marked,
+    Publication, Removal, RoomSummary, Stored, Topic, UploadRecord, UploadState, UserConnections,
 };
 use chorus::domain::{
     FileName, IdempotencyKey, MediaType, MessageId, NodeId, RoomName, UploadId, UserName,
@@ -76,9 +76,11 @@ macro_rules! contract_suite {
             history_direct_log_is_the_same_for_both_orders,
             history_a_repeated_idempotency_key_replays_the_original_and_publishes_nothing,
             history_a_quiet_log_expires_after_its_ttl,
+            history_delete_removes_one_message_and_tells_the_room,
             backlog_keeps_what_the_archive_lacks_and_trims_once_archived,
             backlog_a_log_waiting_for_the_archive_does_not_expire,
             backlog_is_absent_without_an_archive,
+            backlog_a_message_deleted_while_it_waits_is_handed_to_the_archiver,
             uploads_a_record_settles_once_and_only_its_uploader_attaches_it,
             uploads_pending_records_stop_at_the_cap_and_expire_with_their_ttl,
             uploads_a_restored_record_reads_back_as_it_was,
@@ -1375,7 +1377,11 @@ pub(crate) async fn backlog_keeps_what_the_archive_lacks_and_trims_once_archived
     assert!(backlog.waiting().await.expect("waiting").contains(&log));
 
     assert!(
-        !backlog.archived(&log, sent[1]).await.expect("archived"),
+        !backlog
+            .archived(&log, sent[1])
+            .await
+            .expect("archived")
+            .done,
         "some still wait"
     );
     assert_eq!(
@@ -1395,7 +1401,11 @@ pub(crate) async fn backlog_keeps_what_the_archive_lacks_and_trims_once_archived
     assert!(since.truncated, "trimming is reported as before");
 
     assert!(
-        backlog.archived(&log, sent[5]).await.expect("archived"),
+        backlog
+            .archived(&log, sent[5])
+            .await
+            .expect("archived")
+            .done,
         "none waits"
     );
     assert!(
@@ -1412,7 +1422,8 @@ pub(crate) async fn backlog_keeps_what_the_archive_lacks_and_trims_once_archived
         backlog
             .archived(&log, sent[5])
             .await
-            .expect("archived again"),
+            .expect("archived again")
+            .done,
         "idempotent"
     );
 
@@ -1448,7 +1459,13 @@ pub(crate) async fn backlog_a_log_waiting_for_the_archive_does_not_expire(
         "kept past its lifetime while it waits"
     );
 
-    assert!(backlog.archived(&log, first.id).await.expect("archived"));
+    assert!(
+        backlog
+            .archived(&log, first.id)
+            .await
+            .expect("archived")
+            .done
+    );
     until_expired(&history, &log).await;
 }
 
@@ -1606,4 +1623,127 @@ pub(crate) async fn uploads_a_restored_record_reads_back_as_it_was(
     };
     records.restore(&record, AN_HOUR).await.expect("restore");
     assert_eq!(records.get(&record.id).await.expect("get"), Some(record));
+}
+
+pub(crate) async fn history_delete_removes_one_message_and_tells_the_room(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let mut subject = Subject::build(&make, ROOMY).await;
+    let name = room(&unique("r"));
+    let topic = Topic::Room(name.clone());
+    subject
+        .backend
+        .bus
+        .subscribe(&topic)
+        .await
+        .expect("subscribe");
+    let log = Log::Room(name);
+    let sent = subject.append_many(&log, 3).await;
+    let history = subject.backend.history.clone();
+    let event = bytes::Bytes::from_static(b"{\"type\":\"deleted\"}");
+
+    let removal = history
+        .delete(&log, sent[1], std::slice::from_ref(&topic), event.clone())
+        .await
+        .expect("delete");
+    assert_eq!(
+        removal,
+        Removal {
+            removed: true,
+            waiting: false
+        }
+    );
+    let (got, publication) = subject.next().await;
+    assert_eq!((got, publication.payload), (topic.clone(), event.clone()));
+    let kept = history.before(&log, None, 10).await.expect("before");
+    assert_eq!(ids(&kept), [sent[0], sent[2]]);
+    let since = history.since(&log, sent[0], ROOMY).await.expect("since");
+    assert_eq!(ids(&since.messages), [sent[2]]);
+
+    let again = history
+        .delete(&log, sent[1], std::slice::from_ref(&topic), event)
+        .await
+        .expect("delete again");
+    assert_eq!(again, Removal::default(), "gone already");
+    subject
+        .assert_next_is_marker(&topic, "nothing is published for what was not there")
+        .await;
+}
+
+pub(crate) async fn backlog_a_message_deleted_while_it_waits_is_handed_to_the_archiver(
+    make: impl AsyncFn(Parts) -> Backend,
+) {
+    let subject = Subject::build_full(&make, ROOMY, None, true).await;
+    let backlog = subject
+        .backend
+        .backlog
+        .clone()
+        .expect("a backlog with an archive");
+    let history = subject.backend.history.clone();
+    let log = Log::Room(room(&unique("r")));
+    let sent = subject.append_many(&log, 3).await;
+    let event = bytes::Bytes::from_static(b"{}");
+
+    // An archiver read them; one is deleted before it records its progress.
+    let read = backlog.unarchived(&log, 100).await.expect("unarchived");
+    assert_eq!(ids(&read), sent);
+    let removal = history
+        .delete(&log, sent[1], &[], event.clone())
+        .await
+        .expect("delete");
+    assert_eq!(
+        removal,
+        Removal {
+            removed: true,
+            waiting: true
+        }
+    );
+    let marked = backlog.archived(&log, sent[0]).await.expect("archived");
+    assert!(marked.deleted.is_empty(), "not reached yet: {marked:?}");
+    let marked = backlog.archived(&log, sent[2]).await.expect("archived");
+    assert_eq!(
+        marked,
+        Marked {
+            done: true,
+            deleted: vec![sent[1]]
+        }
+    );
+    // Handed out until forgotten, so a failed removal is tried again.
+    let marked = backlog.archived(&log, sent[2]).await.expect("archived");
+    assert_eq!(marked.deleted, [sent[1]]);
+    backlog
+        .forget_deleted(&log, &[sent[1]])
+        .await
+        .expect("forget");
+    let marked = backlog.archived(&log, sent[2]).await.expect("archived");
+    assert!(marked.deleted.is_empty());
+
+    // The only one waiting is deleted: none waits any more.
+    let last = subject.append(&log, 9, &[]).await;
+    assert!(backlog.waiting().await.expect("waiting").contains(&log));
+    let removal = history
+        .delete(&log, last.id, &[], event.clone())
+        .await
+        .expect("delete");
+    assert!(removal.waiting);
+    assert!(
+        backlog
+            .unarchived(&log, 100)
+            .await
+            .expect("unarchived")
+            .is_empty()
+    );
+    assert!(!backlog.waiting().await.expect("waiting").contains(&log));
+    // An archived one is not the backlog's: deleting it hands nothing on.
+    let removal = history
+        .delete(&log, sent[0], &[], event)
+        .await
+        .expect("delete");
+    assert_eq!(
+        removal,
+        Removal {
+            removed: true,
+            waiting: false
+        }
+    );
 }

@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use super::MemoryBus;
 use crate::cluster::{
-    Appended, Backlog, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Publication,
-    Since, Stored, Topic,
+    Appended, Backlog, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Marked,
+    Publication, Removal, Since, Stored, Topic,
 };
 use crate::domain::{IDEMPOTENCY_WINDOW, IdempotencyKey, MessageId, UserName};
 
@@ -60,6 +61,9 @@ struct LogState {
     /// While messages wait for the archive: the newest id it holds (every
     /// later one waits). `None`: none waits.
     archived: Option<MessageId>,
+    /// Ids deleted while they waited for the archive, which may have
+    /// stored them meanwhile (see `Backlog::archived`).
+    deleted: Vec<MessageId>,
     /// Sends under an idempotency key, and the order they expire in.
     keys: HashMap<(UserName, IdempotencyKey), Stored>,
     key_expiry: VecDeque<(Instant, (UserName, IdempotencyKey))>,
@@ -258,6 +262,56 @@ impl History for MemoryHistory {
         let start = end.saturating_sub(limit);
         Ok(state.entries.range(start..end).cloned().collect())
     }
+
+    async fn delete(
+        &self,
+        log: &Log,
+        id: MessageId,
+        topics: &[Topic],
+        event: Bytes,
+    ) -> ClusterResult<Removal> {
+        let Some(state) = self.log(log) else {
+            return Ok(Removal::default());
+        };
+        let mut state = lock(&state);
+        let Ok(at) = state.entries.binary_search_by_key(&id, |s| s.id) else {
+            return Ok(Removal::default());
+        };
+        let gone = state.entries.remove(at);
+        let mut removal = Removal {
+            removed: true,
+            waiting: false,
+        };
+        if let Some(archived) = state.archived
+            && id > archived
+        {
+            removal.waiting = true;
+            state.deleted.push(id);
+            if let Some(gone) = gone {
+                self.backlog_bytes
+                    .fetch_sub(gone.payload.len(), Ordering::Relaxed);
+            }
+            if state.entries.back().is_none_or(|last| last.id <= archived) {
+                // It was the last one waiting: none does now.
+                state.archived = None;
+                state.expires = self.ttl.map(|ttl| Instant::now() + ttl);
+            }
+        }
+        // Under the log's lock, as appends publish: no reader of the
+        // history finds it after the event.
+        for topic in topics {
+            self.bus.dispatch(
+                topic,
+                Publication {
+                    id: None,
+                    except: None,
+                    control: None,
+                    payload: event.clone(),
+                },
+            );
+        }
+        Ok(removal)
+    }
 }
 
 #[async_trait]
@@ -284,13 +338,25 @@ impl Backlog for MemoryHistory {
         Ok(state.entries.range(start..).take(limit).cloned().collect())
     }
 
-    async fn archived(&self, log: &Log, upto: MessageId) -> ClusterResult<bool> {
+    async fn archived(&self, log: &Log, upto: MessageId) -> ClusterResult<Marked> {
         let Some(state) = self.logs().by_log.get(log).cloned() else {
-            return Ok(true);
+            return Ok(Marked {
+                done: true,
+                deleted: Vec::new(),
+            });
         };
         let mut state = lock(&state);
+        let deleted = state
+            .deleted
+            .iter()
+            .copied()
+            .filter(|id| *id <= upto)
+            .collect();
         let Some(archived) = state.archived else {
-            return Ok(true);
+            return Ok(Marked {
+                done: true,
+                deleted,
+            });
         };
         if upto > archived {
             let released: usize = state
@@ -303,11 +369,18 @@ impl Backlog for MemoryHistory {
             state.archived = Some(upto);
         }
         self.trim(&mut state);
-        if state.last.is_none_or(|last| last <= upto) {
+        let done = state.last.is_none_or(|last| last <= upto);
+        if done {
             state.archived = None;
             state.expires = self.ttl.map(|ttl| Instant::now() + ttl);
-            return Ok(true);
         }
-        Ok(false)
+        Ok(Marked { done, deleted })
+    }
+
+    async fn forget_deleted(&self, log: &Log, ids: &[MessageId]) -> ClusterResult<()> {
+        if let Some(state) = self.logs().by_log.get(log).cloned() {
+            lock(&state).deleted.retain(|id| !ids.contains(id));
+        }
+        Ok(())
     }
 }

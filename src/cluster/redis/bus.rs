@@ -240,7 +240,7 @@ impl Incoming {
 /// neither. `append.lua` and `inbox.lua` write the same shape. A control
 /// publication (never stored, never excepting anyone) puts its [`Control`]
 /// on the `except` line behind a `!`, which no user name holds.
-fn envelope(publication: &Publication) -> Bytes {
+pub(super) fn envelope(publication: &Publication) -> Bytes {
     let id = publication.id.map(|id| id.to_string()).unwrap_or_default();
     let control = match &publication.control {
         None => None,

@@ -10,8 +10,8 @@ use redis::{Script, Value};
 
 use super::{Redis, not_late};
 use crate::cluster::{
-    Appended, Backlog, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Since,
-    Stored, Topic,
+    Appended, Backlog, ClusterError, ClusterResult, Draft, History, Idempotency, Log, Marked,
+    Publication, Removal, Since, Stored, Topic,
 };
 use crate::domain::{IDEMPOTENCY_WINDOW, MessageId, UserName};
 use crate::telemetry;
@@ -39,8 +39,16 @@ static SINCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/
 static BACKLOG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/backlog.lua")));
 static ARCHIVED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
+        include_str!("lua/ids.lua"),
         include_str!("lua/lifetime.lua"),
         include_str!("lua/archived.lua")
+    ))
+});
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/ids.lua"),
+        include_str!("lua/lifetime.lua"),
+        include_str!("lua/delete.lua")
     ))
 });
 
@@ -527,6 +535,49 @@ impl History for RedisHistory {
         messages.reverse();
         Ok(messages)
     }
+
+    async fn delete(
+        &self,
+        log: &Log,
+        id: MessageId,
+        topics: &[Topic],
+        event: Bytes,
+    ) -> ClusterResult<Removal> {
+        let keys = self.redis.keys();
+        let publication = Publication {
+            id: None,
+            except: None,
+            control: None,
+            payload: event,
+        };
+        let mut invocation = DELETE.prepare_invoke();
+        // Without an archive the mark and the deleted ids are never read:
+        // a key of the log that always exists stands in (see append).
+        let (mark, deleted) = if self.archiving {
+            (keys.archived(log), keys.deleted(log))
+        } else {
+            (keys.trimmed(log), keys.trimmed(log))
+        };
+        invocation
+            .key(keys.history(log))
+            .key(mark)
+            .key(deleted)
+            .key(keys.trimmed(log))
+            .arg(id.to_string())
+            .arg(self.redis.publish_command())
+            .arg(super::bus::envelope(&publication).as_ref())
+            .arg(if self.archiving { "1" } else { "" })
+            .arg(waiting_lifetime(self.ttl_ms))
+            .arg(self.ttl_ms);
+        for topic in topics.iter().filter(|t| matches!(t, Topic::Room(_))) {
+            invocation.arg(keys.channel(topic));
+        }
+        let (removed, waiting): (i64, i64) = self.redis.invoke("delete", &invocation).await?;
+        Ok(Removal {
+            removed: removed == 1,
+            waiting: waiting == 1,
+        })
+    }
 }
 
 #[async_trait]
@@ -569,17 +620,38 @@ impl Backlog for RedisHistory {
         entries(found)
     }
 
-    async fn archived(&self, log: &Log, upto: MessageId) -> ClusterResult<bool> {
+    async fn archived(&self, log: &Log, upto: MessageId) -> ClusterResult<Marked> {
         let keys = self.redis.keys();
         let mut invocation = ARCHIVED.prepare_invoke();
         invocation
             .key(keys.history(log))
             .key(keys.trimmed(log))
             .key(keys.archived(log))
+            .key(keys.deleted(log))
             .arg(upto.to_string())
             .arg(self.limit)
             .arg(self.ttl_ms);
-        let done: i64 = self.redis.invoke("archived", &invocation).await?;
-        Ok(done == 1)
+        let (done, deleted): (i64, Vec<String>) =
+            self.redis.invoke("archived", &invocation).await?;
+        Ok(Marked {
+            done: done == 1,
+            deleted: deleted
+                .iter()
+                .filter_map(|id| MessageId::parse(id).ok())
+                .collect(),
+        })
+    }
+
+    async fn forget_deleted(&self, log: &Log, ids: &[MessageId]) -> ClusterResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut forget = redis::cmd("SREM");
+        forget.arg(self.redis.keys().deleted(log));
+        for id in ids {
+            forget.arg(id.to_string());
+        }
+        let _: i64 = self.redis.query(&forget).await?;
+        Ok(())
     }
 }

@@ -128,6 +128,11 @@ impl Keys {
         format!("{}:a", self.log_stem(log))
     }
 
+    /// The ids of `log` deleted while they waited for the archive.
+    pub(crate) fn deleted(&self, log: &Log) -> String {
+        format!("{}:del", self.log_stem(log))
+    }
+
     /// The pattern [`Keys::archived`] names match, for the sweep.
     pub(crate) fn archived_pattern(&self) -> String {
         format!("{}*}}:a", self.prefix)
