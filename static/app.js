@@ -332,6 +332,8 @@ function handleFrame(f) {
       return undefined;
     case 'message':
       return onMessage(f);
+    case 'deleted':
+      return onDeleted(f);
     case 'dm':
       return onDm(f);
     case 'history':
@@ -418,6 +420,12 @@ function onMessage(f) {
   const conv = S.convs.get(roomKey(f.room));
   if (!conv) return;
   deliver(conv, normalize(f));
+}
+
+/** An administrator deleted a room message: it is no longer shown. */
+function onDeleted(f) {
+  const conv = S.convs.get(roomKey(f.room));
+  if (conv?.remove(f.id)) render({ messages: conv.key === S.active });
 }
 
 function onDm(f) {

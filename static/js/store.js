@@ -31,6 +31,9 @@ export class Conversation {
     this.key = kind === 'room' ? roomKey(name) : dmKey(name);
     this.messages = []; // confirmed, sorted by id
     this.ids = new Set();
+    // Deleted by an administrator: a history page read before the delete
+    // and answered after it must not bring them back.
+    this.deleted = new Set();
     this.pending = new Map(); // ref -> pending/failed own message, in send order
     this.unread = 0;
     this.members = new Set();
@@ -59,7 +62,7 @@ export class Conversation {
     if (msg.ref && msg.user === me && this.pending.has(msg.ref)) {
       this.pending.delete(msg.ref);
     }
-    if (this.ids.has(msg.id)) return false;
+    if (this.ids.has(msg.id) || this.deleted.has(msg.id)) return false;
     this.ids.add(msg.id);
     const list = this.messages;
     if (!list.length || compareIds(list[list.length - 1].id, msg.id) < 0) {
@@ -82,6 +85,14 @@ export class Conversation {
     let added = 0;
     for (const m of msgs) if (this.add(m, me)) added += 1;
     return added;
+  }
+
+  /** Drops a deleted message; returns false when it was not shown. */
+  remove(id) {
+    this.deleted.add(id);
+    if (!this.ids.delete(id)) return false;
+    this.messages = this.messages.filter((m) => m.id !== id);
+    return true;
   }
 
   addPending(msg) {
