@@ -220,8 +220,9 @@ test('a kick from the console removes a user of the other node from the room', a
   await admin.locator('#users tr[data-user="bob"]').waitFor();
 });
 
-test('the console lists a room\'s recent messages to delete one', async () => {
+test('a delete from the console removes a message from the pages of the room', async () => {
   const said = await postMessage(n2, 'general', 'dave', 'an ill-judged remark');
+  await waitMessage(alice, 'an ill-judged remark');
   await admin.getByRole('button', { name: 'Recent messages of general' }).click();
   const item = admin.locator(`#recent-list li[data-id="${said.id}"]`);
   await item.waitFor();
@@ -229,7 +230,22 @@ test('the console lists a room\'s recent messages to delete one', async () => {
 
   await item.getByRole('button').click();
   assert.match(await admin.locator('#confirm-text').textContent(), new RegExp(said.id));
-  assert.match(await confirmAndRead(admin, 'Delete'), new RegExp(`delete ${said.id} in general → `));
+  assert.match(await confirmAndRead(admin, 'Delete'), new RegExp(`delete ${said.id} in general → 204`));
+
+  await item.waitFor({ state: 'detached' });
+  await alice.waitForFunction(
+    (text) => ![...document.querySelectorAll('#messages .msg .text')].some((t) => t.textContent === text),
+    'an ill-judged remark',
+  );
+  const history = await (await fetch(`${n1.http}/api/rooms/general/messages`)).json();
+  assert.ok(!history.some((m) => m.id === said.id), 'gone from the history');
+});
+
+test('a delete of an unknown message shows the 404', async () => {
+  await admin.locator('#delete-room').fill('general');
+  await admin.locator('#delete-id').fill('1-0');
+  await admin.locator('#delete-form button[type="submit"]').click();
+  assert.match(await confirmAndRead(admin, 'Delete'), /delete 1-0 in general → 404/);
 });
 
 test('screenshot of the console with real data', async () => {
