@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus::cluster::{
-    Backend, ClusterError, Control, Deliver, Departure, Draft, Idempotency, Log, Marked,
+    Backend, Backlog, ClusterError, Control, Deliver, Departure, Draft, Idempotency, Log, Marked,
     Publication, Removal, RoomSummary, Stored, Topic, UploadRecord, UploadState, UserConnections,
 };
 use chorus::domain::{
@@ -1408,14 +1408,7 @@ pub(crate) async fn backlog_keeps_what_the_archive_lacks_and_trims_once_archived
             .done,
         "none waits"
     );
-    assert!(
-        backlog
-            .unarchived(&log, 100)
-            .await
-            .expect("unarchived")
-            .is_empty()
-    );
-    assert!(!backlog.waiting().await.expect("waiting").contains(&log));
+    assert_none_waits(backlog.as_ref(), &log).await;
     let kept = history.before(&log, None, 100).await.expect("before");
     assert_eq!(ids(&kept), sent[3..], "the cap holds once all is archived");
     assert!(
@@ -1726,14 +1719,7 @@ pub(crate) async fn backlog_a_message_deleted_while_it_waits_is_handed_to_the_ar
         .await
         .expect("delete");
     assert!(removal.waiting);
-    assert!(
-        backlog
-            .unarchived(&log, 100)
-            .await
-            .expect("unarchived")
-            .is_empty()
-    );
-    assert!(!backlog.waiting().await.expect("waiting").contains(&log));
+    assert_none_waits(backlog.as_ref(), &log).await;
     // An archived one is not the backlog's: deleting it hands nothing on.
     let removal = history
         .delete(&log, sent[0], &[], event)
@@ -1746,4 +1732,16 @@ pub(crate) async fn backlog_a_message_deleted_while_it_waits_is_handed_to_the_ar
             waiting: false
         }
     );
+}
+
+/// Asserts that no message of `log` waits for the archive.
+async fn assert_none_waits(backlog: &dyn Backlog, log: &Log) {
+    assert!(
+        backlog
+            .unarchived(log, 100)
+            .await
+            .expect("unarchived")
+            .is_empty()
+    );
+    assert!(!backlog.waiting().await.expect("waiting").contains(log));
 }
