@@ -196,6 +196,8 @@ function renderRooms(rooms) {
   const messages = (r) =>
     rowButton('Messages', `Recent messages of ${r.name}`, () => {
       $('#delete-room').value = r.name;
+      // An id typed for another room is no id of this one.
+      $('#delete-id').value = '';
       loadRecent();
     });
   fillTable('rooms', rooms, 'No rooms.', (r) =>
