@@ -288,6 +288,14 @@ impl Subject {
         assert_eq!(self.next_text().await, (topic.clone(), marker), "{why}");
     }
 
+    /// The backend's backlog (built with an archive).
+    fn backlog(&self) -> Arc<dyn Backlog> {
+        self.backend
+            .backlog
+            .clone()
+            .expect("a backlog with an archive")
+    }
+
     async fn append(&self, log: &Log, n: usize, topics: &[Topic]) -> Stored {
         self.backend
             .history
@@ -1357,11 +1365,7 @@ pub(crate) async fn backlog_keeps_what_the_archive_lacks_and_trims_once_archived
     make: impl AsyncFn(Parts) -> Backend,
 ) {
     let subject = Subject::build_full(&make, 3, None, true).await;
-    let backlog = subject
-        .backend
-        .backlog
-        .clone()
-        .expect("a backlog with an archive");
+    let backlog = subject.backlog();
     let history = &subject.backend.history;
     let log = Log::Room(room(&unique("r")));
     let sent = subject.append_many(&log, 6).await;
@@ -1435,11 +1439,7 @@ pub(crate) async fn backlog_a_log_waiting_for_the_archive_does_not_expire(
 ) {
     let ttl = Duration::from_millis(600);
     let subject = Subject::build_full(&make, ROOMY, Some(ttl), true).await;
-    let backlog = subject
-        .backend
-        .backlog
-        .clone()
-        .expect("a backlog with an archive");
+    let backlog = subject.backlog();
     let history = subject.backend.history.clone();
     let log = Log::Room(room(&unique("r")));
     let first = subject.append(&log, 1, &[]).await;
@@ -1618,6 +1618,18 @@ pub(crate) async fn uploads_a_restored_record_reads_back_as_it_was(
     assert_eq!(records.get(&record.id).await.expect("get"), Some(record));
 }
 
+/// A delete that found the message, archived (or without an archive).
+const REMOVED: Removal = Removal {
+    removed: true,
+    waiting: false,
+};
+
+/// A delete that found the message still waiting for the archive.
+const REMOVED_WAITING: Removal = Removal {
+    removed: true,
+    waiting: true,
+};
+
 pub(crate) async fn history_delete_removes_one_message_and_tells_the_room(
     make: impl AsyncFn(Parts) -> Backend,
 ) {
@@ -1639,13 +1651,7 @@ pub(crate) async fn history_delete_removes_one_message_and_tells_the_room(
         .delete(&log, sent[1], std::slice::from_ref(&topic), event.clone())
         .await
         .expect("delete");
-    assert_eq!(
-        removal,
-        Removal {
-            removed: true,
-            waiting: false
-        }
-    );
+    assert_eq!(removal, REMOVED);
     let (got, publication) = subject.next().await;
     assert_eq!((got, publication.payload), (topic.clone(), event.clone()));
     let kept = history.before(&log, None, 10).await.expect("before");
@@ -1667,11 +1673,7 @@ pub(crate) async fn backlog_a_message_deleted_while_it_waits_is_handed_to_the_ar
     make: impl AsyncFn(Parts) -> Backend,
 ) {
     let subject = Subject::build_full(&make, ROOMY, None, true).await;
-    let backlog = subject
-        .backend
-        .backlog
-        .clone()
-        .expect("a backlog with an archive");
+    let backlog = subject.backlog();
     let history = subject.backend.history.clone();
     let log = Log::Room(room(&unique("r")));
     let sent = subject.append_many(&log, 3).await;
@@ -1684,13 +1686,7 @@ pub(crate) async fn backlog_a_message_deleted_while_it_waits_is_handed_to_the_ar
         .delete(&log, sent[1], &[], event.clone())
         .await
         .expect("delete");
-    assert_eq!(
-        removal,
-        Removal {
-            removed: true,
-            waiting: true
-        }
-    );
+    assert_eq!(removal, REMOVED_WAITING);
     let marked = backlog.archived(&log, sent[0]).await.expect("archived");
     assert!(marked.deleted.is_empty(), "not reached yet: {marked:?}");
     let marked = backlog.archived(&log, sent[2]).await.expect("archived");
@@ -1725,13 +1721,7 @@ pub(crate) async fn backlog_a_message_deleted_while_it_waits_is_handed_to_the_ar
         .delete(&log, sent[0], &[], event)
         .await
         .expect("delete");
-    assert_eq!(
-        removal,
-        Removal {
-            removed: true,
-            waiting: false
-        }
-    );
+    assert_eq!(removal, REMOVED);
 }
 
 /// Asserts that no message of `log` waits for the archive.
