@@ -288,6 +288,11 @@ impl Subject {
         assert_eq!(self.next_text().await, (topic.clone(), marker), "{why}");
     }
 
+    /// Subscribes the backend to `topic`.
+    async fn subscribe(&self, topic: &Topic) {
+        self.backend.bus.subscribe(topic).await.expect("subscribe");
+    }
+
     /// The backend's backlog (built with an archive).
     fn backlog(&self) -> Arc<dyn Backlog> {
         self.backend
@@ -368,18 +373,8 @@ pub(crate) async fn bus_delivers_only_subscribed_topics(make: impl AsyncFn(Parts
         Topic::User(user(&format!("{tag}-bob"))),
         Topic::User(user(&format!("{tag}-carol"))),
     );
-    subject
-        .backend
-        .bus
-        .subscribe(&subscribed)
-        .await
-        .expect("subscribe");
-    subject
-        .backend
-        .bus
-        .subscribe(&bob)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&subscribed).await;
+    subject.subscribe(&bob).await;
 
     let bus = &subject.backend.bus;
     bus.publish(&other, publication("not for us"))
@@ -452,12 +447,7 @@ pub(crate) async fn bus_carries_id_except_and_payload_through(
     let tag = unique("t");
     let topic = Topic::Room(room(&tag));
     let alice = user(&format!("{tag}-alice"));
-    subject
-        .backend
-        .bus
-        .subscribe(&topic)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&topic).await;
     let id = MessageId::new(1_700_000_000_000, 7);
 
     subject
@@ -497,12 +487,7 @@ pub(crate) async fn bus_carries_admin_controls_on_a_user_topic(
     let mut subject = Subject::build(&make, ROOMY).await;
     let tag = unique("t");
     let topic = Topic::User(user(&format!("{tag}-alice")));
-    subject
-        .backend
-        .bus
-        .subscribe(&topic)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&topic).await;
     let controls = [Control::Disconnect, Control::Leave(room(&tag))];
     for control in &controls {
         let publication = Publication {
@@ -1066,12 +1051,7 @@ pub(crate) async fn history_append_publishes_to_every_given_topic_in_history_ord
     let (to_alice, to_bob) = (Topic::User(alice.clone()), Topic::User(bob.clone()));
     let bystander = Topic::Room(room(&tag));
     for topic in [&to_alice, &to_bob, &bystander] {
-        subject
-            .backend
-            .bus
-            .subscribe(topic)
-            .await
-            .expect("subscribe");
+        subject.subscribe(topic).await;
     }
     let log = Log::direct(alice, bob);
 
@@ -1116,12 +1096,7 @@ pub(crate) async fn history_concurrent_appends_are_delivered_in_history_order(
     let lobby = room(&unique("r"));
     let topic = Topic::Room(lobby.clone());
     let log = Log::Room(lobby);
-    subject
-        .backend
-        .bus
-        .subscribe(&topic)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&topic).await;
 
     let mut writers = Vec::new();
     for w in 0..4 {
@@ -1285,12 +1260,7 @@ pub(crate) async fn history_a_repeated_idempotency_key_replays_the_original_and_
         unreachable!()
     };
     let log = Log::Room(name.clone());
-    subject
-        .backend
-        .bus
-        .subscribe(&room)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&room).await;
     let (alice, bob) = (
         UserName::parse("alice").expect("user"),
         UserName::parse("bob").expect("user"),
@@ -1636,12 +1606,7 @@ pub(crate) async fn history_delete_removes_one_message_and_tells_the_room(
     let mut subject = Subject::build(&make, ROOMY).await;
     let name = room(&unique("r"));
     let topic = Topic::Room(name.clone());
-    subject
-        .backend
-        .bus
-        .subscribe(&topic)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&topic).await;
     let log = Log::Room(name);
     let sent = subject.append_many(&log, 3).await;
     let history = subject.backend.history.clone();
