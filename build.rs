@@ -1,13 +1,14 @@
-//! Embeds the web client (`static/`, `static/js/` included) into the binary,
-//! so `GET /` answers wherever the node is started from. memory-serve
+//! Embeds the web client (`static/`, `static/js/` included) and the admin
+//! console (`console/`) into the binary, so `GET /` and `/admin` answer
+//! wherever the node is started from. memory-serve
 //! computes each file's ETag here and, in release builds, its brotli and
 //! gzip bodies, so none of that work happens per request.
 //!
 //! The page runs on the client package (`clients/js/src/index.js`), served
 //! as `/js/chorus-client.js`: one implementation of the protocol, with no
-//! second copy in `static/` to drift from it. memory-serve embeds one
-//! directory, so `static/` and the package are staged together under
-//! `OUT_DIR` first. A symlink in `static/` would not do: it breaks on a
+//! second copy in `static/` to drift from it. memory-serve embeds a set
+//! from one directory, so `static/` and the package are staged together
+//! under `OUT_DIR` first. A symlink in `static/` would not do: it breaks on a
 //! checkout without symlinks (Windows, some archives) and memory-serve's
 //! walk does not follow it.
 
@@ -38,7 +39,12 @@ fn main() -> io::Result<()> {
     // Always embed, debug builds too: the tests run debug binaries from
     // other directories, and a debug binary that read files at run time
     // would hide the very defect this fixes.
-    memory_serve::load_directory_with_embed(&staged, true);
+    // Two sets, not one folder: the console must not be among the web
+    // client's files, which are served whether or not an admin token is set.
+    memory_serve::load_names_directories(
+        [("web", staged), ("console", PathBuf::from("console"))],
+        true,
+    );
     Ok(())
 }
 

@@ -11,10 +11,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::HandlerWithoutStateExt;
-use axum::http::header::CONNECTION;
+use axum::http::header::{CONNECTION, CONTENT_SECURITY_POLICY, X_FRAME_OPTIONS};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
 use http_body_util::LengthLimitError;
 use memory_serve::CacheControl;
 use tower_http::services::ServeDir;
@@ -30,6 +31,14 @@ pub(crate) fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
     let mut router = Router::new()
         .merge(ws::router())
         .merge(http::router(&state, with_metrics));
+    // Only with a token, like the admin API: unset, `/admin` is an unknown
+    // path (the page holds no secret, but its presence tells there is an
+    // admin surface to guess at).
+    if state.admin_token.is_some() {
+        router = router
+            .nest("/admin", embedded_console())
+            .route("/admin/", get(|| async { Redirect::permanent("/admin") }));
+    }
     router = match &state.static_dir {
         // The operator's folder, read at request time.
         Some(dir) => router
@@ -63,12 +72,40 @@ pub(crate) fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
     router.with_state(state)
 }
 
-/// The web client embedded at build time. Every file carries an ETag
-/// (`If-None-Match` answers 304) and `Cache-Control: no-cache`: the files
-/// have no content hash in their names, so a browser must revalidate them
-/// to pick up a new release at once, which costs one 304 per file.
+/// The web client embedded at build time (`static/`, build.rs).
 fn embedded_web_client() -> Router<Arc<AppState>> {
-    memory_serve::load!()
+    embedded(memory_serve::load!("web"))
+}
+
+/// The admin console (`console/`, build.rs) under `/admin`: the page at
+/// `/admin` itself, its script and stylesheet beside it. It borrows the web
+/// client's `/style.css` for the look both share.
+fn embedded_console() -> Router<Arc<AppState>> {
+    embedded(memory_serve::load!("console")).layer(middleware::map_response(console_headers))
+}
+
+/// The console page holds the admin token: only its own origin's files may
+/// run in it or be fetched by it, and no other page may frame it (a click
+/// on a hidden "Disconnect" would be an administrator's).
+const CONSOLE_CSP: &str = "default-src 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+async fn console_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONSOLE_CSP),
+    );
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// Files embedded at build time, `index.html` answering for the folder.
+/// Every file carries an ETag (`If-None-Match` answers 304) and
+/// `Cache-Control: no-cache`: the files have no content hash in their names,
+/// so a browser must revalidate them to pick up a new release at once, which
+/// costs one 304 per file.
+fn embedded(files: memory_serve::MemoryServe) -> Router<Arc<AppState>> {
+    files
         .index_file(Some("/index.html"))
         .html_cache_control(CacheControl::NoCache)
         .cache_control(CacheControl::NoCache)

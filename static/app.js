@@ -424,17 +424,18 @@ function onMessage(f) {
   deliver(conv, normalize(f));
 }
 
+/** An administrator deleted a room message: it is no longer shown. */
+function onDeleted(f) {
+  const conv = S.convs.get(roomKey(f.room));
+  if (conv?.remove(f.id)) render({ messages: conv.key === S.active });
+}
+
 function onDm(f) {
   const peer = f.from === S.me ? f.to : f.from;
   const isNew = !S.dmOrder.includes(peer);
   const conv = ensureDm(peer);
   if (isNew) saveLayout();
   deliver(conv, normalize(f));
-}
-
-function onDeleted(f) {
-  const conv = S.convs.get(roomKey(f.room));
-  if (conv && conv.remove(f.id)) render({ messages: conv.key === S.active });
 }
 
 function onPresence(f) {

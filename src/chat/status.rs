@@ -128,13 +128,20 @@ impl RoomRates {
     pub(super) fn record(&self, room: &RoomName, now_ms: u64) {
         let minute = now_ms / 60_000;
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = rooms.entry(room.clone()).or_insert(Minutes {
-            minute,
-            current: 0,
-            previous: 0,
-        });
-        *entry = entry.at(minute);
-        entry.current = entry.current.saturating_add(1);
+        // The name is cloned only for a room not counted yet.
+        if let Some(entry) = rooms.get_mut(room) {
+            *entry = entry.at(minute);
+            entry.current = entry.current.saturating_add(1);
+            return;
+        }
+        rooms.insert(
+            room.clone(),
+            Minutes {
+                minute,
+                current: 1,
+                previous: 0,
+            },
+        );
     }
 
     /// Messages per minute over the last minute, by room, the busiest

@@ -16,6 +16,9 @@ export class Conversation {
     this.key = kind === 'room' ? roomKey(name) : dmKey(name);
     this.messages = []; // confirmed, sorted by id
     this.ids = new Set();
+    // Deleted by an administrator: a history page read before the delete
+    // and answered after it must not bring them back.
+    this.deleted = new Set();
     this.pending = new Map(); // idempotency key -> own message not confirmed yet (pending or failed), in send order
     this.unread = 0;
     this.members = new Set();
@@ -31,9 +34,9 @@ export class Conversation {
     return this.messages.length ? this.messages[0].id : null;
   }
 
-  /** Adds a confirmed message in id order. Returns false when it was already there. */
+  /** Adds a confirmed message in id order. Returns false when it was already there, or deleted. */
   add(msg) {
-    if (this.ids.has(msg.id)) return false;
+    if (this.ids.has(msg.id) || this.deleted.has(msg.id)) return false;
     this.ids.add(msg.id);
     const list = this.messages;
     if (!list.length || compareIds(list[list.length - 1].id, msg.id) < 0) {
@@ -51,6 +54,7 @@ export class Conversation {
 
   /** Removes a deleted message. Returns false when it was not shown. */
   remove(id) {
+    this.deleted.add(id);
     if (!this.ids.delete(id)) return false;
     this.messages = this.messages.filter((m) => m.id !== id);
     return true;

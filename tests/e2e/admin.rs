@@ -92,6 +92,56 @@ async fn admin_calls_without_the_right_token_are_refused_with_401() {
     );
 }
 
+/// The console's paths, and the places its files could leak from.
+const CONSOLE_PATHS: [&str; 6] = [
+    "/admin",
+    "/admin/",
+    "/admin/index.html",
+    "/admin/console.js",
+    "/admin.html",
+    "/console.js",
+];
+
+#[tokio::test]
+async fn without_an_admin_token_the_console_page_answers_404_like_an_unknown_route() {
+    let node = TestNode::spawn().await;
+    let unknown = call(Method::GET, &node.url("/nothing-here"), None, &[]).await;
+    for path in CONSOLE_PATHS {
+        let answer = call(Method::GET, &node.url(path), None, &[]).await;
+        assert_eq!(answer.status.as_u16(), 404, "{path}: {}", answer.body);
+        assert_eq!(answer.body, unknown.body, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn with_an_admin_token_the_console_page_loads_without_it() {
+    let node = TestNode::spawn_with(|s| s.admin_token = Some(TOKEN.to_owned())).await;
+    let page = tokio::time::timeout(crate::support::TIMEOUT, reqwest::get(node.url("/admin")))
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = &page.headers()["content-security-policy"];
+    assert!(
+        csp.to_str()
+            .is_ok_and(|csp| csp.contains("frame-ancestors 'none'")),
+        "{csp:?}"
+    );
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let html = page.text().await.expect("the page");
+    assert!(html.contains("/admin/console.js"), "{html}");
+    let script = call(Method::GET, &node.url("/admin/console.js"), None, &[]).await;
+    assert_eq!(script.status.as_u16(), 200);
+    assert_eq!(script.header("content-type"), Some("text/javascript"));
+    let slash = call(Method::GET, &node.url("/admin/"), None, &[]).await;
+    assert_eq!(slash.status.as_u16(), 200, "followed to /admin");
+    // Only under /admin: the web client's own files do not include it.
+    for path in &CONSOLE_PATHS[4..] {
+        let answer = call(Method::GET, &node.url(path), None, &[]).await;
+        assert_eq!(answer.status.as_u16(), 404, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn admin_calls_from_one_address_are_limited_wrong_tokens_included() {
     let node = TestNode::spawn_with(|s| s.admin_token = Some(TOKEN.to_owned())).await;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use chorus::config::Settings;
 use serde_json::{Value, json};
 
 use crate::support::cluster::{Deployment, on_both_backings};
@@ -40,15 +41,21 @@ async fn admin_delete(node: &TestNode, room: &str, id: &str) -> u16 {
     .as_u16()
 }
 
-async fn an_admin_delete_removes_the_message_from_the_archive_too(on: Option<Backing>) {
-    let db = PgDatabase::create().await;
-    let deployment = Deployment::start(on, |s| {
+/// Settings of a node keeping three hot messages, archiving to `db`, with
+/// the admin API.
+fn archiving_with_admin(db: &PgDatabase) -> impl Fn(&mut Settings) + use<> {
+    let url = db.url.clone();
+    move |s| {
         s.history_limit = 3;
         s.rate_limit = 0;
-        s.database_url = Some(db.url.clone());
+        s.database_url = Some(url.clone());
         s.admin_token = Some(ADMIN.to_owned());
-    })
-    .await;
+    }
+}
+
+async fn an_admin_delete_removes_the_message_from_the_archive_too(on: Option<Backing>) {
+    let db = PgDatabase::create().await;
+    let deployment = Deployment::start(on, archiving_with_admin(&db)).await;
     let room = unique("room");
     let mut alice = WsClient::connect(&deployment.a().ws_url(&unique("alice"))).await;
     let mut bob = WsClient::connect(&deployment.b().ws_url(&unique("bob"))).await;
@@ -75,13 +82,7 @@ async fn an_admin_delete_removes_the_message_from_the_archive_too(on: Option<Bac
 async fn a_message_deleted_while_it_waits_for_the_archive_never_reaches_it() {
     let server = PgServer::start();
     let db = PgDatabase::create_on(&server.url()).await;
-    let node = TestNode::spawn_with(|s| {
-        s.history_limit = 3;
-        s.rate_limit = 0;
-        s.database_url = Some(db.url.clone());
-        s.admin_token = Some(ADMIN.to_owned());
-    })
-    .await;
+    let node = TestNode::spawn_with(archiving_with_admin(&db)).await;
     let room = unique("room");
     let mut alice = WsClient::connect(&node.ws_url("alice")).await;
     alice.join(&room).await;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus::cluster::{
-    Backend, ClusterError, Control, Deliver, Departure, Draft, Idempotency, Log, Marked,
+    Backend, Backlog, ClusterError, Control, Deliver, Departure, Draft, Idempotency, Log, Marked,
     Publication, Removal, RoomSummary, Stored, Topic, UploadRecord, UploadState, UserConnections,
 };
 use chorus::domain::{
@@ -288,6 +288,19 @@ impl Subject {
         assert_eq!(self.next_text().await, (topic.clone(), marker), "{why}");
     }
 
+    /// Subscribes the backend to `topic`.
+    async fn subscribe(&self, topic: &Topic) {
+        self.backend.bus.subscribe(topic).await.expect("subscribe");
+    }
+
+    /// The backend's backlog (built with an archive).
+    fn backlog(&self) -> Arc<dyn Backlog> {
+        self.backend
+            .backlog
+            .clone()
+            .expect("a backlog with an archive")
+    }
+
     async fn append(&self, log: &Log, n: usize, topics: &[Topic]) -> Stored {
         self.backend
             .history
@@ -360,18 +373,8 @@ pub(crate) async fn bus_delivers_only_subscribed_topics(make: impl AsyncFn(Parts
         Topic::User(user(&format!("{tag}-bob"))),
         Topic::User(user(&format!("{tag}-carol"))),
     );
-    subject
-        .backend
-        .bus
-        .subscribe(&subscribed)
-        .await
-        .expect("subscribe");
-    subject
-        .backend
-        .bus
-        .subscribe(&bob)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&subscribed).await;
+    subject.subscribe(&bob).await;
 
     let bus = &subject.backend.bus;
     bus.publish(&other, publication("not for us"))
@@ -444,12 +447,7 @@ pub(crate) async fn bus_carries_id_except_and_payload_through(
     let tag = unique("t");
     let topic = Topic::Room(room(&tag));
     let alice = user(&format!("{tag}-alice"));
-    subject
-        .backend
-        .bus
-        .subscribe(&topic)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&topic).await;
     let id = MessageId::new(1_700_000_000_000, 7);
 
     subject
@@ -489,12 +487,7 @@ pub(crate) async fn bus_carries_admin_controls_on_a_user_topic(
     let mut subject = Subject::build(&make, ROOMY).await;
     let tag = unique("t");
     let topic = Topic::User(user(&format!("{tag}-alice")));
-    subject
-        .backend
-        .bus
-        .subscribe(&topic)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&topic).await;
     let controls = [Control::Disconnect, Control::Leave(room(&tag))];
     for control in &controls {
         let publication = Publication {
@@ -1058,12 +1051,7 @@ pub(crate) async fn history_append_publishes_to_every_given_topic_in_history_ord
     let (to_alice, to_bob) = (Topic::User(alice.clone()), Topic::User(bob.clone()));
     let bystander = Topic::Room(room(&tag));
     for topic in [&to_alice, &to_bob, &bystander] {
-        subject
-            .backend
-            .bus
-            .subscribe(topic)
-            .await
-            .expect("subscribe");
+        subject.subscribe(topic).await;
     }
     let log = Log::direct(alice, bob);
 
@@ -1108,12 +1096,7 @@ pub(crate) async fn history_concurrent_appends_are_delivered_in_history_order(
     let lobby = room(&unique("r"));
     let topic = Topic::Room(lobby.clone());
     let log = Log::Room(lobby);
-    subject
-        .backend
-        .bus
-        .subscribe(&topic)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&topic).await;
 
     let mut writers = Vec::new();
     for w in 0..4 {
@@ -1277,12 +1260,7 @@ pub(crate) async fn history_a_repeated_idempotency_key_replays_the_original_and_
         unreachable!()
     };
     let log = Log::Room(name.clone());
-    subject
-        .backend
-        .bus
-        .subscribe(&room)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&room).await;
     let (alice, bob) = (
         UserName::parse("alice").expect("user"),
         UserName::parse("bob").expect("user"),
@@ -1357,11 +1335,7 @@ pub(crate) async fn backlog_keeps_what_the_archive_lacks_and_trims_once_archived
     make: impl AsyncFn(Parts) -> Backend,
 ) {
     let subject = Subject::build_full(&make, 3, None, true).await;
-    let backlog = subject
-        .backend
-        .backlog
-        .clone()
-        .expect("a backlog with an archive");
+    let backlog = subject.backlog();
     let history = &subject.backend.history;
     let log = Log::Room(room(&unique("r")));
     let sent = subject.append_many(&log, 6).await;
@@ -1408,14 +1382,7 @@ pub(crate) async fn backlog_keeps_what_the_archive_lacks_and_trims_once_archived
             .done,
         "none waits"
     );
-    assert!(
-        backlog
-            .unarchived(&log, 100)
-            .await
-            .expect("unarchived")
-            .is_empty()
-    );
-    assert!(!backlog.waiting().await.expect("waiting").contains(&log));
+    assert_none_waits(backlog.as_ref(), &log).await;
     let kept = history.before(&log, None, 100).await.expect("before");
     assert_eq!(ids(&kept), sent[3..], "the cap holds once all is archived");
     assert!(
@@ -1442,11 +1409,7 @@ pub(crate) async fn backlog_a_log_waiting_for_the_archive_does_not_expire(
 ) {
     let ttl = Duration::from_millis(600);
     let subject = Subject::build_full(&make, ROOMY, Some(ttl), true).await;
-    let backlog = subject
-        .backend
-        .backlog
-        .clone()
-        .expect("a backlog with an archive");
+    let backlog = subject.backlog();
     let history = subject.backend.history.clone();
     let log = Log::Room(room(&unique("r")));
     let first = subject.append(&log, 1, &[]).await;
@@ -1625,18 +1588,25 @@ pub(crate) async fn uploads_a_restored_record_reads_back_as_it_was(
     assert_eq!(records.get(&record.id).await.expect("get"), Some(record));
 }
 
+/// A delete that found the message, archived (or without an archive).
+const REMOVED: Removal = Removal {
+    removed: true,
+    waiting: false,
+};
+
+/// A delete that found the message still waiting for the archive.
+const REMOVED_WAITING: Removal = Removal {
+    removed: true,
+    waiting: true,
+};
+
 pub(crate) async fn history_delete_removes_one_message_and_tells_the_room(
     make: impl AsyncFn(Parts) -> Backend,
 ) {
     let mut subject = Subject::build(&make, ROOMY).await;
     let name = room(&unique("r"));
     let topic = Topic::Room(name.clone());
-    subject
-        .backend
-        .bus
-        .subscribe(&topic)
-        .await
-        .expect("subscribe");
+    subject.subscribe(&topic).await;
     let log = Log::Room(name);
     let sent = subject.append_many(&log, 3).await;
     let history = subject.backend.history.clone();
@@ -1646,13 +1616,7 @@ pub(crate) async fn history_delete_removes_one_message_and_tells_the_room(
         .delete(&log, sent[1], std::slice::from_ref(&topic), event.clone())
         .await
         .expect("delete");
-    assert_eq!(
-        removal,
-        Removal {
-            removed: true,
-            waiting: false
-        }
-    );
+    assert_eq!(removal, REMOVED);
     let (got, publication) = subject.next().await;
     assert_eq!((got, publication.payload), (topic.clone(), event.clone()));
     let kept = history.before(&log, None, 10).await.expect("before");
@@ -1674,11 +1638,7 @@ pub(crate) async fn backlog_a_message_deleted_while_it_waits_is_handed_to_the_ar
     make: impl AsyncFn(Parts) -> Backend,
 ) {
     let subject = Subject::build_full(&make, ROOMY, None, true).await;
-    let backlog = subject
-        .backend
-        .backlog
-        .clone()
-        .expect("a backlog with an archive");
+    let backlog = subject.backlog();
     let history = subject.backend.history.clone();
     let log = Log::Room(room(&unique("r")));
     let sent = subject.append_many(&log, 3).await;
@@ -1691,13 +1651,7 @@ pub(crate) async fn backlog_a_message_deleted_while_it_waits_is_handed_to_the_ar
         .delete(&log, sent[1], &[], event.clone())
         .await
         .expect("delete");
-    assert_eq!(
-        removal,
-        Removal {
-            removed: true,
-            waiting: true
-        }
-    );
+    assert_eq!(removal, REMOVED_WAITING);
     let marked = backlog.archived(&log, sent[0]).await.expect("archived");
     assert!(marked.deleted.is_empty(), "not reached yet: {marked:?}");
     let marked = backlog.archived(&log, sent[2]).await.expect("archived");
@@ -1726,24 +1680,23 @@ pub(crate) async fn backlog_a_message_deleted_while_it_waits_is_handed_to_the_ar
         .await
         .expect("delete");
     assert!(removal.waiting);
-    assert!(
-        backlog
-            .unarchived(&log, 100)
-            .await
-            .expect("unarchived")
-            .is_empty()
-    );
-    assert!(!backlog.waiting().await.expect("waiting").contains(&log));
+    assert_none_waits(backlog.as_ref(), &log).await;
     // An archived one is not the backlog's: deleting it hands nothing on.
     let removal = history
         .delete(&log, sent[0], &[], event)
         .await
         .expect("delete");
-    assert_eq!(
-        removal,
-        Removal {
-            removed: true,
-            waiting: false
-        }
+    assert_eq!(removal, REMOVED);
+}
+
+/// Asserts that no message of `log` waits for the archive.
+async fn assert_none_waits(backlog: &dyn Backlog, log: &Log) {
+    assert!(
+        backlog
+            .unarchived(log, 100)
+            .await
+            .expect("unarchived")
+            .is_empty()
     );
+    assert!(!backlog.waiting().await.expect("waiting").contains(log));
 }
