@@ -107,6 +107,7 @@ function startClient() {
   on('presence', onPresence);
   on('typing', onTyping);
   on('deleted', onDeleted);
+  on('left', onLeft);
   on('error', onClientError);
   if (S.restored) joinAll();
   // A refusal for good (1008, 4001) arrives as the `closed` state.
@@ -214,17 +215,34 @@ function leaveConversation() {
     // The room is gone from the page whatever the answer: the client rejoins
     // no room it is leaving, so a leave cut off by a dropped connection is done too.
     S.client.leave(conv.name).catch(() => {});
+  }
+  dropConversation(conv);
+}
+
+/** Takes a conversation off the page, opening the next one if it was open. */
+function dropConversation(conv) {
+  if (conv.kind === 'room') {
     S.roomOrder = S.roomOrder.filter((r) => r !== conv.name);
     refreshDirectorySoon();
   } else {
     S.dmOrder = S.dmOrder.filter((u) => u !== conv.name);
   }
   S.convs.delete(conv.key);
+  const wasOpen = S.active === conv.key;
+  if (wasOpen) S.active = null;
   const next = S.roomOrder[0] ? roomKey(S.roomOrder[0]) : S.dmOrder[0] ? dmKey(S.dmOrder[0]) : null;
-  S.active = null;
-  if (next) openConversation(next);
+  if (wasOpen && next) openConversation(next);
   else render({ all: true, scroll: 'switch' });
   saveLayout();
+}
+
+/** A `left` the page did not ask for: an administrator removed us from the room. */
+function onLeft(f) {
+  const conv = S.convs.get(roomKey(f.room));
+  // Our own leave took the room off the page already.
+  if (!conv) return;
+  dropConversation(conv);
+  toast(`An administrator removed you from #${f.room}. You may join it again.`, 'kicked');
 }
 
 function joinOnServer(conv) {

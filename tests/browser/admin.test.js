@@ -68,3 +68,24 @@ test('a message an administrator deletes disappears from the page', async () => 
   assert.deepEqual(alice.errors, []);
   assert.deepEqual(bob.errors, []);
 });
+
+test('a user an administrator removes from a room sees the room leave the page, and stays connected', async () => {
+  const page = await openClient(browser, node, { name: 'judy', room: 'ops' });
+  await waitConnected(page);
+  await page.locator('#member-list [data-user="judy"]').waitFor();
+
+  const answer = await fetch(`${node.http}/api/admin/rooms/ops/kick`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ user: 'judy' }),
+  });
+  assert.equal(answer.status, 202);
+
+  await page.locator('#room-list [data-key="room:ops"]').waitFor({ state: 'detached' });
+  await page.locator('#toasts .toast[data-code="kicked"]', { hasText: 'removed you from #ops' }).waitFor();
+  const members = await (await fetch(`${node.http}/api/rooms/ops/users`)).json();
+  assert.deepEqual(members, [], 'judy left ops');
+  // Still signed in: the kick is no disconnect.
+  await waitConnected(page);
+  assert.deepEqual(page.errors, []);
+});
