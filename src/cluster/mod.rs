@@ -182,8 +182,8 @@ pub struct RoomChange {
     pub joined: bool,
 }
 
-/// An online user, for the admin API.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An online user, for the admin API (serialized as it answers).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UserConnections {
     /// The user.
     pub user: UserName,

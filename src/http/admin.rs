@@ -129,28 +129,12 @@ async fn delete_message(
     }
 }
 
-/// One online user, as `GET /api/admin/users` lists it.
-#[derive(Debug, serde::Serialize)]
-struct OnlineUser {
-    user: UserName,
-    connections: usize,
-    nodes: Vec<crate::domain::NodeId>,
-}
-
 /// `GET /api/admin/users`: every online user, its connections cluster-wide
 /// and the live nodes holding them.
-async fn users(State(state): State<Arc<AppState>>) -> Result<AppJson<Vec<OnlineUser>>, ApiError> {
-    let users = state.chat.connections().await?;
-    Ok(AppJson(
-        users
-            .into_iter()
-            .map(|u| OnlineUser {
-                user: u.user,
-                connections: u.connections,
-                nodes: u.nodes,
-            })
-            .collect(),
-    ))
+async fn users(
+    State(state): State<Arc<AppState>>,
+) -> Result<AppJson<Vec<crate::cluster::UserConnections>>, ApiError> {
+    Ok(AppJson(state.chat.connections().await?))
 }
 
 /// One live node, as `GET /api/admin/nodes` lists it: the contract's

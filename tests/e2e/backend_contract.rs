@@ -288,6 +288,15 @@ impl Subject {
         assert_eq!(self.next_text().await, (topic.clone(), marker), "{why}");
     }
 
+    /// Publishes `publication` on `topic` through the backend's bus.
+    async fn publish(&self, topic: &Topic, publication: Publication) {
+        self.backend
+            .bus
+            .publish(topic, publication)
+            .await
+            .expect("publish");
+    }
+
     /// Subscribes the backend to `topic`.
     async fn subscribe(&self, topic: &Topic) {
         self.backend.bus.subscribe(topic).await.expect("subscribe");
@@ -464,12 +473,7 @@ pub(crate) async fn bus_carries_id_except_and_payload_through(
         )
         .await
         .expect("publish");
-    subject
-        .backend
-        .bus
-        .publish(&topic, publication("plain"))
-        .await
-        .expect("publish");
+    subject.publish(&topic, publication("plain")).await;
 
     let (got_topic, first) = subject.next().await;
     assert_eq!(got_topic, topic);
@@ -496,19 +500,9 @@ pub(crate) async fn bus_carries_admin_controls_on_a_user_topic(
             control: Some(control.clone()),
             payload: Bytes::new(),
         };
-        subject
-            .backend
-            .bus
-            .publish(&topic, publication)
-            .await
-            .expect("publish");
+        subject.publish(&topic, publication).await;
     }
-    subject
-        .backend
-        .bus
-        .publish(&topic, publication("plain"))
-        .await
-        .expect("publish");
+    subject.publish(&topic, publication("plain")).await;
     for control in controls {
         let (got_topic, got) = subject.next().await;
         assert_eq!(got_topic, topic);
